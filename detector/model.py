@@ -1,0 +1,225 @@
+"""Frozen records that flow through the pipeline.
+
+Input records carry only the columns the rule reads. Times are Kusto ticks (see timestamps.py);
+dynamic columns are parsed JSON values. ``to_dict``/``from_dict`` give a stable JSON form used by
+the CLI, the run state and the webhook payloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .kql import JsonValue
+from .timestamps import Ticks, format_datetime, parse_datetime
+
+# The rule's final projection, in the query's order.
+RULE_COLUMNS: tuple[str, ...] = (
+    "StartTime",
+    "EndTime",
+    "Subscription",
+    "VirtualMachineName",
+    "Caller",
+    "CallerIpAddress",
+    "UEBAEventTime",
+    "UEBAActionType",
+    "UEBASourceIPLocation",
+    "UEBAActivityInsights",
+    "UEBAUsersInsights",
+    "AccountName",
+    "AccountUPNSuffix",
+)
+
+# Columns each table must provide to the correlation (file exports and pushdown queries alike).
+ACTIVITY_COLUMNS: tuple[str, ...] = (
+    "TimeGenerated",
+    "OperationNameValue",
+    "Authorization",
+    "CorrelationId",
+    "Caller",
+    "CallerIpAddress",
+    "ActivityStatusValue",
+)
+UEBA_COLUMNS: tuple[str, ...] = (
+    "TimeGenerated",
+    "EventSource",
+    "ActionType",
+    "UserPrincipalName",
+    "SourceIPLocation",
+    "ActivityInsights",
+    "UsersInsights",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityEvent:
+    """One AzureActivity row, reduced to the columns the rule reads."""
+
+    time: Ticks
+    operation_name: str
+    authorization: str
+    correlation_id: str
+    caller: str
+    caller_ip: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class UebaEvent:
+    """One BehaviorAnalytics row, reduced to the columns the rule reads."""
+
+    time: Ticks
+    event_source: str
+    action_type: str
+    user_principal_name: str
+    source_ip_location: str
+    activity_insights: JsonValue
+    users_insights: JsonValue
+
+
+@dataclass(frozen=True, slots=True)
+class RunCommand:
+    """One ``summarize ... by CorrelationId, Authorization, Caller`` group that succeeded."""
+
+    correlation_id: str
+    authorization: str
+    caller: str
+    start: Ticks
+    end: Ticks
+    caller_ip: str
+    statuses: tuple[str, ...]
+    scope: str
+    subscription: str
+    vm_name: str
+    resource_group: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRow:
+    """One row of the rule's result, plus the Run Command it came from (not projected by the rule)."""
+
+    start: Ticks
+    end: Ticks
+    subscription: str
+    vm_name: str
+    caller: str
+    caller_ip: str
+    ueba_time: Ticks
+    ueba_action_type: str
+    ueba_source_location: str
+    ueba_activity_insights: JsonValue
+    ueba_users_insights: JsonValue
+    account_name: str
+    account_upn_suffix: str
+    correlation_id: str
+    scope: str
+    resource_group: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The 13 columns of the rule, datetimes as ISO 8601 UTC."""
+        return {
+            "StartTime": format_datetime(self.start),
+            "EndTime": format_datetime(self.end),
+            "Subscription": self.subscription,
+            "VirtualMachineName": self.vm_name,
+            "Caller": self.caller,
+            "CallerIpAddress": self.caller_ip,
+            "UEBAEventTime": format_datetime(self.ueba_time),
+            "UEBAActionType": self.ueba_action_type,
+            "UEBASourceIPLocation": self.ueba_source_location,
+            "UEBAActivityInsights": self.ueba_activity_insights,
+            "UEBAUsersInsights": self.ueba_users_insights,
+            "AccountName": self.account_name,
+            "AccountUPNSuffix": self.account_upn_suffix,
+        }
+
+    def to_state(self) -> dict[str, Any]:
+        """The 13 columns plus the hidden ones, for storage."""
+        data = self.to_dict()
+        data["CorrelationId"] = self.correlation_id
+        data["Scope"] = self.scope
+        data["ResourceGroup"] = self.resource_group
+        return data
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> RuleRow:
+        return cls(
+            start=parse_datetime(data["StartTime"]),
+            end=parse_datetime(data["EndTime"]),
+            subscription=data["Subscription"],
+            vm_name=data["VirtualMachineName"],
+            caller=data["Caller"],
+            caller_ip=data["CallerIpAddress"],
+            ueba_time=parse_datetime(data["UEBAEventTime"]),
+            ueba_action_type=data["UEBAActionType"],
+            ueba_source_location=data["UEBASourceIPLocation"],
+            ueba_activity_insights=data["UEBAActivityInsights"],
+            ueba_users_insights=data["UEBAUsersInsights"],
+            account_name=data["AccountName"],
+            account_upn_suffix=data["AccountUPNSuffix"],
+            correlation_id=data.get("CorrelationId", ""),
+            scope=data.get("Scope", ""),
+            resource_group=data.get("ResourceGroup", ""),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert per Run Command operation (CorrelationId), carrying all its UEBA matches.
+
+    ``rows`` are the rule's rows for this operation, ordered by UEBA time. The Run Command fields come
+    from the earliest row; when one CorrelationId spans several Authorization texts (rare), the
+    times are the union of them.
+    """
+
+    key: str
+    rule_id: str
+    correlation_id: str
+    caller: str
+    caller_ip: str
+    subscription: str
+    resource_group: str
+    vm_name: str
+    scope: str
+    start: Ticks
+    end: Ticks
+    account_name: str
+    account_upn_suffix: str
+    rows: tuple[RuleRow, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "AlertKey": self.key,
+            "RuleId": self.rule_id,
+            "CorrelationId": self.correlation_id,
+            "Caller": self.caller,
+            "CallerIpAddress": self.caller_ip,
+            "Subscription": self.subscription,
+            "ResourceGroup": self.resource_group,
+            "VirtualMachineName": self.vm_name,
+            "ResourceId": self.scope,
+            "StartTime": format_datetime(self.start),
+            "EndTime": format_datetime(self.end),
+            "AccountName": self.account_name,
+            "AccountUPNSuffix": self.account_upn_suffix,
+            "Rows": [r.to_state() for r in self.rows],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Alert:
+        return cls(
+            key=data["AlertKey"],
+            rule_id=data["RuleId"],
+            correlation_id=data["CorrelationId"],
+            caller=data["Caller"],
+            caller_ip=data["CallerIpAddress"],
+            subscription=data["Subscription"],
+            resource_group=data["ResourceGroup"],
+            vm_name=data["VirtualMachineName"],
+            scope=data["ResourceId"],
+            start=parse_datetime(data["StartTime"]),
+            end=parse_datetime(data["EndTime"]),
+            account_name=data["AccountName"],
+            account_upn_suffix=data["AccountUPNSuffix"],
+            rows=tuple(RuleRow.from_state(r) for r in data["Rows"]),
+        )

@@ -1,0 +1,258 @@
+"""Replay exported logs: a folder holding ``AzureActivity.<ext>`` and ``BehaviorAnalytics.<ext>``.
+
+Formats, chosen by extension:
+
+* ``.json``: the Log Analytics REST response (``{"tables": [{"columns": [...], "rows": [[...]]}]}``)
+  or an array of objects (what ``az monitor log-analytics query`` prints);
+* ``.jsonl``: one JSON object per line;
+* ``.csv``: the Azure portal's export (``$table`` column, headers ending in `` [UTC]``, times like
+  ``4/28/2021, 2:32:14.029 PM``, JSON cells quoted over several lines).
+
+Extra columns are ignored. A required column missing from the header (for objects: from the first
+object, which plays the header's part) is an :class:`InputError` naming file and column. A row that
+cannot be read is counted and reported with its line (or item) number, and reading goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..correlate import Window
+from ..errors import InputError
+from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS
+from . import MalformedRow, ReadReport, SourceData
+from .records import RowError, activity_event, ueba_event
+
+EXTENSIONS = ("jsonl", "json", "csv")
+ACTIVITY_TABLE = "AzureActivity"
+UEBA_TABLE = "BehaviorAnalytics"
+
+_T = TypeVar("_T")
+RowStream = Iterator[tuple[str, Mapping[str, Any]]]
+"""(where in the file, column -> value) for each readable row."""
+_SUFFIX = re.compile(r"^(.*?)\s*\[([^\]]*)\]$")
+# A quoted CSV cell may span lines (pretty-printed JSON); one running longer than this is taken as an
+# unterminated quote.
+MAX_RECORD_LINES = 2000
+
+
+def find_table_file(directory: Path, table: str) -> Path:
+    """The one export of ``table`` in ``directory``; an error when there is none or several."""
+    found = [directory / f"{table}.{ext}" for ext in EXTENSIONS if (directory / f"{table}.{ext}").is_file()]
+    if not found:
+        names = ", ".join(f"{table}.{ext}" for ext in EXTENSIONS)
+        raise InputError(f"no export of {table} found (expected one of {names})", path=str(directory))
+    if len(found) > 1:
+        raise InputError(
+            f"several exports of {table} ({', '.join(p.name for p in found)}); keep one",
+            path=str(directory),
+        )
+    return found[0]
+
+
+def normalize_header(name: str, path: str, required: tuple[str, ...]) -> str:
+    """Strip a BOM, whitespace and the portal's `` [UTC]`` suffix; refuse local-time exports."""
+    name = name.strip().lstrip("\ufeff").strip()
+    m = _SUFFIX.match(name)
+    if m:
+        base, zone = m.group(1), m.group(2).strip()
+        if zone.upper() != "UTC" and base in required:
+            raise InputError(
+                f"times are exported in {zone!r}; export them in UTC (portal: Settings > Time zone > UTC)",
+                path=path, column=name,
+            )
+        return base
+    return name
+
+
+def _check_columns(columns: list[str], required: tuple[str, ...], path: str) -> None:
+    present = set(columns)
+    for column in required:
+        if column not in present:
+            raise InputError("required column is missing", path=path, column=column)
+
+
+def _csv_records(handle: io.TextIOBase) -> Iterator[tuple[int, str | None]]:
+    """Split CSV text into records: ``(first line number, text)``, or ``(line, None)`` for a record
+    whose quote never closes. A record is complete when it holds an even number of ``"`` (quotes
+    inside quoted cells are doubled), so multi-line JSON cells stay whole. After an unterminated
+    quote, scanning restarts on the line after the record began, so one bad row loses one row.
+    """
+    pending: deque[tuple[int, str]] = deque()
+    numbered = enumerate(handle, start=1)
+
+    def next_line() -> tuple[int, str] | None:
+        if pending:
+            return pending.popleft()
+        return next(numbered, None)
+
+    while True:
+        first = next_line()
+        if first is None:
+            return
+        buffer = [first]
+        quotes = first[1].count('"')
+        while quotes % 2 == 1 and len(buffer) < MAX_RECORD_LINES:
+            following = next_line()
+            if following is None:
+                break
+            buffer.append(following)
+            quotes += following[1].count('"')
+        if quotes % 2 == 1:
+            yield first[0], None
+            pending.extendleft(reversed(buffer[1:]))
+            continue
+        yield first[0], "".join(text for _, text in buffer)
+
+
+def _parse_record(text: str) -> list[str]:
+    return next(csv.reader([text], strict=True), [])
+
+
+def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> RowStream:
+    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+        records = _csv_records(handle)
+        header_record = next(records, None)
+        if header_record is None or header_record[1] is None:
+            raise InputError("no readable CSV header", path=str(path), line=1)
+        try:
+            header = [normalize_header(h, str(path), required) for h in _parse_record(header_record[1])]
+        except csv.Error as exc:
+            raise InputError(f"unreadable CSV header: {exc}", path=str(path), line=1) from None
+        _check_columns(header, required, str(path))
+        index = [(name, header.index(name)) for name in required]
+        width = len(header)
+        for line, text in records:
+            where = f"line {line}"
+            if text is None:
+                report.add_malformed(MalformedRow(str(path), where, "a quoted cell is never closed"))
+                continue
+            if not text.strip():
+                continue
+            try:
+                fields = _parse_record(text)
+            except csv.Error as exc:
+                report.add_malformed(MalformedRow(str(path), where, f"broken CSV quoting: {exc}"))
+                continue
+            if len(fields) != width:
+                report.add_malformed(MalformedRow(
+                    str(path), where, f"{len(fields)} fields where the header has {width}"))
+                continue
+            yield where, {name: fields[i] for name, i in index}
+
+
+def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport) -> RowStream:
+    checked = False
+    with path.open("r", encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"line {number}"
+            try:
+                obj = json.loads(line)
+            except ValueError as exc:
+                report.add_malformed(MalformedRow(str(path), where, f"not JSON: {exc}"))
+                continue
+            if not isinstance(obj, dict):
+                report.add_malformed(MalformedRow(str(path), where, "not a JSON object"))
+                continue
+            if not checked:
+                _check_columns(list(obj), required, str(path))
+                checked = True
+            yield where, obj
+
+
+def _iter_json(path: Path, required: tuple[str, ...], report: ReadReport) -> RowStream:
+    with path.open("r", encoding="utf-8-sig") as handle:
+        try:
+            document = json.load(handle)
+        except ValueError as exc:
+            line = getattr(exc, "lineno", None)
+            raise InputError(f"not a JSON document: {exc}", path=str(path), line=line) from None
+    if isinstance(document, dict) and isinstance(document.get("tables"), list):
+        yield from _iter_rest_tables(document["tables"], path, required, report)
+        return
+    if isinstance(document, dict) and isinstance(document.get("value"), list):
+        document = document["value"]
+    if not isinstance(document, list):
+        raise InputError(
+            "expected a Log Analytics response ({\"tables\": ...}) or an array of objects", path=str(path))
+    checked = False
+    for number, obj in enumerate(document, start=1):
+        where = f"item {number}"
+        if not isinstance(obj, dict):
+            report.add_malformed(MalformedRow(str(path), where, "not a JSON object"))
+            continue
+        if not checked:
+            _check_columns(list(obj), required, str(path))
+            checked = True
+        yield where, obj
+
+
+def _iter_rest_tables(
+    tables: list[Any], path: Path, required: tuple[str, ...], report: ReadReport
+) -> RowStream:
+    table = next((t for t in tables if isinstance(t, dict) and t.get("name") == "PrimaryResult"), None)
+    if table is None:
+        table = tables[0] if tables and isinstance(tables[0], dict) else None
+    if table is None or not isinstance(table.get("columns"), list) or not isinstance(table.get("rows"), list):
+        raise InputError("the response holds no table with columns and rows", path=str(path))
+    names = [normalize_header(str(c.get("name", "")) if isinstance(c, dict) else "", str(path), required)
+             for c in table["columns"]]
+    _check_columns(names, required, str(path))
+    index = [(name, names.index(name)) for name in required]
+    for number, row in enumerate(table["rows"], start=1):
+        where = f"row {number}"
+        if not isinstance(row, list) or len(row) != len(names):
+            report.add_malformed(MalformedRow(str(path), where, f"expected a list of {len(names)} values"))
+            continue
+        yield where, {name: row[i] for name, i in index}
+
+
+_READERS = {"csv": _iter_csv, "jsonl": _iter_jsonl, "json": _iter_json}
+
+
+def read_table(path: Path, table: str, required: tuple[str, ...], convert: Callable[[Mapping[str, Any]], _T],
+               report: ReadReport) -> Iterator[_T]:
+    """Stream one export as records; malformed rows go to ``report``."""
+    reader = _READERS[path.suffix.lstrip(".").lower()]
+    try:
+        for where, row in reader(path, required, report):
+            report.count_row(table)
+            try:
+                yield convert(row)
+            except RowError as exc:
+                report.add_malformed(MalformedRow(str(path), where, str(exc)))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(path)) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
+
+
+class FileSource:
+    """Exports in a folder; every row is read, the correlation applies the window."""
+
+    def __init__(self, directory: Path | str) -> None:
+        self.directory = Path(directory)
+        if not self.directory.is_dir():
+            raise InputError("not a folder", path=str(self.directory))
+        self.activity_path = find_table_file(self.directory, ACTIVITY_TABLE)
+        self.ueba_path = find_table_file(self.directory, UEBA_TABLE)
+
+    def describe(self) -> str:
+        return f"files in {self.directory}"
+
+    def fetch(self, window: Window) -> SourceData:
+        report = ReadReport()
+        return SourceData(
+            activity=read_table(self.activity_path, ACTIVITY_TABLE, ACTIVITY_COLUMNS, activity_event, report),
+            ueba=read_table(self.ueba_path, UEBA_TABLE, UEBA_COLUMNS, ueba_event, report),
+            report=report,
+        )

@@ -1,0 +1,78 @@
+"""Turn one row (a column-name -> value mapping, from any source) into a core record.
+
+Conversion rules, shared by every source so the same rows give the same results:
+
+* string columns: null -> ``""``; non-strings become their Kusto ``tostring`` form (a JSON object
+  in the ``Authorization`` string column, as some tools emit it, becomes compact JSON text);
+* ``TimeGenerated``: ISO 8601, the portal's ``4/28/2021, 2:32:14.029 PM``, or a ``datetime``;
+  missing or unparseable makes the row malformed;
+* dynamic columns: JSON text is parsed (``parse_json``); an empty cell is null; objects pass as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from .. import kql
+from ..model import ActivityEvent, UebaEvent
+from ..timestamps import Ticks, from_datetime, parse_datetime
+
+
+class RowError(ValueError):
+    """This row cannot be used; the message says which column and why."""
+
+
+def _text(row: Mapping[str, Any], column: str) -> str:
+    value = row.get(column)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return kql.tostring(value)
+
+
+def _time(row: Mapping[str, Any], column: str) -> Ticks:
+    value = row.get(column)
+    if value is None or value == "":
+        raise RowError(f"{column} is empty")
+    if isinstance(value, datetime):
+        return from_datetime(value)
+    if not isinstance(value, str):
+        raise RowError(f"{column} is not a datetime: {str(value)[:40]!r}")
+    try:
+        return parse_datetime(value)
+    except ValueError as exc:
+        raise RowError(f"{column}: {exc}") from None
+
+
+def _dynamic(row: Mapping[str, Any], column: str) -> kql.JsonValue:
+    value = row.get(column)
+    if value == "":
+        return None
+    return kql.parse_json(value)
+
+
+def activity_event(row: Mapping[str, Any]) -> ActivityEvent:
+    return ActivityEvent(
+        time=_time(row, "TimeGenerated"),
+        operation_name=_text(row, "OperationNameValue"),
+        authorization=_text(row, "Authorization"),
+        correlation_id=_text(row, "CorrelationId"),
+        caller=_text(row, "Caller"),
+        caller_ip=_text(row, "CallerIpAddress"),
+        status=_text(row, "ActivityStatusValue"),
+    )
+
+
+def ueba_event(row: Mapping[str, Any]) -> UebaEvent:
+    return UebaEvent(
+        time=_time(row, "TimeGenerated"),
+        event_source=_text(row, "EventSource"),
+        action_type=_text(row, "ActionType"),
+        user_principal_name=_text(row, "UserPrincipalName"),
+        source_ip_location=_text(row, "SourceIPLocation"),
+        activity_insights=_dynamic(row, "ActivityInsights"),
+        users_insights=_dynamic(row, "UsersInsights"),
+    )
