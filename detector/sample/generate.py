@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..timestamps import TICKS_PER_HOUR, TICKS_PER_MINUTE, TICKS_PER_SECOND, Ticks, format_datetime, parse_datetime
+from ..timestamps import (
+    TICKS_PER_HOUR,
+    TICKS_PER_MINUTE,
+    TICKS_PER_SECOND,
+    Ticks,
+    format_datetime,
+    parse_datetime,
+)
 from .exports import write_portal_csv, write_rest_json
 
 SAMPLE_DIR = Path(__file__).parent / "workspace"
@@ -57,7 +64,7 @@ class Workspace:
 
 class _Builder:
     def __init__(self, seed: int, at: Ticks) -> None:
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 - reproducible sample data, not secrets
         self.ws = Workspace(at=at)
 
     def guid(self) -> str:

@@ -79,37 +79,52 @@ def _check_columns(columns: list[str], required: tuple[str, ...], path: str) -> 
             raise InputError("required column is missing", path=path, column=column)
 
 
-def _csv_records(handle: io.TextIOBase) -> Iterator[tuple[int, str | None]]:
+class _CsvRecords:
     """Split CSV text into records: ``(first line number, text)``, or ``(line, None)`` for a record
-    whose quote never closes. A record is complete when it holds an even number of ``"`` (quotes
-    inside quoted cells are doubled), so multi-line JSON cells stay whole. After an unterminated
-    quote, scanning restarts on the line after the record began, so one bad row loses one row.
+    whose quote never closes.
+
+    A record is complete when it holds an even number of ``"`` (quotes inside quoted cells are
+    doubled), so multi-line JSON cells stay whole. A stray quote shifts that parity for the lines
+    after it; :meth:`rescan_after_first_line` then puts back all but the bad record's first line,
+    so one broken row costs one row.
     """
-    pending: deque[tuple[int, str]] = deque()
-    numbered = enumerate(handle, start=1)
 
-    def next_line() -> tuple[int, str] | None:
-        if pending:
-            return pending.popleft()
-        return next(numbered, None)
+    def __init__(self, handle: io.TextIOBase) -> None:
+        self._numbered = enumerate(handle, start=1)
+        self._pending: deque[tuple[int, str]] = deque()
+        self._last: list[tuple[int, str]] = []
 
-    while True:
-        first = next_line()
-        if first is None:
-            return
-        buffer = [first]
-        quotes = first[1].count('"')
-        while quotes % 2 == 1 and len(buffer) < MAX_RECORD_LINES:
-            following = next_line()
-            if following is None:
-                break
-            buffer.append(following)
-            quotes += following[1].count('"')
-        if quotes % 2 == 1:
-            yield first[0], None
-            pending.extendleft(reversed(buffer[1:]))
-            continue
-        yield first[0], "".join(text for _, text in buffer)
+    def _next_line(self) -> tuple[int, str] | None:
+        if self._pending:
+            return self._pending.popleft()
+        return next(self._numbered, None)
+
+    def rescan_after_first_line(self) -> None:
+        self._pending.extendleft(reversed(self._last[1:]))
+        self._last = []
+
+    def last_spanned_lines(self) -> bool:
+        return len(self._last) > 1
+
+    def __iter__(self) -> Iterator[tuple[int, str | None]]:
+        while True:
+            first = self._next_line()
+            if first is None:
+                return
+            buffer = [first]
+            quotes = first[1].count('"')
+            while quotes % 2 == 1 and len(buffer) < MAX_RECORD_LINES:
+                following = self._next_line()
+                if following is None:
+                    break
+                buffer.append(following)
+                quotes += following[1].count('"')
+            self._last = buffer
+            if quotes % 2 == 1:
+                self.rescan_after_first_line()
+                yield first[0], None
+                continue
+            yield first[0], "".join(text for _, text in buffer)
 
 
 def _parse_record(text: str) -> list[str]:
@@ -118,7 +133,8 @@ def _parse_record(text: str) -> list[str]:
 
 def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> RowStream:
     with path.open("r", encoding="utf-8-sig", newline="") as handle:
-        records = _csv_records(handle)
+        splitter = _CsvRecords(handle)
+        records = iter(splitter)
         header_record = next(records, None)
         if header_record is None or header_record[1] is None:
             raise InputError("no readable CSV header", path=str(path), line=1)
@@ -140,6 +156,9 @@ def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> RowS
                 fields = _parse_record(text)
             except csv.Error as exc:
                 report.add_malformed(MalformedRow(str(path), where, f"broken CSV quoting: {exc}"))
+                if splitter.last_spanned_lines():
+                    # Likely a stray quote that swallowed the next rows: read them again.
+                    splitter.rescan_after_first_line()
                 continue
             if len(fields) != width:
                 report.add_malformed(MalformedRow(

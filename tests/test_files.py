@@ -1,0 +1,170 @@
+"""The file source: every export format, missing columns, malformed rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from detector.correlate import Window, correlate
+from detector.errors import InputError
+from detector.sample.exports import WRITERS
+from detector.sample.generate import build
+from detector.sources.files import FileSource
+from tests.builders import AT
+
+ACTIVITY_HEADER = ("TimeGenerated [UTC],OperationNameValue,Authorization,CorrelationId,Caller,CallerIpAddress,"
+                   "ActivityStatusValue,Extra")
+UEBA_JSONL = json.dumps({
+    "TimeGenerated": "2026-11-19T05:30:00Z", "EventSource": "Azure AD", "ActionType": "Sign-in",
+    "UserPrincipalName": "alice@contoso.com", "SourceIPLocation": "Lagos, NG",
+    "ActivityInsights": {"ActionUncommonlyPerformedByUser": "True"}, "UsersInsights": {"BlastRadius": "High"},
+}) + "\n"
+AUTH_CSV = ('"{\n  ""scope"": ""/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/'
+            'virtualMachines/vm-1""\n}"')
+
+
+def csv_row(time: str, status: str, correlation_id: str = "c-1", auth: str = AUTH_CSV) -> str:
+    return (f'"{time}",MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION,{auth},{correlation_id},'
+            f"alice@contoso.com,20.1.2.3,{status},x\r\n")
+
+
+def make_dir(tmp_path: Path, activity_csv: str, ueba_jsonl: str = UEBA_JSONL) -> Path:
+    (tmp_path / "AzureActivity.csv").write_text(activity_csv, encoding="utf-8", newline="")
+    (tmp_path / "BehaviorAnalytics.jsonl").write_text(ueba_jsonl, encoding="utf-8")
+    return tmp_path
+
+
+def run(directory: Path):  # type: ignore[no-untyped-def]
+    window = Window.ending_at(AT)
+    data = FileSource(directory).fetch(window)
+    result = correlate(data.activity, data.ueba, window)
+    return result, data.report
+
+
+def test_portal_csv_with_multiline_json_cells(tmp_path: Path) -> None:
+    text = ACTIVITY_HEADER + "\r\n" + csv_row("11/19/2026, 6:00:00.000 AM", "Started") + csv_row(
+        "11/19/2026, 6:00:47.123 AM", "Succeeded")
+    result, report = run(make_dir(tmp_path, text))
+    assert report.malformed_count == 0
+    [row] = [r.to_dict() for r in result.rows]
+    assert row["VirtualMachineName"] == "vm-1"
+    assert row["Subscription"] == "s1"
+    assert row["EndTime"] == "2026-11-19T06:00:47.123Z"
+
+
+def test_malformed_csv_rows_are_counted_and_the_rest_is_read(tmp_path: Path) -> None:
+    text = (ACTIVITY_HEADER + "\r\n"
+            + csv_row("not a time", "Started")  # lines 2-4 (the JSON cell spans 3 lines)
+            + 'x,"broken"quote,3\r\n'  # line 5
+            + "only,three,fields\r\n"  # line 6
+            + csv_row("11/19/2026, 6:00:00.000 AM", "Started")  # lines 7-9
+            + csv_row("11/19/2026, 6:00:01.000 AM", "Succeeded", auth='"{never closed'))  # line 10
+    text += csv_row("11/19/2026, 6:00:47.000 AM", "Succeeded")  # lines 11-13
+    result, report = run(make_dir(tmp_path, text))
+    assert report.malformed_count == 4
+    locations = [m.location for m in report.malformed]
+    assert locations == ["line 2", "line 5", "line 6", "line 10"]
+    assert "TimeGenerated" in report.malformed[0].reason
+    assert len(result.rows) == 1  # the good rows still make a match
+
+
+def test_unterminated_quote_loses_one_row_only(tmp_path: Path) -> None:
+    text = (ACTIVITY_HEADER + "\r\n"
+            + '"11/19/2026, 6:00:00.000 AM,broken\r\n'
+            + csv_row("11/19/2026, 6:00:00.000 AM", "Started")
+            + csv_row("11/19/2026, 6:00:47.000 AM", "Succeeded"))
+    result, report = run(make_dir(tmp_path, text))
+    assert [m.location for m in report.malformed] == ["line 2"]
+    assert report.rows_read["AzureActivity"] == 2
+    assert len(result.rows) == 1
+
+
+def test_missing_column_is_an_error_naming_file_and_column(tmp_path: Path) -> None:
+    header = ACTIVITY_HEADER.replace("CorrelationId,", "")
+    make_dir(tmp_path, header + "\r\n")
+    with pytest.raises(InputError, match=r"AzureActivity\.csv.*'CorrelationId'"):
+        run(tmp_path)
+
+
+def test_missing_jsonl_column_is_an_error(tmp_path: Path) -> None:
+    bad = json.dumps({"TimeGenerated": "2026-11-19T05:30:00Z", "EventSource": "Azure AD"}) + "\n"
+    make_dir(tmp_path, ACTIVITY_HEADER + "\r\n", bad)
+    with pytest.raises(InputError, match=r"BehaviorAnalytics\.jsonl.*column 'ActionType'"):
+        run(tmp_path)
+
+
+def test_local_time_export_is_refused(tmp_path: Path) -> None:
+    make_dir(tmp_path, ACTIVITY_HEADER.replace("[UTC]", "[Local Time]") + "\r\n")
+    with pytest.raises(InputError, match="export them in UTC"):
+        run(tmp_path)
+
+
+def test_malformed_jsonl_lines(tmp_path: Path) -> None:
+    lines = UEBA_JSONL + "{broken\n" + "[1, 2]\n" + "\n" + UEBA_JSONL.replace("2026-11-19T05:30:00Z", "yesterday")
+    make_dir(tmp_path, ACTIVITY_HEADER + "\r\n", lines)
+    _, report = run(tmp_path)
+    assert [m.location for m in report.malformed] == ["line 2", "line 3", "line 5"]
+
+
+def test_rest_json_with_bad_rows(tmp_path: Path) -> None:
+    (tmp_path / "AzureActivity.csv").write_text(ACTIVITY_HEADER + "\r\n", encoding="utf-8")
+    columns = [{"name": n, "type": "string"} for n in ("TimeGenerated", "EventSource", "ActionType",
+                                                         "UserPrincipalName", "SourceIPLocation",
+                                                         "ActivityInsights", "UsersInsights")]
+    good = ["2026-11-19T05:30:00Z", "Azure AD", "Sign-in", "a@b.c", "X", '{"ActionUncommonlyPerformedByUser":"True"}', "{}"]
+    doc = {"tables": [{"name": "PrimaryResult", "columns": columns, "rows": [good, good[:3], "x", good]}]}
+    (tmp_path / "BehaviorAnalytics.json").write_text(json.dumps(doc), encoding="utf-8")
+    window = Window.ending_at(AT)
+    data = FileSource(tmp_path).fetch(window)
+    events = list(data.ueba)
+    assert len(events) == 2
+    assert events[0].activity_insights == {"ActionUncommonlyPerformedByUser": "True"}
+    assert [m.location for m in data.report.malformed] == ["row 2", "row 3"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", "not a JSON document"),
+    ('{"something": 1}', "expected a Log Analytics response"),
+    ('{"tables": []}', "no table with columns and rows"),
+])
+def test_unreadable_json_documents(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "AzureActivity.json").write_text(content, encoding="utf-8")
+    (tmp_path / "BehaviorAnalytics.jsonl").write_text(UEBA_JSONL, encoding="utf-8")
+    with pytest.raises(InputError, match=message):
+        run(tmp_path)
+
+
+def test_missing_and_ambiguous_files(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no export of AzureActivity"):
+        FileSource(tmp_path)
+    make_dir(tmp_path, ACTIVITY_HEADER + "\r\n")
+    (tmp_path / "AzureActivity.jsonl").write_text("", encoding="utf-8")
+    with pytest.raises(InputError, match="several exports of AzureActivity"):
+        FileSource(tmp_path)
+    with pytest.raises(InputError, match="not a folder"):
+        FileSource(tmp_path / "nope")
+
+
+def test_non_utf8_file(tmp_path: Path) -> None:
+    make_dir(tmp_path, ACTIVITY_HEADER + "\r\n")
+    (tmp_path / "AzureActivity.csv").write_bytes(ACTIVITY_HEADER.encode() + b"\r\n\xff\xfe,x\r\n")
+    with pytest.raises(InputError, match="not UTF-8"):
+        run(tmp_path)
+
+
+@pytest.mark.parametrize("fmt", ["json", "array.json", "jsonl", "csv"])
+def test_every_format_gives_the_same_rows(tmp_path: Path, fmt: str) -> None:
+    ws = build()
+    ext = "json" if fmt == "array.json" else fmt
+    WRITERS[fmt](tmp_path / f"AzureActivity.{ext}", "AzureActivity", ws.activity)
+    WRITERS[fmt](tmp_path / f"BehaviorAnalytics.{ext}", "BehaviorAnalytics", ws.ueba)
+    window = Window.ending_at(ws.at)
+    data = FileSource(tmp_path).fetch(window)
+    result = correlate(data.activity, data.ueba, window)
+    assert data.report.malformed_count == 0
+    reference = FileSource(Path(__file__).parents[1] / "detector" / "sample" / "workspace").fetch(window)
+    expected = correlate(reference.activity, reference.ueba, window)
+    assert [r.to_dict() for r in result.rows] == [r.to_dict() for r in expected.rows]
+    assert len(result.rows) > 5
