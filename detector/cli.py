@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from .allowlist import FIELDS, OPERATORS, Allowlist, AllowlistEntry, InvalidEntry
 from .correlate import Window
+from .deliver.factory import build_destinations
 from .errors import DetectorError, InputError
-from .pipeline import RunResult, detect
+from .pipeline import RunPolicy, RunResult, detect, run_once, wall_clock
 from .rule import RULE
 from .sample.generate import SAMPLE_DIR
+from .settings import Settings
 from .sources.files import FileSource
-from .timestamps import Ticks, format_datetime, from_datetime, parse_datetime
+from .store import EntryStats, StateStore
+from .store.factory import open_store
+from .timestamps import Ticks, format_datetime, parse_datetime
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -39,14 +44,40 @@ def _sample_at() -> Ticks:
     return parse_datetime(manifest["at"])
 
 
-def _resolve(args: argparse.Namespace) -> tuple[FileSource, Window]:
+SAMPLE_ALLOWLIST = SAMPLE_DIR.parent / "allowlist.json"
+
+
+def _window(args: argparse.Namespace) -> tuple[FileSource, Ticks]:
     data: Path | None = args.data
     if data is None:
         data = SAMPLE_DIR
         at = args.at if args.at is not None else _sample_at()
     else:
-        at = args.at if args.at is not None else from_datetime(datetime.now(UTC))
-    return FileSource(data), Window.ending_at(at, hours=args.period_hours)
+        at = args.at if args.at is not None else wall_clock()
+    return FileSource(data), at
+
+
+def _read_allowlist_file(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read allowlist: {exc.strerror}", path=str(path)) from None
+    except ValueError as exc:
+        raise InputError(f"allowlist is not JSON: {exc}", path=str(path)) from None
+    entries = data.get("entries") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise InputError('expected {"entries": [...]} or a list of entries', path=str(path))
+    return [e if isinstance(e, dict) else {"id": f"entry #{i + 1}", "invalid": e} for i, e in enumerate(entries)]
+
+
+def _stateful(args: argparse.Namespace, settings: Settings) -> bool:
+    return bool(getattr(args, "state", None) or getattr(args, "table_endpoint", None) or settings.table_endpoint
+                or settings.table_connection_string or settings.state_dir)
+
+
+def _store(args: argparse.Namespace, settings: Settings) -> StateStore:
+    return open_store(settings, state_dir=getattr(args, "state", None),
+                      table_endpoint=getattr(args, "table_endpoint", None))
 
 
 def _print_table(result: RunResult, out: TextIO) -> None:
@@ -54,11 +85,12 @@ def _print_table(result: RunResult, out: TextIO) -> None:
     lines = []
     for alert in result.alerts:
         matches = "; ".join(
-            f"{format_datetime(r.ueba_time)[:19]} {r.ueba_action_type} from {r.ueba_source_location}"
+            f"{format_datetime(r.ueba_time)[:16]} {r.ueba_action_type} from {r.ueba_source_location}"
             for r in alert.rows)
         lines.append((format_datetime(alert.start)[:19], alert.caller, alert.caller_ip, alert.vm_name,
                       alert.subscription, matches))
     widths = [max([len(h)] + [len(line[i]) for line in lines]) for i, h in enumerate(headers[:-1])]
+
     def fmt(row: tuple[str, ...]) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
     out.write(f"{RULE.name} [{RULE.severity}]\n")
@@ -71,11 +103,18 @@ def _print_table(result: RunResult, out: TextIO) -> None:
             out.write(fmt(line) + "\n")
     else:
         out.write("no alerts\n")
-    s = result.summary()
+    for s in result.suppressed:
+        out.write(f"suppressed: {format_datetime(s.alert.start)[:19]} {s.alert.caller} on {s.alert.vm_name} "
+                  f"by allowlist entry {', '.join(s.entry_ids)}\n")
+    summary = result.summary()
     out.write(
-        f"\nrows read: {s['rows_read']['AzureActivity']} AzureActivity, {s['rows_read']['BehaviorAnalytics']} "
-        f"BehaviorAnalytics; malformed rows: {s['malformed_rows']}; run commands: {s['run_commands']}; "
-        f"matches: {s['matches']}; alerts: {s['alerts']}\n")
+        f"\nrows read: {summary['rows_read']['AzureActivity']} AzureActivity, "
+        f"{summary['rows_read']['BehaviorAnalytics']} BehaviorAnalytics; malformed rows: {summary['malformed_rows']}; "
+        f"run commands: {summary['run_commands']}; matches: {summary['matches']}; alerts: {summary['alerts']}; "
+        f"suppressed: {summary['suppressed']}\n")
+    if "delivered" in summary:
+        out.write(f"new alerts: {summary['new_alerts']}; already known: {summary['already_known_alerts']}; "
+                  f"delivered: {summary['delivered']}; undelivered: {summary['undelivered']}\n")
 
 
 def _report_problems(result: RunResult, err: TextIO) -> None:
@@ -84,16 +123,32 @@ def _report_problems(result: RunResult, err: TextIO) -> None:
     hidden = result.report.malformed_count - len(result.report.malformed)
     if hidden > 0:
         err.write(f"... and {hidden} more malformed row(s)\n")
+    for problem in result.allowlist_problems:
+        err.write(f"allowlist: {problem}\n")
     for warning in result.warnings:
         err.write(f"warning: {warning}\n")
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    source, window = _resolve(args)
-    result = detect(source, window)
+    settings = Settings.from_env(os.environ)
+    source, at = _window(args)
+    policy = RunPolicy(period_hours=args.period_hours, frequency_hours=min(settings.frequency_hours, args.period_hours),
+                       max_catchup_days=settings.max_catchup_days)
+    if _stateful(args, settings):
+        store = _store(args, settings)
+        result = run_once(source=source, store=store, destinations=build_destinations(settings), at=at, policy=policy)
+    else:
+        allowlist = None
+        if not args.no_allowlist:
+            path = args.allowlist or (SAMPLE_ALLOWLIST if args.data is None else None)
+            if path is not None:
+                allowlist = Allowlist.load(_read_allowlist_file(path), now=at)
+        result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=allowlist)
     _report_problems(result, err)
     if args.json:
         payload: dict[str, Any] = {"summary": result.summary(), "alerts": [a.to_dict() for a in result.alerts],
+                                   "suppressed": [{"alert": s.alert.key, "entries": list(s.entry_ids)}
+                                                  for s in result.suppressed],
                                    "malformed": [str(m) for m in result.report.malformed]}
         out.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     else:
@@ -104,13 +159,113 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_rows(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    source, window = _resolve(args)
-    result = detect(source, window)
+    source, at = _window(args)
+    result = detect(source, Window.ending_at(at, hours=args.period_hours))
     _report_problems(result, err)
     out.write(json.dumps([r.to_dict() for r in result.correlation.rows], indent=2, ensure_ascii=False) + "\n")
     if args.strict and result.report.malformed_count:
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+# --- allowlist ------------------------------------------------------------------------------------
+
+def _entries_for(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, EntryStats], str]:
+    if args.file is not None:
+        return _read_allowlist_file(args.file), {}, str(args.file)
+    store = _store(args, Settings.from_env(os.environ))
+    return store.list_allowlist(), store.allowlist_stats(), store.describe()
+
+
+def cmd_allowlist_add(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    conditions = [{"field": f, "op": o, "value": v.split(",") if o == "in" else v} for f, o, v in args.when]
+    raw: dict[str, Any] = {"id": args.id, "reason": args.reason, "conditions": conditions,
+                           "created_by": args.created_by or os.environ.get("USER", "unknown"),
+                           "created_at": format_datetime(wall_clock()), "enabled": not args.disabled,
+                           "expires_at": args.expires}
+    if args.window_days:
+        raw["window"] = {"weekdays": args.window_days, "start": args.window_start, "end": args.window_end,
+                         "timezone": args.window_tz}
+    try:
+        entry = AllowlistEntry.from_dict(raw)
+    except InvalidEntry as exc:
+        err.write(f"detector: allowlist entry {args.id!r} not saved: {exc}\n")
+        return EXIT_BAD_INPUT
+    if entry.is_expired(wall_clock()):
+        err.write(f"detector: allowlist entry {args.id!r} not saved: it has already expired\n")
+        return EXIT_BAD_INPUT
+    store = _store(args, Settings.from_env(os.environ))
+    store.put_allowlist(entry.to_dict())
+    out.write(f"saved allowlist entry {entry.id} in {store.describe()}: suppresses alerts where "
+              f"{_describe_conditions(entry)}\n")
+    return EXIT_OK
+
+
+def _describe_conditions(entry: AllowlistEntry) -> str:
+    parts = [f"{c.field_name} {c.operator} {list(c.value) if isinstance(c.value, tuple) else repr(c.value)}"
+             for c in entry.conditions]
+    text = " and ".join(parts)
+    if entry.window:
+        w = entry.window.to_dict()
+        text += f", during {','.join(w['weekdays'])} {w['start']}-{w['end']} {w['timezone']}"
+    if entry.expires_at is not None:
+        text += f", until {format_datetime(entry.expires_at)}"
+    return text
+
+
+def cmd_allowlist_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    entries, stats, where = _entries_for(args)
+    now = wall_clock()
+    loaded = Allowlist.load(entries, now=now)
+    problems = {p.id: p.problem for p in loaded.problems}
+    out.write(f"allowlist in {where}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}\n")
+    for raw in entries:
+        entry_id = str(raw.get("id", "?"))
+        state = problems.get(entry_id, "active")
+        hit = stats.get(entry_id, EntryStats())
+        last = format_datetime(hit.last_hit) if hit.last_hit is not None else "never"
+        out.write(f"- {entry_id}: {state}; hits {hit.hits}, last hit {last}\n  reason: {raw.get('reason', '')}\n")
+    return EXIT_OK
+
+
+def cmd_allowlist_remove(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    store = _store(args, Settings.from_env(os.environ))
+    if not store.delete_allowlist(args.id):
+        err.write(f"detector: no allowlist entry {args.id!r} in {store.describe()}\n")
+        return EXIT_BAD_INPUT
+    out.write(f"removed allowlist entry {args.id}\n")
+    return EXIT_OK
+
+
+def cmd_allowlist_disable(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    store = _store(args, Settings.from_env(os.environ))
+    for raw in store.list_allowlist():
+        if raw.get("id") == args.id:
+            raw["enabled"] = False
+            store.put_allowlist(raw)
+            out.write(f"disabled allowlist entry {args.id}: it suppresses nothing until enabled again\n")
+            return EXIT_OK
+    err.write(f"detector: no allowlist entry {args.id!r} in {store.describe()}\n")
+    return EXIT_BAD_INPUT
+
+
+def cmd_allowlist_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    entries, _, where = _entries_for(args)
+    at = args.at if args.at is not None else (_sample_at() if args.data is None and args.file is not None
+                                              and args.file == SAMPLE_ALLOWLIST else wall_clock())
+    loaded = Allowlist.load(entries, now=at)
+    out.write(f"allowlist in {where}: {len(loaded.active)} active, {len(loaded.problems)} not in force\n")
+    for problem in loaded.problems:
+        out.write(f"  NOT IN FORCE {problem}\n")
+    if args.data is not None or args.file == SAMPLE_ALLOWLIST:
+        source, at = _window(args)
+        result = detect(source, Window.ending_at(at, hours=args.period_hours))
+        for entry in loaded.active:
+            hits = [a for a in result.alerts if entry.matches(a)]
+            out.write(f"  {entry.id}: would suppress {len(hits)} alert(s)\n")
+            for alert in hits:
+                out.write(f"    {format_datetime(alert.start)[:19]} {alert.caller} on {alert.vm_name}\n")
+    return EXIT_BAD_INPUT if any("invalid" in p.problem for p in loaded.problems) else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,14 +281,56 @@ def build_parser() -> argparse.ArgumentParser:
                        help="query period in hours (default: %(default)s, as the rule)")
         p.add_argument("--strict", action="store_true", help="exit 3 when any row is malformed")
 
-    run = sub.add_parser("run", help="apply the rule and print the alerts")
+    def store_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--state", help="local state folder (file backend)")
+        p.add_argument("--table-endpoint", help="Table Storage endpoint (Azure credentials; no keys). "
+                       "A connection string is read from DETECTOR_TABLE_CONNECTION_STRING only")
+
+    run = sub.add_parser("run", help="apply the rule and the allowlist; with a state backend, record and deliver")
     data_options(run)
+    store_options(run)
     run.add_argument("--json", action="store_true", help="machine-readable output")
+    run.add_argument("--allowlist", type=Path, help="allowlist JSON file (runs without a state backend; "
+                     "default for the sample: its example allowlist)")
+    run.add_argument("--no-allowlist", action="store_true", help="apply no allowlist")
     run.set_defaults(handler=cmd_run)
 
     rows = sub.add_parser("rows", help="print the rule's raw result rows as JSON")
     data_options(rows)
     rows.set_defaults(handler=cmd_rows)
+
+    allow = sub.add_parser("allowlist", help="manage allowlist entries").add_subparsers(dest="action", required=True)
+    add = allow.add_parser("add", help="add or replace an entry (validated before it is saved)")
+    store_options(add)
+    add.add_argument("--id", required=True)
+    add.add_argument("--reason", required=True, help="why this activity is known-good (required)")
+    add.add_argument("--when", nargs=3, action="append", required=True, metavar=("FIELD", "OP", "VALUE"),
+                     help="a condition; repeat for more (all must hold). Fields: " + ", ".join(FIELDS)
+                     + "; operators: " + ", ".join(OPERATORS) + " ('in' takes a comma-separated list)")
+    add.add_argument("--expires", help="expiry, ISO 8601 UTC")
+    add.add_argument("--window-days", help="maintenance window weekdays, e.g. Sat,Sun")
+    add.add_argument("--window-start", help="HH:MM")
+    add.add_argument("--window-end", help="HH:MM (before the start: crosses midnight)")
+    add.add_argument("--window-tz", help="IANA time zone, e.g. Europe/Berlin")
+    add.add_argument("--created-by")
+    add.add_argument("--disabled", action="store_true")
+    add.set_defaults(handler=cmd_allowlist_add)
+
+    for name, handler, text in (("list", cmd_allowlist_list, "list entries with their state and hit counts"),
+                                ("check", cmd_allowlist_check, "list invalid and expired entries; with --data, "
+                                 "what each active entry would suppress")):
+        p = allow.add_parser(name, help=text)
+        store_options(p)
+        p.add_argument("--file", type=Path, help="an allowlist JSON file instead of a state backend")
+        if name == "check":
+            data_options(p)
+        p.set_defaults(handler=handler)
+    for name, handler, text in (("remove", cmd_allowlist_remove, "delete an entry"),
+                                ("disable", cmd_allowlist_disable, "keep an entry but stop it suppressing")):
+        p = allow.add_parser(name, help=text)
+        store_options(p)
+        p.add_argument("id")
+        p.set_defaults(handler=handler)
     return parser
 
 
@@ -145,6 +342,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    if args.command == "allowlist" and getattr(args, "window_days", None) is not None:
+        args.window_days = [d.strip() for d in args.window_days.split(",") if d.strip()]
     if getattr(args, "period_hours", 1) <= 0:
         err.write("detector: --period-hours must be positive\n")
         return EXIT_USAGE

@@ -1,18 +1,35 @@
-"""One run, end to end: window -> source -> correlate -> alerts.
+"""One run, end to end: window -> source -> correlate -> allowlist -> dedup/outbox -> deliver.
 
-(The allowlist, dedup/outbox and delivery stages join here as they are built.)
+``detect`` is the pure half (no state, no delivery), used by ``rows``, previews and parity.
+``run_once`` is a production run: it plans the window from the watermark, records alerts before
+sending them, delivers what is owed (this run's alerts and older undelivered ones), then moves the
+watermark. A run whose source fails records itself as failed and raises: it never reads as "no
+findings", and the watermark stays where it was so the next run covers the gap.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from .allowlist import Allowlist, Suppression, apply
 from .correlate import Correlation, Window, build_alerts, correlate
+from .deliver import Destination
+from .errors import DetectorError
 from .model import Alert
+from .outbox import DeliveryStats, RecordStats, deliver_pending, record_alerts
+from .rule import RULE
 from .sources import ReadReport, Source
-from .timestamps import format_datetime
+from .store import StateStore
+from .timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, TICKS_PER_MINUTE, Ticks, format_datetime, from_datetime
+
+
+def wall_clock() -> Ticks:
+    return from_datetime(datetime.now(UTC))
 
 
 @dataclass(slots=True)
@@ -24,12 +41,24 @@ class RunResult:
     correlation: Correlation
     report: ReadReport
     alerts: list[Alert]
+    suppressed: list[Suppression] = field(default_factory=list)
+    allowlist_problems: list[str] = field(default_factory=list)
+    recorded: RecordStats | None = None
+    delivery: DeliveryStats | None = None
+    run_id: str = ""
+    status: str = "succeeded"
     duration_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         stats = self.correlation.stats
-        return {
+        suppressed_by: dict[str, int] = {}
+        for s in self.suppressed:
+            for entry_id in s.entry_ids:
+                suppressed_by[entry_id] = suppressed_by.get(entry_id, 0) + 1
+        out: dict[str, Any] = {
+            "run_id": self.run_id,
+            "status": self.status,
             "window": {"start": format_datetime(self.window.start), "end": format_datetime(self.window.end)},
             "source": self.source,
             "rows_read": {"AzureActivity": stats.activity_rows, "BehaviorAnalytics": stats.ueba_rows},
@@ -38,25 +67,107 @@ class RunResult:
             "suspicious_logins": stats.ueba_suspicious,
             "matches": stats.rows,
             "alerts": len(self.alerts),
+            "suppressed": len(self.suppressed),
+            "suppressed_by": suppressed_by,
+            "allowlist_problems": list(self.allowlist_problems),
             "ueba_boolean_flags": stats.ueba_boolean_flags,
             "duration_seconds": round(self.duration_seconds, 3),
             "warnings": list(self.warnings),
         }
+        if self.recorded is not None:
+            out["new_alerts"] = self.recorded.new
+            out["updated_alerts"] = self.recorded.updated
+            out["already_known_alerts"] = self.recorded.unchanged
+        if self.delivery is not None:
+            out["delivered"] = self.delivery.delivered_total
+            out["delivered_by_destination"] = dict(self.delivery.delivered)
+            out["failed_by_destination"] = dict(self.delivery.failed)
+            out["undelivered"] = len(self.delivery.undelivered)
+            out["delivery_errors"] = self.delivery.errors[:20]
+        return out
 
 
-def detect(source: Source, window: Window) -> RunResult:
-    """Read the window from ``source`` and apply the rule; no side effects."""
+def detect(source: Source, window: Window, *, allowlist: Allowlist | None = None) -> RunResult:
+    """Read the window from ``source``, apply the rule and (optionally) the allowlist; no side effects."""
     started = time.perf_counter()
     data = source.fetch(window)
     correlation = correlate(data.activity, data.ueba, window)
     alerts = build_alerts(correlation.rows)
-    result = RunResult(window=window, source=source.describe(), correlation=correlation,
-                       report=data.report, alerts=alerts)
+    suppressed: list[Suppression] = []
+    problems: list[str] = []
+    if allowlist is not None:
+        alerts, suppressed = apply(allowlist, alerts)
+        problems = [str(p) for p in allowlist.problems]
+    result = RunResult(window=window, source=source.describe(), correlation=correlation, report=data.report,
+                       alerts=alerts, suppressed=suppressed, allowlist_problems=problems)
     if data.report.malformed_count:
         result.warnings.append(f"{data.report.malformed_count} malformed row(s) skipped")
     if correlation.stats.ueba_boolean_flags:
         result.warnings.append(
-            f"{correlation.stats.ueba_boolean_flags} UEBA row(s) carry ActionUncommonlyPerformedByUser as a JSON "
-            "boolean; the rule compares with the string \"True\" and, like Sentinel, does not match them")
+            f"{correlation.stats.ueba_boolean_flags} UEBA row(s) carry ActionUncommonlyPerformedByUser as a "
+            "JSON boolean; the rule compares with the string \"True\" and, like Sentinel, does not match them")
     result.duration_seconds = time.perf_counter() - started
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class RunPolicy:
+    """How runs are scheduled and caught up (settings)."""
+
+    period_hours: int = RULE.query_period_hours
+    frequency_hours: int = RULE.query_frequency_hours
+    max_catchup_days: int = 14
+    lease_minutes: int = 10
+
+
+def plan_window(at: Ticks, watermark: Ticks | None, policy: RunPolicy) -> Window:
+    """The rule's period ending at ``at``, widened back after missed runs.
+
+    Normally the previous successful run ended one frequency ago and the period alone is the window.
+    When runs were missed, the start moves back so the new window overlaps the last successful one as
+    much as a normal run would (``watermark - (period - frequency)``), never beyond
+    ``max_catchup_days``. A failed run does not move the watermark, so its gap is covered next time.
+    """
+    start = at - policy.period_hours * TICKS_PER_HOUR
+    if watermark is not None and watermark < at:
+        caught_up = watermark - (policy.period_hours - policy.frequency_hours) * TICKS_PER_HOUR
+        start = min(start, caught_up)
+    start = max(start, at - policy.max_catchup_days * TICKS_PER_DAY)
+    return Window(start=start, end=at)
+
+
+def run_once(*, source: Source, store: StateStore, destinations: Sequence[Destination], at: Ticks,
+             policy: RunPolicy = RunPolicy(), clock: Callable[[], Ticks] = wall_clock,
+             run_id: str | None = None) -> RunResult:
+    """One production run. Raises :class:`DetectorError` when the run fails (after recording it)."""
+    run_id = run_id or uuid.uuid4().hex
+    started = time.perf_counter()
+    window = plan_window(at, store.get_watermark(), policy)
+    try:
+        allowlist = Allowlist.load(store.list_allowlist(), now=at)
+        result = detect(source, window, allowlist=allowlist)
+        result.run_id = run_id
+        result.recorded = record_alerts(store, result.alerts, result.suppressed, [d.id for d in destinations],
+                                        now=at)
+    except DetectorError as exc:
+        store.record_run(run_id, {"run_id": run_id, "status": "failed", "error": str(exc)[:1000],
+                                  "window": {"start": format_datetime(window.start),
+                                             "end": format_datetime(window.end)}})
+        raise
+    # Every alert of this window is recorded: the window is done, whatever delivery does next
+    # (undelivered alerts stay in the outbox and are retried).
+    store.set_watermark(window.end)
+    result.delivery = deliver_pending(store, destinations, owner=run_id, clock=clock,
+                                      lease=policy.lease_minutes * TICKS_PER_MINUTE)
+    if result.delivery.undelivered:
+        result.warnings.append(f"{len(result.delivery.undelivered)} alert(s) not yet delivered; later runs retry")
+    result.duration_seconds = time.perf_counter() - started
+    store.record_run(run_id, result.summary())
+    return result
+
+
+def redeliver(*, store: StateStore, destinations: Sequence[Destination], policy: RunPolicy = RunPolicy(),
+              clock: Callable[[], Ticks] = wall_clock) -> DeliveryStats:
+    """Send what the outbox still owes (the frequent timer), without querying anything."""
+    return deliver_pending(store, destinations, owner="redeliver-" + uuid.uuid4().hex, clock=clock,
+                           lease=policy.lease_minutes * TICKS_PER_MINUTE)

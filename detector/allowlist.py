@@ -1,0 +1,343 @@
+"""Allowlist: scoped, expiring exceptions that suppress known-good alerts, failing closed.
+
+An entry is data (``from_dict``/``to_dict``): an id, one or more conditions that must all hold, a
+required reason, who created it and when, an optional expiry (UTC), an optional recurring maintenance
+window, and an enabled flag. Evaluation is pure; stores keep entries and their hit counts.
+
+Fail closed: an entry that does not validate (unknown field or operator, bad regex or CIDR, an empty
+value, a pattern that matches everything, no conditions, no reason, a bad time zone) suppresses
+nothing and is reported. Disabled and expired entries suppress nothing either.
+
+Matching rules (decisions):
+
+* every string operator is case-insensitive; ``regex`` is a full match (anchored at both ends),
+  compiled once per entry with ``re.IGNORECASE``;
+* fields about the Run Command (caller, IP, subscription, resource group, VM, ...) are tested against
+  the alert; fields about UEBA matches (action type, source location) must hold for **every** UEBA
+  match of the alert, so an exception for "sign-ins from Seattle" never hides an alert that also
+  carries a sign-in from elsewhere;
+* the maintenance window is tested against the Run Command's StartTime in the window's time zone
+  (IANA, so daylight-saving changes follow local clocks); an end before the start crosses midnight,
+  the weekday being that of the start.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from datetime import time as dtime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from . import kql
+from .model import Alert
+from .timestamps import Ticks, format_datetime, parse_datetime, to_datetime
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+# field name -> how to read it from an alert (a list: every value must satisfy the condition).
+_ALERT_FIELDS: dict[str, Callable[[Alert], list[str]]] = {
+    "caller": lambda a: [a.caller],
+    "caller_ip": lambda a: [a.caller_ip],
+    "subscription": lambda a: [a.subscription],
+    "resource_group": lambda a: [a.resource_group],
+    "vm_name": lambda a: [a.vm_name],
+    "resource_id": lambda a: [a.scope],
+    "account_upn_suffix": lambda a: [a.account_upn_suffix],
+    "correlation_id": lambda a: [a.correlation_id],
+    "ueba_action_type": lambda a: [r.ueba_action_type for r in a.rows],
+    "ueba_source_location": lambda a: [r.ueba_source_location for r in a.rows],
+}
+FIELDS: tuple[str, ...] = tuple(_ALERT_FIELDS)
+OPERATORS: tuple[str, ...] = ("equals", "contains", "startswith", "endswith", "in", "cidr", "regex")
+
+# Strings a "match everything" regex would accept; a pattern matching all of them is refused.
+_PROBES = ("", "a", "Z9", "alice@contoso.com", "10.1.2.3", "vm-web-01", "/subscriptions/x", " ", "é", "Lagos, NG")
+
+
+class InvalidEntry(ValueError):
+    """Why an allowlist entry cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    field_name: str
+    operator: str
+    value: str | tuple[str, ...]
+    _test: Callable[[str], bool] = dc_field(repr=False, compare=False, hash=False, default=lambda _: False)
+
+    def holds(self, alert: Alert) -> bool:
+        values = _ALERT_FIELDS[self.field_name](alert)
+        return bool(values) and all(self._test(v) for v in values)
+
+    def to_dict(self) -> dict[str, Any]:
+        value = list(self.value) if isinstance(self.value, tuple) else self.value
+        return {"field": self.field_name, "op": self.operator, "value": value}
+
+
+def _build_test(operator: str, value: str | tuple[str, ...]) -> Callable[[str], bool]:
+    if operator == "in":
+        assert isinstance(value, tuple)
+        wanted = {kql.tolower(v) for v in value}
+        return lambda s: kql.tolower(s) in wanted
+    assert isinstance(value, str)
+    needle = kql.tolower(value)
+    if operator == "equals":
+        return lambda s: kql.tolower(s) == needle
+    if operator == "contains":
+        return lambda s: needle in kql.tolower(s)
+    if operator == "startswith":
+        return lambda s: kql.tolower(s).startswith(needle)
+    if operator == "endswith":
+        return lambda s: kql.tolower(s).endswith(needle)
+    if operator == "cidr":
+        networks = [ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",")]
+
+        def in_networks(s: str) -> bool:
+            try:
+                address = ipaddress.ip_address(s.strip())
+            except ValueError:
+                return False
+            return any(address in n for n in networks if n.version == address.version)
+        return in_networks
+    if operator == "regex":
+        pattern = re.compile(value, re.IGNORECASE)
+        return lambda s: pattern.fullmatch(s) is not None
+    raise InvalidEntry(f"unknown operator {operator!r}")
+
+
+def parse_condition(raw: Any, index: int) -> Condition:
+    where = f"condition {index + 1}"
+    if not isinstance(raw, Mapping):
+        raise InvalidEntry(f"{where}: expected an object with field, op and value")
+    name, operator, value = raw.get("field"), raw.get("op", raw.get("operator")), raw.get("value")
+    if name not in _ALERT_FIELDS:
+        raise InvalidEntry(f"{where}: unknown field {name!r} (fields: {', '.join(FIELDS)})")
+    if operator not in OPERATORS:
+        raise InvalidEntry(f"{where}: unknown operator {operator!r} (operators: {', '.join(OPERATORS)})")
+    if operator == "in":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",")]
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v.strip() for v in value):
+            raise InvalidEntry(f"{where}: 'in' needs a non-empty list of non-empty strings")
+        frozen: str | tuple[str, ...] = tuple(value)
+    else:
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidEntry(f"{where}: {operator!r} needs a non-empty string value")
+        frozen = value
+    if operator == "cidr":
+        assert isinstance(frozen, str)
+        for part in frozen.split(","):
+            try:
+                network = ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                raise InvalidEntry(f"{where}: {part.strip()!r} is not a CIDR range") from None
+            if network.prefixlen == 0:
+                raise InvalidEntry(f"{where}: {part.strip()!r} matches every address")
+    if operator == "regex":
+        assert isinstance(frozen, str)
+        try:
+            pattern = re.compile(frozen, re.IGNORECASE)
+        except re.error as exc:
+            raise InvalidEntry(f"{where}: bad regex: {exc}") from None
+        if all(pattern.fullmatch(p) for p in _PROBES[1:]) or pattern.fullmatch(""):
+            raise InvalidEntry(f"{where}: regex {frozen!r} matches (nearly) everything")
+    return Condition(field_name=name, operator=operator, value=frozen, _test=_build_test(operator, frozen))
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    weekdays: tuple[int, ...]
+    start: dtime
+    end: dtime
+    timezone: str
+
+    def contains(self, ticks: Ticks) -> bool:
+        local = to_datetime(ticks).astimezone(ZoneInfo(self.timezone))
+        t = local.time().replace(tzinfo=None)
+        day = local.weekday()
+        if self.start <= self.end:
+            return day in self.weekdays and self.start <= t < self.end
+        # Crosses midnight: the part after midnight belongs to the previous day's window.
+        if t >= self.start:
+            return day in self.weekdays
+        if t < self.end:
+            return (day - 1) % 7 in self.weekdays
+        return False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weekdays": [WEEKDAYS[d] for d in self.weekdays], "start": self.start.strftime("%H:%M"),
+                "end": self.end.strftime("%H:%M"), "timezone": self.timezone}
+
+
+def _parse_clock(value: Any, what: str) -> dtime:
+    if not isinstance(value, str) or not re.fullmatch(r"\d{1,2}:\d{2}", value.strip()):
+        raise InvalidEntry(f"maintenance window {what} must be HH:MM, got {value!r}")
+    hours, minutes = (int(x) for x in value.strip().split(":"))
+    if hours > 23 or minutes > 59:
+        raise InvalidEntry(f"maintenance window {what} out of range: {value!r}")
+    return dtime(hours, minutes)
+
+
+def parse_window(raw: Any) -> MaintenanceWindow:
+    if not isinstance(raw, Mapping):
+        raise InvalidEntry("maintenance window must be an object")
+    days = raw.get("weekdays")
+    if isinstance(days, str):
+        days = [d.strip() for d in days.split(",")]
+    if not isinstance(days, list) or not days:
+        raise InvalidEntry("maintenance window needs weekdays, e.g. [\"Sat\", \"Sun\"]")
+    indexes = []
+    for d in days:
+        name = str(d).strip()[:3].title()
+        if name not in WEEKDAYS:
+            raise InvalidEntry(f"unknown weekday {d!r} (use Mon..Sun)")
+        indexes.append(WEEKDAYS.index(name))
+    zone = raw.get("timezone")
+    if not isinstance(zone, str) or not zone:
+        raise InvalidEntry("maintenance window needs an IANA timezone, e.g. Europe/Berlin")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidEntry(f"unknown time zone {zone!r}") from None
+    start, end = _parse_clock(raw.get("start"), "start"), _parse_clock(raw.get("end"), "end")
+    if start == end:
+        raise InvalidEntry("maintenance window start and end are equal")
+    return MaintenanceWindow(weekdays=tuple(sorted(set(indexes))), start=start, end=end, timezone=zone)
+
+
+def _parse_time(raw: Any, what: str) -> Ticks | None:
+    if raw is None or raw == "":
+        return None
+    if not isinstance(raw, str):
+        raise InvalidEntry(f"{what} must be an ISO 8601 time")
+    try:
+        return parse_datetime(raw)
+    except ValueError:
+        raise InvalidEntry(f"{what} is not an ISO 8601 time: {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class AllowlistEntry:
+    id: str
+    conditions: tuple[Condition, ...]
+    reason: str
+    created_by: str
+    created_at: Ticks | None
+    expires_at: Ticks | None = None
+    window: MaintenanceWindow | None = None
+    enabled: bool = True
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> AllowlistEntry:
+        """Validate one entry; raises :class:`InvalidEntry` naming what is wrong."""
+        if not isinstance(raw, Mapping):
+            raise InvalidEntry("an entry must be a JSON object")
+        entry_id = raw.get("id")
+        if not isinstance(entry_id, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", entry_id):
+            raise InvalidEntry("id must be 1-64 letters, digits, '.', '_' or '-'")
+        reason = raw.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidEntry("a reason is required")
+        conditions = raw.get("conditions")
+        if not isinstance(conditions, list) or not conditions:
+            raise InvalidEntry("at least one condition is required (an entry may not match every alert)")
+        parsed = tuple(parse_condition(c, i) for i, c in enumerate(conditions))
+        window = parse_window(raw["window"]) if raw.get("window") else None
+        enabled = raw.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise InvalidEntry("enabled must be true or false")
+        created_by = raw.get("created_by", "")
+        return cls(id=entry_id, conditions=parsed, reason=reason.strip(),
+                   created_by=created_by if isinstance(created_by, str) else str(created_by),
+                   created_at=_parse_time(raw.get("created_at"), "created_at"),
+                   expires_at=_parse_time(raw.get("expires_at"), "expires_at"), window=window, enabled=enabled)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id, "conditions": [c.to_dict() for c in self.conditions], "reason": self.reason,
+            "created_by": self.created_by,
+            "created_at": format_datetime(self.created_at) if self.created_at is not None else None,
+            "expires_at": format_datetime(self.expires_at) if self.expires_at is not None else None,
+            "enabled": self.enabled,
+        }
+        data["window"] = self.window.to_dict() if self.window else None
+        return data
+
+    def is_expired(self, now: Ticks) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def matches(self, alert: Alert) -> bool:
+        if self.window is not None and not self.window.contains(alert.start):
+            return False
+        return all(c.holds(alert) for c in self.conditions)
+
+
+@dataclass(frozen=True, slots=True)
+class EntryProblem:
+    """An entry that suppresses nothing, and why (reported in the run summary)."""
+
+    id: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.id}: {self.problem}"
+
+
+@dataclass(slots=True)
+class Allowlist:
+    """The usable entries and the ones that were set aside."""
+
+    active: list[AllowlistEntry] = dc_field(default_factory=list)
+    problems: list[EntryProblem] = dc_field(default_factory=list)
+
+    @classmethod
+    def load(cls, raws: Iterable[Mapping[str, Any]], *, now: Ticks) -> Allowlist:
+        out = cls()
+        seen: set[str] = set()
+        for position, raw in enumerate(raws, start=1):
+            raw_id = raw.get("id") if isinstance(raw, Mapping) else None
+            label = raw_id if isinstance(raw_id, str) and raw_id else f"entry #{position}"
+            try:
+                entry = AllowlistEntry.from_dict(raw)
+            except InvalidEntry as exc:
+                out.problems.append(EntryProblem(label, f"invalid, suppresses nothing: {exc}"))
+                continue
+            if entry.id in seen:
+                out.problems.append(EntryProblem(label, "duplicate id, suppresses nothing"))
+                continue
+            seen.add(entry.id)
+            if not entry.enabled:
+                out.problems.append(EntryProblem(entry.id, "disabled"))
+            elif entry.is_expired(now):
+                out.problems.append(EntryProblem(
+                    entry.id, f"expired at {format_datetime(entry.expires_at or 0)}, suppresses nothing"))
+            else:
+                out.active.append(entry)
+        return out
+
+    def matching(self, alert: Alert) -> list[str]:
+        """Ids of the active entries that suppress ``alert`` (empty: deliver it)."""
+        return [e.id for e in self.active if e.matches(alert)]
+
+
+@dataclass(frozen=True, slots=True)
+class Suppression:
+    alert: Alert
+    entry_ids: tuple[str, ...]
+
+
+def apply(allowlist: Allowlist, alerts: Sequence[Alert]) -> tuple[list[Alert], list[Suppression]]:
+    """Split alerts into those to deliver and those suppressed (with the entries that matched)."""
+    keep: list[Alert] = []
+    suppressed: list[Suppression] = []
+    for alert in alerts:
+        ids = allowlist.matching(alert)
+        if ids:
+            suppressed.append(Suppression(alert, tuple(ids)))
+        else:
+            keep.append(alert)
+    return keep, suppressed

@@ -1,0 +1,26 @@
+"""Delivery of alerts to destinations (Teams Workflows webhooks, Logic App HTTP triggers).
+
+A destination takes a batch of alerts and answers one :class:`Outcome` per alert, in order; the
+outbox records them per destination. ``id`` is stable and secret-free (``teams-1``), never the URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..model import Alert
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    ok: bool
+    detail: str = ""
+
+
+class Destination(Protocol):
+    @property
+    def id(self) -> str: ...
+
+    def deliver(self, alerts: Sequence[Alert]) -> list[Outcome]: ...

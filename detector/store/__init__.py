@@ -1,0 +1,133 @@
+"""Run state and allowlist storage: one interface, two backends (Azure Table Storage and local files).
+
+Records are plain JSON-able dicts at this boundary, so both backends store the same thing. Every
+alert record carries an ETag; ``replace_alert`` succeeds only when the record has not changed since
+it was read, so two runs racing on one alert cannot both claim it (optimistic concurrency).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from ..errors import StoreError
+from ..model import Alert
+from ..timestamps import Ticks, format_datetime, parse_datetime
+
+PENDING = "pending"
+DELIVERED = "delivered"
+FAILED = "failed"
+
+OPEN = "open"
+SUPPRESSED = "suppressed"
+
+
+class ConflictError(StoreError):
+    """The record changed (or appeared) since it was read; re-read and decide again."""
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationState:
+    state: str = PENDING
+    attempts: int = 0
+    last_error: str = ""
+    delivered_at: Ticks | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "attempts": self.attempts, "last_error": self.last_error,
+                "delivered_at": format_datetime(self.delivered_at) if self.delivered_at is not None else None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DestinationState:
+        at = data.get("delivered_at")
+        return cls(state=data["state"], attempts=int(data.get("attempts", 0)), last_error=data.get("last_error", ""),
+                   delivered_at=parse_datetime(at) if at else None)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    """An alert in the outbox: what it is, where it must go, and who is sending it now."""
+
+    alert: Alert
+    status: str = OPEN
+    suppressed_by: tuple[str, ...] = ()
+    destinations: dict[str, DestinationState] = field(default_factory=dict)
+    first_seen: Ticks = 0
+    updated: Ticks = 0
+    claim_owner: str = ""
+    claim_until: Ticks = 0
+    etag: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.alert.key
+
+    @property
+    def pending(self) -> bool:
+        return self.status == OPEN and any(d.state != DELIVERED for d in self.destinations.values())
+
+    def with_changes(self, **changes: Any) -> StoredAlert:
+        return replace(self, **changes)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "alert": json.dumps(self.alert.to_dict(), ensure_ascii=False, separators=(",", ":")),
+            "status": self.status,
+            "suppressed_by": ",".join(self.suppressed_by),
+            "destinations": json.dumps({k: v.to_dict() for k, v in self.destinations.items()}),
+            "first_seen": format_datetime(self.first_seen),
+            "updated": format_datetime(self.updated),
+            "claim_owner": self.claim_owner,
+            "claim_until": format_datetime(self.claim_until),
+            "pending": self.pending,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], etag: str | None) -> StoredAlert:
+        try:
+            return cls(
+                alert=Alert.from_dict(json.loads(record["alert"])),
+                status=record["status"],
+                suppressed_by=tuple(x for x in record.get("suppressed_by", "").split(",") if x),
+                destinations={k: DestinationState.from_dict(v)
+                              for k, v in json.loads(record.get("destinations") or "{}").items()},
+                first_seen=parse_datetime(record["first_seen"]),
+                updated=parse_datetime(record["updated"]),
+                claim_owner=record.get("claim_owner", ""),
+                claim_until=parse_datetime(record["claim_until"]) if record.get("claim_until") else 0,
+                etag=etag,
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise StoreError(f"unreadable alert record: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class EntryStats:
+    hits: int = 0
+    last_hit: Ticks | None = None
+
+
+class StateStore(Protocol):
+    """What the pipeline and the CLI need from storage."""
+
+    def describe(self) -> str: ...
+
+    # allowlist
+    def list_allowlist(self) -> list[dict[str, Any]]: ...
+    def put_allowlist(self, entry: dict[str, Any]) -> None: ...
+    def delete_allowlist(self, entry_id: str) -> bool: ...
+    def allowlist_stats(self) -> dict[str, EntryStats]: ...
+    def record_hits(self, hits: dict[str, int], at: Ticks) -> None: ...
+
+    # alerts (outbox)
+    def get_alert(self, key: str) -> StoredAlert | None: ...
+    def create_alert(self, stored: StoredAlert) -> StoredAlert: ...
+    def replace_alert(self, stored: StoredAlert) -> StoredAlert: ...
+    def list_pending(self) -> list[StoredAlert]: ...
+
+    # runs
+    def get_watermark(self) -> Ticks | None: ...
+    def set_watermark(self, end: Ticks) -> None: ...
+    def record_run(self, run_id: str, summary: dict[str, Any]) -> None: ...
+    def list_runs(self) -> list[dict[str, Any]]: ...

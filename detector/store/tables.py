@@ -1,0 +1,274 @@
+"""Azure Table Storage backend (azure-data-tables), proven against Azurite in the tests.
+
+In Azure: the account's table endpoint and ``DefaultAzureCredential`` (the Function's managed
+identity; no keys). Locally: a connection string (Azurite's development one in tests). Queries keep
+to what Azure and Azurite both support: PartitionKey/RowKey equality and string/bool properties with
+``parameters=``. Azure exceptions are translated to :class:`StoreError`/:class:`ConflictError` here;
+their messages (which may echo request details) are not passed on, only the status and error code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+
+from ..errors import StoreError
+from ..rule import RULE
+from ..timestamps import Ticks, format_datetime, parse_datetime
+from . import ConflictError, EntryStats, StoredAlert
+
+_T = TypeVar("_T")
+ALLOWLIST_TABLE = "detectorallowlist"
+ALERTS_TABLE = "detectoralerts"
+RUNS_TABLE = "detectorruns"
+TABLE_NAMES = (ALLOWLIST_TABLE, ALERTS_TABLE, RUNS_TABLE)
+_CHUNK = 30_000  # characters per string property (the service allows 64 KiB, i.e. 32K UTF-16 units)
+_MAX_TICKS = 10**19 - 1
+_FORBIDDEN_KEY_CHARS = re.compile(r"[/\\#?%\x00-\x1f\x7f-\x9f]")
+
+
+def encode_key(value: str) -> str:
+    """A PartitionKey/RowKey-safe form: forbidden characters as %XX."""
+    return _FORBIDDEN_KEY_CHARS.sub(lambda m: "%" + "".join(f"{b:02X}" for b in m.group().encode()), value)
+
+
+def _describe_error(exc: AzureError) -> str:
+    if isinstance(exc, HttpResponseError):
+        code = getattr(exc, "error_code", None) or "none"
+        return f"status {exc.status_code}, code {code}"
+    return type(exc).__name__
+
+
+def _split(text: str) -> dict[str, Any]:
+    chunks = [text[i:i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
+    props: dict[str, Any] = {f"alert_{i}": chunk for i, chunk in enumerate(chunks)}
+    props["alert_chunks"] = len(chunks)
+    return props
+
+
+def _join(entity: dict[str, Any]) -> str:
+    return "".join(entity[f"alert_{i}"] for i in range(int(entity["alert_chunks"])))
+
+
+class TableStore:
+    """State in three tables of one storage account."""
+
+    def __init__(self, service: TableServiceClient, *, label: str = "Azure Table Storage",
+                 create_tables: bool = True) -> None:
+        self._service = service
+        self._label = label
+        self.allowlist: TableClient = service.get_table_client(ALLOWLIST_TABLE)
+        self.alerts: TableClient = service.get_table_client(ALERTS_TABLE)
+        self.runs: TableClient = service.get_table_client(RUNS_TABLE)
+        if create_tables:
+            for name in TABLE_NAMES:
+                self._create_table(name)
+
+    def _create_table(self, name: str) -> None:
+        self._call(f"create table {name}", lambda: self._service.create_table_if_not_exists(name))
+
+    @classmethod
+    def from_connection_string(cls, connection_string: str) -> TableStore:
+        try:
+            service = TableServiceClient.from_connection_string(connection_string)
+        except (ValueError, AzureError):
+            raise StoreError("the table storage connection string is not valid") from None
+        return cls(service, label=f"Table Storage at {service.url}")
+
+    @classmethod
+    def from_endpoint(cls, endpoint: str, credential: Any) -> TableStore:
+        return cls(TableServiceClient(endpoint=endpoint, credential=credential), label=f"Table Storage at {endpoint}")
+
+    def describe(self) -> str:
+        return self._label
+
+    def _call(self, what: str, fn: Callable[[], _T]) -> _T:
+        try:
+            return fn()
+        except ConflictError:
+            raise
+        except AzureError as exc:
+            raise StoreError(f"{self._label}: {what} failed ({_describe_error(exc)})") from None
+
+    # --- allowlist -------------------------------------------------------------------------------
+    def list_allowlist(self) -> list[dict[str, Any]]:
+        def run() -> list[dict[str, Any]]:
+            out = []
+            for entity in self.allowlist.query_entities("PartitionKey eq @pk", parameters={"pk": "entry"}):
+                try:
+                    out.append(json.loads(entity["entry"]))
+                except (KeyError, ValueError):
+                    # Kept visible: an unreadable row becomes an entry that fails validation.
+                    out.append({"id": entity.get("RowKey", "?"), "unreadable": True})
+            return out
+        return self._call("list allowlist", run)
+
+    def put_allowlist(self, entry: dict[str, Any]) -> None:
+        entity = {"PartitionKey": "entry", "RowKey": encode_key(str(entry["id"])),
+                  "entry": json.dumps(entry, ensure_ascii=False)}
+        self._call("save allowlist entry", lambda: self.allowlist.upsert_entity(entity, mode=UpdateMode.MERGE))
+
+    def delete_allowlist(self, entry_id: str) -> bool:
+        key = encode_key(entry_id)
+
+        def run() -> bool:
+            try:
+                self.allowlist.get_entity("entry", key)
+            except ResourceNotFoundError:
+                return False
+            self.allowlist.delete_entity("entry", key)
+            with contextlib.suppress(ResourceNotFoundError):
+                self.allowlist.delete_entity("stats", key)
+            return True
+        return self._call("delete allowlist entry", run)
+
+    def allowlist_stats(self) -> dict[str, EntryStats]:
+        def run() -> dict[str, EntryStats]:
+            out = {}
+            for e in self.allowlist.query_entities("PartitionKey eq @pk", parameters={"pk": "stats"}):
+                last = parse_datetime(e["last_hit"]) if e.get("last_hit") else None
+                out[e["entry_id"]] = EntryStats(int(e["hits"]), last)
+            return out
+        return self._call("read allowlist hits", run)
+
+    def record_hits(self, hits: dict[str, int], at: Ticks) -> None:
+        for entry_id, count in hits.items():
+            key = encode_key(entry_id)
+
+            def run(entry_id: str = entry_id, key: str = key, count: int = count) -> None:
+                for _ in range(10):  # optimistic retry: concurrent runs may count at once
+                    try:
+                        current = self.allowlist.get_entity("stats", key)
+                    except ResourceNotFoundError:
+                        try:
+                            self.allowlist.create_entity({"PartitionKey": "stats", "RowKey": key, "entry_id": entry_id,
+                                                          "hits": count, "last_hit": format_datetime(at)})
+                            return
+                        except ResourceExistsError:
+                            continue
+                    current["hits"] = int(current["hits"]) + count
+                    current["last_hit"] = format_datetime(at)
+                    try:
+                        self.allowlist.update_entity(current, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                                     match_condition=MatchConditions.IfNotModified)
+                        return
+                    except HttpResponseError as exc:
+                        if exc.status_code != 412:
+                            raise
+                raise ConflictError(f"could not record hits of {entry_id} after 10 tries")
+            self._call("record allowlist hits", run)
+
+    # --- alerts ------------------------------------------------------------------------------------
+    @staticmethod
+    def _entity(stored: StoredAlert) -> dict[str, Any]:
+        record = stored.to_record()
+        entity: dict[str, Any] = {"PartitionKey": encode_key(RULE.id), "RowKey": encode_key(stored.key)}
+        entity.update({k: v for k, v in record.items() if k != "alert"})
+        entity.update(_split(record["alert"]))
+        return entity
+
+    @staticmethod
+    def _stored(entity: Any) -> StoredAlert:
+        record = dict(entity)
+        record["alert"] = _join(record)
+        return StoredAlert.from_record(record, entity.metadata["etag"])
+
+    def get_alert(self, key: str) -> StoredAlert | None:
+        def run() -> StoredAlert | None:
+            try:
+                entity = self.alerts.get_entity(encode_key(RULE.id), encode_key(key))
+            except ResourceNotFoundError:
+                return None
+            return self._stored(entity)
+        return self._call("read alert", run)
+
+    def create_alert(self, stored: StoredAlert) -> StoredAlert:
+        def run() -> StoredAlert:
+            try:
+                meta = self.alerts.create_entity(self._entity(stored))
+            except ResourceExistsError:
+                raise ConflictError(f"alert {stored.key} already exists") from None
+            return stored.with_changes(etag=meta["etag"])
+        return self._call("create alert", run)
+
+    def replace_alert(self, stored: StoredAlert) -> StoredAlert:
+        def run() -> StoredAlert:
+            try:
+                meta = self.alerts.update_entity(self._entity(stored), mode=UpdateMode.REPLACE, etag=stored.etag,
+                                                 match_condition=MatchConditions.IfNotModified)
+            except (ResourceNotFoundError, ResourceExistsError):
+                raise ConflictError(f"alert {stored.key} changed since it was read") from None
+            except HttpResponseError as exc:
+                if exc.status_code in (409, 412):
+                    raise ConflictError(f"alert {stored.key} changed since it was read") from None
+                raise
+            return stored.with_changes(etag=meta["etag"])
+        return self._call("update alert", run)
+
+    def list_pending(self) -> list[StoredAlert]:
+        def run() -> list[StoredAlert]:
+            query = "PartitionKey eq @pk and pending eq @pending"
+            return [self._stored(e) for e in self.alerts.query_entities(
+                query, parameters={"pk": encode_key(RULE.id), "pending": True})]
+        return self._call("list pending alerts", run)
+
+    # --- runs --------------------------------------------------------------------------------------
+    def get_watermark(self) -> Ticks | None:
+        def run() -> Ticks | None:
+            try:
+                entity = self.runs.get_entity("watermark", encode_key(RULE.id))
+            except ResourceNotFoundError:
+                return None
+            return parse_datetime(entity["end"])
+        return self._call("read watermark", run)
+
+    def set_watermark(self, end: Ticks) -> None:
+        def run() -> None:
+            for _ in range(10):
+                try:
+                    current = self.runs.get_entity("watermark", encode_key(RULE.id))
+                except ResourceNotFoundError:
+                    try:
+                        self.runs.create_entity({"PartitionKey": "watermark", "RowKey": encode_key(RULE.id),
+                                                 "end": format_datetime(end)})
+                        return
+                    except ResourceExistsError:
+                        continue
+                if parse_datetime(current["end"]) >= end:  # never moves back
+                    return
+                current["end"] = format_datetime(end)
+                try:
+                    self.runs.update_entity(current, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                            match_condition=MatchConditions.IfNotModified)
+                    return
+                except HttpResponseError as exc:
+                    if exc.status_code != 412:
+                        raise
+            raise ConflictError("could not move the watermark after 10 tries")
+        self._call("move watermark", run)
+
+    def record_run(self, run_id: str, summary: dict[str, Any]) -> None:
+        end = summary.get("window", {}).get("end")
+        order = _MAX_TICKS - (parse_datetime(end) if end else 0)
+        entity = {"PartitionKey": "run", "RowKey": encode_key(f"{order:019d}-{run_id}"), "run_id": run_id,
+                  "summary": json.dumps(summary, ensure_ascii=False)[:_CHUNK]}
+        self._call("record run", lambda: self.runs.upsert_entity(entity, mode=UpdateMode.REPLACE))
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        def run() -> list[dict[str, Any]]:
+            rows = []
+            for e in self.runs.query_entities("PartitionKey eq @pk", parameters={"pk": "run"}):
+                try:
+                    rows.append({"id": e["run_id"], **json.loads(e["summary"])})
+                except (KeyError, ValueError):
+                    rows.append({"id": e.get("run_id", "?"), "unreadable": True})
+            rows.reverse()  # stored newest first; return oldest first like the file store
+            return rows
+        return self._call("list runs", run)
