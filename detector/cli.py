@@ -168,6 +168,33 @@ def cmd_rows(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_card(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .deliver.preview import render_page
+    from .deliver.teams import build_alert_card, build_digest_card
+
+    source, at = _window(args)
+    allowlist = None
+    if not args.no_allowlist:
+        path = args.allowlist or (SAMPLE_ALLOWLIST if args.data is None else None)
+        if path is not None:
+            allowlist = Allowlist.load(_read_allowlist_file(path), now=at)
+    result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=allowlist)
+    _report_problems(result, err)
+    messages = [(f"{a.caller} on {a.vm_name} ({format_datetime(a.start)})", build_alert_card(a))
+                for a in result.alerts]
+    if len(result.alerts) > 1:
+        messages.append((f"digest card (sent instead when a run has more than {args.digest_threshold} alerts)",
+                         build_digest_card(result.alerts)))
+    page = render_page(messages, title=f"{RULE.name}: {len(result.alerts)} alert card(s)")
+    try:
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"cannot write the preview: {exc.strerror}", path=str(args.html)) from None
+    out.write(f"wrote {len(messages)} card(s) to {args.html}\n")
+    return EXIT_OK
+
+
 # --- allowlist ------------------------------------------------------------------------------------
 
 def _entries_for(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, EntryStats], str]:
@@ -298,6 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     rows = sub.add_parser("rows", help="print the rule's raw result rows as JSON")
     data_options(rows)
     rows.set_defaults(handler=cmd_rows)
+
+    card = sub.add_parser("card", help="render the run's Teams cards into a local HTML preview")
+    data_options(card)
+    card.add_argument("--html", type=Path, required=True, help="output HTML file")
+    card.add_argument("--allowlist", type=Path, help="allowlist JSON file (default for the sample: its example)")
+    card.add_argument("--no-allowlist", action="store_true")
+    card.add_argument("--digest-threshold", type=int, default=50)
+    card.set_defaults(handler=cmd_card)
 
     allow = sub.add_parser("allowlist", help="manage allowlist entries").add_subparsers(dest="action", required=True)
     add = allow.add_parser("add", help="add or replace an entry (validated before it is saved)")

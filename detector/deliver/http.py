@@ -1,0 +1,101 @@
+"""One HTTP poster for every webhook: a requests Session with urllib3's Retry, timeouts and a time cap.
+
+* 429 and 5xx are retried with exponential backoff; ``Retry-After`` is honoured (urllib3);
+* the whole attempt, sleeps included, is capped (``max_seconds``): a Retry-After beyond the cap, or
+  backoff that would cross it, gives up at once and the outbox retries on a later run;
+* other 4xx are not retried; a read timeout is not retried either (the webhook may have accepted the
+  message; the outbox decides), a connect failure is;
+* nothing here ever puts the URL in a message: errors name the host only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError, ReadTimeoutError, ResponseError
+from urllib3.util.retry import Retry
+
+from .redact import install_log_redaction, redact, safe_url
+
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+class CappedRetry(Retry):
+    """urllib3 Retry that stops when the time spent (including the next sleep) would pass a cap."""
+
+    def __init__(self, *args: Any, max_seconds: float = 60.0, started: float | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_seconds = max_seconds
+        self.started = started
+
+    def new(self, **kw: Any) -> CappedRetry:
+        kw.setdefault("max_seconds", self.max_seconds)
+        kw.setdefault("started", self.started)
+        return super().new(**kw)
+
+    def increment(self, method: str | None = None, url: str | None = None, response: Any = None, error: Any = None,
+                  _pool: Any = None, _stacktrace: Any = None) -> CappedRetry:
+        started = self.started if self.started is not None else time.monotonic()
+        nxt = super().increment(method, url, response, error, _pool, _stacktrace)
+        nxt.started = started
+        wait = nxt.get_backoff_time()
+        if response is not None and self.respect_retry_after_header:
+            after = nxt.get_retry_after(response)
+            if after is not None:
+                wait = max(wait, after)
+        if time.monotonic() - started + wait > self.max_seconds:
+            raise MaxRetryError(_pool, url or "", ResponseError(f"retry budget of {self.max_seconds:.0f}s exhausted"))
+        return nxt
+
+
+def make_session(*, max_seconds: float = 60.0, retries: int = 5, backoff: float = 0.5) -> requests.Session:
+    install_log_redaction()
+    retry = CappedRetry(
+        total=retries, connect=retries, read=0, status=retries, other=0,
+        allowed_methods=frozenset({"POST"}), status_forcelist=RETRY_STATUSES, backoff_factor=backoff,
+        backoff_max=30, respect_retry_after_header=True, raise_on_status=False, max_seconds=max_seconds,
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+@dataclass(frozen=True, slots=True)
+class PostResult:
+    ok: bool
+    status: int | None
+    detail: str
+    body: str = ""
+
+
+def post_json(session: requests.Session, url: str, payload: Any, *, timeout: float) -> PostResult:
+    """POST JSON; the result's text never holds the URL."""
+    where = safe_url(url)
+    try:
+        response = session.post(url, json=payload, timeout=(min(timeout, 10.0), timeout))
+    except requests.exceptions.RetryError:
+        return PostResult(False, None, f"{where}: gave up after retries (throttled or server errors)")
+    except requests.exceptions.Timeout:
+        return PostResult(False, None, f"{where}: timed out after {timeout:.0f}s")
+    except requests.exceptions.ConnectionError as exc:
+        reason = getattr(exc.args[0], "reason", None) if exc.args else None
+        if isinstance(reason, ReadTimeoutError):
+            return PostResult(False, None, f"{where}: timed out after {timeout:.0f}s (not retried: it may have "
+                              "been accepted; the outbox retries later)")
+        return PostResult(False, None, f"{where}: could not connect")
+    except requests.exceptions.RequestException as exc:
+        return PostResult(False, None, f"{where}: {type(exc).__name__}")
+    body = redact(response.text[:500]) if response.text else ""
+    if 200 <= response.status_code < 300:
+        return PostResult(True, response.status_code, f"{where}: HTTP {response.status_code}", body)
+    if response.status_code == 413:
+        return PostResult(False, 413, f"{where}: HTTP 413, message too large")
+    if response.status_code in RETRY_STATUSES:
+        return PostResult(False, response.status_code, f"{where}: HTTP {response.status_code} after retries")
+    return PostResult(False, response.status_code, f"{where}: HTTP {response.status_code} (not retried): {body[:200]}")

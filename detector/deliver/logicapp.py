@@ -1,0 +1,82 @@
+"""Logic App (or any SOAR) webhook: versioned JSON described by ``schemas/alert-v1.schema.json``.
+
+Entities follow Sentinel's shapes (Account: Name, UPNSuffix, FullName; IP: Address; the VM as an
+Azure resource id). ``schemaVersion`` changes major on any breaking change; consumers switch on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from ..model import Alert
+from ..rule import RULE
+from ..timestamps import format_datetime
+from . import Outcome
+from .http import make_session, post_json
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "alert-v1.schema.json"
+
+
+def build_payload(alert: Alert) -> dict[str, Any]:
+    entities: list[dict[str, Any]] = [
+        {"type": "account", "Name": alert.account_name, "UPNSuffix": alert.account_upn_suffix,
+         "FullName": alert.caller},
+        {"type": "ip", "Address": alert.caller_ip},
+    ]
+    if alert.scope:
+        entities.append({"type": "azure-resource", "ResourceId": alert.scope})
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "kind": "RunCommandDuringSuspiciousLogin",
+        "alertId": alert.key,
+        "rule": {"id": RULE.id, "name": RULE.name, "version": RULE.version, "severity": RULE.severity,
+                 "tactics": list(RULE.tactics), "techniques": list(RULE.techniques)},
+        "correlationId": alert.correlation_id,
+        "startTime": format_datetime(alert.start),
+        "endTime": format_datetime(alert.end),
+        "vm": {"name": alert.vm_name, "subscription": alert.subscription, "resourceGroup": alert.resource_group,
+               "resourceId": alert.scope},
+        "caller": alert.caller,
+        "callerIpAddress": alert.caller_ip,
+        "entities": entities,
+        "matches": [{"time": format_datetime(r.ueba_time), "actionType": r.ueba_action_type,
+                     "sourceIpLocation": r.ueba_source_location, "activityInsights": r.ueba_activity_insights,
+                     "usersInsights": r.ueba_users_insights} for r in alert.rows],
+        "rows": [r.to_dict() for r in alert.rows],
+    }
+
+
+def load_schema() -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    return schema
+
+
+class LogicAppDestination:
+    """A Logic App Request trigger (its callback URL carries a secret ``sig``)."""
+
+    def __init__(self, dest_id: str, url: str, *, session: requests.Session | None = None, timeout: float = 10.0,
+                 max_seconds: float = 60.0) -> None:
+        self._id = dest_id
+        self._url = url
+        self._session = session or make_session(max_seconds=max_seconds)
+        self.timeout = timeout
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    def __repr__(self) -> str:
+        return f"LogicAppDestination({self._id!r})"
+
+    def deliver(self, alerts: Sequence[Alert]) -> list[Outcome]:
+        out = []
+        for alert in alerts:
+            result = post_json(self._session, self._url, build_payload(alert), timeout=self.timeout)
+            out.append(Outcome(result.ok, f"{self._id}: {result.detail}"))
+        return out

@@ -1,0 +1,194 @@
+"""Delivery against real HTTP servers on loopback: retries, throttling, limits, and secrets kept."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from detector.correlate import Window, build_alerts, correlate
+from detector.deliver.http import make_session
+from detector.deliver.logicapp import LogicAppDestination, build_payload, load_schema
+from detector.deliver.redact import redact, safe_url
+from detector.deliver.teams import TeamsDestination
+from detector.errors import ConfigError
+from detector.model import Alert
+from detector.pipeline import detect
+from detector.sample.generate import SAMPLE_DIR
+from detector.settings import Settings
+from detector.sources.files import FileSource
+from detector.timestamps import parse_datetime
+from tests.builders import AT, T0, run_command, ueba
+from tests.webhook import Reply, WebhookServer, webhook_server
+
+SECRET = "s3cr3tSIGvalue"
+
+
+@pytest.fixture
+def server() -> Iterator[WebhookServer]:
+    with webhook_server() as s:
+        yield s
+
+
+def sample_alerts() -> list[Alert]:
+    at = parse_datetime(json.loads((SAMPLE_DIR / "expected.json").read_text())["at"])
+    return detect(FileSource(SAMPLE_DIR), Window.ending_at(at)).alerts
+
+
+def one_alert() -> Alert:
+    [a] = build_alerts(correlate(run_command(T0), [ueba(T0)], Window.ending_at(AT)).rows)
+    return a
+
+
+def teams(server: WebhookServer, path: str = "/teams", **kwargs: object) -> TeamsDestination:
+    session = make_session(max_seconds=float(kwargs.pop("max_seconds", 20)), backoff=0.05)  # type: ignore[arg-type]
+    return TeamsDestination("teams-1", server.url(path), session=session, **kwargs)  # type: ignore[arg-type]
+
+
+def test_202_delivers_the_adaptive_card_envelope(server: WebhookServer) -> None:
+    [outcome] = teams(server).deliver([one_alert()])
+    assert outcome.ok
+    [body] = server.bodies("/teams")
+    assert body["type"] == "message"
+    [attachment] = body["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    assert attachment["content"]["type"] == "AdaptiveCard"
+    assert attachment["content"]["version"] == "1.4"
+
+
+def test_429_with_retry_after_then_202(server: WebhookServer) -> None:
+    server.script("/teams", Reply(429, {"Retry-After": "1"}), Reply(202))
+    [outcome] = teams(server).deliver([one_alert()])
+    assert outcome.ok
+    assert len(server.bodies("/teams")) == 2
+
+
+def test_retry_after_beyond_the_time_cap_gives_up_at_once(server: WebhookServer) -> None:
+    server.script("/teams", Reply(429, {"Retry-After": "3600"}))
+    [outcome] = teams(server, max_seconds=5).deliver([one_alert()])
+    assert not outcome.ok
+    assert "429" in outcome.detail
+    assert len(server.bodies("/teams")) == 1  # no hour-long sleep: given up, the outbox retries later
+
+
+def test_repeated_500_is_given_up_and_left_undelivered(server: WebhookServer) -> None:
+    server.script("/logic", *[Reply(500)] * 10)
+    session = make_session(max_seconds=20, backoff=0.01, retries=3)
+    [outcome] = LogicAppDestination("logicapp-1", server.url("/logic"), session=session).deliver([one_alert()])
+    assert not outcome.ok
+    assert len(server.bodies("/logic")) == 4  # the first try and three retries
+
+
+def test_400_is_not_retried_and_is_reported(server: WebhookServer) -> None:
+    server.script("/teams", Reply(400, body='{"error":"BadRequest: flow not found"}'))
+    [outcome] = teams(server).deliver([one_alert()])
+    assert not outcome.ok
+    assert "HTTP 400 (not retried)" in outcome.detail
+    assert len(server.bodies("/teams")) == 1
+
+
+def test_413_is_reported_not_retried(server: WebhookServer) -> None:
+    server.script("/teams", Reply(413))
+    [outcome] = teams(server).deliver([one_alert()])
+    assert "413" in outcome.detail
+    assert len(server.bodies("/teams")) == 1
+
+
+def test_timeout(server: WebhookServer) -> None:
+    server.script("/teams", Reply(202, delay=3))
+    [outcome] = teams(server, timeout=1).deliver([one_alert()])
+    assert not outcome.ok
+    assert "timed out" in outcome.detail
+
+
+def test_legacy_200_with_429_text_counts_as_throttled(server: WebhookServer) -> None:
+    server.script("/teams", Reply(200, body="Microsoft Teams endpoint returned HTTP error 429 with ContextId x"))
+    [outcome] = teams(server).deliver([one_alert()])
+    assert not outcome.ok
+    assert "throttled" in outcome.detail
+
+
+def test_connection_refused_names_no_secret() -> None:
+    url = f"http://127.0.0.1:9/hook?sig={SECRET}"
+    dest = TeamsDestination("teams-1", url, session=make_session(max_seconds=3, backoff=0.01, retries=1))
+    [outcome] = dest.deliver([one_alert()])
+    assert not outcome.ok
+    assert SECRET not in outcome.detail
+    assert SECRET not in repr(dest)
+
+
+def test_many_alerts_make_one_digest_card(server: WebhookServer) -> None:
+    alerts = (sample_alerts() * 10)[:60]  # 60 > 50
+    outcomes = teams(server).deliver(alerts)
+    assert len(outcomes) == 60
+    assert all(o.ok for o in outcomes)
+    [body] = server.bodies("/teams")
+    assert "60 alerts" in json.dumps(body)
+
+
+def test_logic_app_payloads_validate_against_the_schema(server: WebhookServer) -> None:
+    alerts = sample_alerts()
+    session = make_session(max_seconds=10)
+    outcomes = LogicAppDestination("logicapp-1", server.url("/logic"), session=session).deliver(alerts)
+    assert all(o.ok for o in outcomes)
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    bodies = server.bodies("/logic")
+    assert len(bodies) == len(alerts)
+    for body in bodies:
+        jsonschema.validate(body, schema)
+    account = bodies[0]["entities"][0]
+    assert set(account) == {"type", "Name", "UPNSuffix", "FullName"}
+
+
+def test_schema_rejects_a_broken_payload() -> None:
+    payload = build_payload(one_alert())
+    del payload["entities"][0]["UPNSuffix"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(payload, load_schema())
+
+
+def test_schema_file_is_versioned() -> None:
+    path = Path(__file__).parents[1] / "detector" / "deliver" / "schemas" / "alert-v1.schema.json"
+    assert json.loads(path.read_text())["properties"]["schemaVersion"]["pattern"] == "^1\\.[0-9]+$"
+
+
+def test_secrets_never_reach_logs(server: WebhookServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    server.script("/teams", Reply(500), Reply(429, {"Retry-After": "0"}), Reply(202))
+    [outcome] = teams(server).deliver([one_alert()])
+    assert outcome.ok
+    assert caplog.records, "urllib3 logged nothing: the check would be empty"
+    text = "\n".join(r.getMessage() for r in caplog.records) + caplog.text
+    assert "/teams" in text  # the request lines were logged...
+    assert SECRET not in text  # ...without the signature
+
+
+def test_settings_hold_urls_as_secrets() -> None:
+    env = {"DETECTOR_TEAMS_WEBHOOK_URLS": f"https://a.example/x?sig={SECRET}\nhttps://b.example/y?sig=other",
+           "DETECTOR_LOGICAPP_WEBHOOK_URLS": f"https://c.example/z?sig={SECRET}"}
+    settings = Settings.from_env(env)
+    assert len(settings.teams_urls) == 2
+    assert SECRET not in repr(settings)
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"DETECTOR_TEAMS_WEBHOOK_URLS": f"ftp://x/?sig={SECRET}"})
+    assert SECRET not in str(info.value)
+    assert "DETECTOR_TEAMS_WEBHOOK_URLS" in str(info.value)
+
+
+@pytest.mark.parametrize(("text", "leak"), [
+    (f"POST /workflows/abc/triggers/manual/paths/invoke?api-version=1&sig={SECRET} HTTP/1.1", SECRET),
+    (f"https://prod-1.westeurope.logic.azure.com:443/workflows/x?sp=%2F&sig={SECRET}&sv=1", SECRET),
+    ("AccountKey=abcdEFGH1234==;EndpointSuffix=core.windows.net", "abcdEFGH1234"),
+])
+def test_redact(text: str, leak: str) -> None:
+    assert leak not in redact(text)
+
+
+def test_safe_url_shows_host_only() -> None:
+    assert safe_url(f"https://prod-1.westeurope.logic.azure.com:443/workflows/x?sig={SECRET}") == \
+        "https://prod-1.westeurope.logic.azure.com:443/…"

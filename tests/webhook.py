@@ -1,0 +1,96 @@
+"""A real HTTP server on 127.0.0.1 standing in for Teams Workflows and Logic App webhooks.
+
+Each path answers from a script of responses (status, headers, body, delay); when the script runs
+out it answers 202. Every request is recorded with its path, query and JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclass
+class Reply:
+    status: int = 202
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+    delay: float = 0.0
+
+
+@dataclass
+class Received:
+    path: str
+    query: str
+    body: Any
+
+
+class WebhookServer:
+    def __init__(self) -> None:
+        self.scripts: dict[str, list[Reply]] = {}
+        self.received: list[Received] = []
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                raw = self.rfile.read(length)
+                parts = urlsplit(self.path)
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    body = raw.decode("utf-8", "replace")
+                with outer.lock:
+                    outer.received.append(Received(parts.path, parts.query, body))
+                    script = outer.scripts.get(parts.path, [])
+                    reply = script.pop(0) if script else Reply()
+                if reply.delay:
+                    time.sleep(reply.delay)
+                payload = reply.body.encode()
+                try:
+                    self.send_response(reply.status)
+                    for k, v in reply.headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+
+    def url(self, path: str, sig: str = "s3cr3tSIGvalue") -> str:
+        return f"http://127.0.0.1:{self.port}{path}?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig={sig}"
+
+    def script(self, path: str, *replies: Reply) -> None:
+        with self.lock:
+            self.scripts[path] = list(replies)
+
+    def bodies(self, path: str) -> list[Any]:
+        with self.lock:
+            return [r.body for r in self.received if r.path == path]
+
+
+@contextmanager
+def webhook_server() -> Iterator[WebhookServer]:
+    server = WebhookServer()
+    thread = threading.Thread(target=server.httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
