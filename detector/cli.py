@@ -13,14 +13,17 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import kql
 from .allowlist import FIELDS, OPERATORS, Allowlist, AllowlistEntry, InvalidEntry
 from .correlate import Window
 from .deliver.factory import build_destinations
 from .errors import DetectorError, InputError
+from .model import RULE_COLUMNS
 from .pipeline import RunPolicy, RunResult, detect, run_once, wall_clock
 from .rule import RULE
 from .sample.generate import SAMPLE_DIR
 from .settings import Settings
+from .sources import Source
 from .sources.files import FileSource
 from .store import EntryStats, StateStore
 from .store.factory import open_store
@@ -129,9 +132,25 @@ def _report_problems(result: RunResult, err: TextIO) -> None:
         err.write(f"warning: {warning}\n")
 
 
+def _logs_source(args: argparse.Namespace, settings: Settings) -> Source:
+    from .sources.loganalytics import LogAnalyticsSource, make_client
+    client = args.logs_client
+    if client is None:
+        from azure.identity import DefaultAzureCredential  # az login on a laptop, managed identity in Azure
+        client = make_client(DefaultAzureCredential())
+    return LogAnalyticsSource(client, args.workspace, server_timeout=settings.query_timeout_seconds)
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     settings = Settings.from_env(os.environ)
-    source, at = _window(args)
+    source: Source
+    if args.workspace:
+        if args.data is not None:
+            raise InputError("give --data or --workspace, not both")
+        source = _logs_source(args, settings)
+        at = args.at if args.at is not None else wall_clock()
+    else:
+        source, at = _window(args)
     policy = RunPolicy(period_hours=args.period_hours, frequency_hours=min(settings.frequency_hours, args.period_hours),
                        max_catchup_days=settings.max_catchup_days)
     if _stateful(args, settings):
@@ -140,7 +159,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     else:
         allowlist = None
         if not args.no_allowlist:
-            path = args.allowlist or (SAMPLE_ALLOWLIST if args.data is None else None)
+            path = args.allowlist or (SAMPLE_ALLOWLIST if args.data is None and not args.workspace else None)
             if path is not None:
                 allowlist = Allowlist.load(_read_allowlist_file(path), now=at)
         result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=allowlist)
@@ -156,6 +175,48 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.strict and result.report.malformed_count:
         return EXIT_BAD_INPUT
     return EXIT_OK
+
+
+def _normalize_row(row: dict[str, Any]) -> str:
+    """One rule row in a comparable form, whichever side it came from."""
+    out: dict[str, Any] = {}
+    for column in RULE_COLUMNS:
+        value = row.get(column)
+        if column in ("StartTime", "EndTime", "UEBAEventTime"):
+            out[column] = format_datetime(parse_datetime(value)) if isinstance(value, str) and value else value
+        elif column in ("UEBAActivityInsights", "UEBAUsersInsights"):
+            out[column] = kql.parse_json(value)
+        else:
+            out[column] = kql.tostring(value)
+    return json.dumps(out, sort_keys=True, ensure_ascii=False)
+
+
+def cmd_parity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from collections import Counter
+
+    from .sources.loganalytics import LogAnalyticsSource
+    settings = Settings.from_env(os.environ)
+    source = _logs_source(args, settings)
+    assert isinstance(source, LogAnalyticsSource)
+    window = Window.ending_at(args.at, hours=args.period_hours)
+    workspace_rows = Counter(_normalize_row(r) for r in source.rule_rows(window))
+    port = detect(source, window)
+    port_rows = Counter(_normalize_row(r.to_dict()) for r in port.correlation.rows)
+    only_workspace = workspace_rows - port_rows
+    only_port = port_rows - workspace_rows
+    counts = (f"parity: {sum(workspace_rows.values())} rows from the rule's KQL, {sum(port_rows.values())} from "
+              f"the Python port")
+    out.write(f"window {format_datetime(window.start)} .. {format_datetime(window.end)}\n")
+    if not only_workspace and not only_port:
+        out.write(f"{counts}; no difference\n")
+        return EXIT_OK
+    out.write(counts + "\n")
+    for label, rows in (("only in the workspace (Sentinel's engine)", only_workspace),
+                        ("only in the Python port", only_port)):
+        for row, count in sorted(rows.items()):
+            out.write(f"{label}{f' x{count}' if count > 1 else ''}: {row}\n")
+    out.write(f"parity: {sum(only_workspace.values()) + sum(only_port.values())} difference(s)\n")
+    return EXIT_FAILED
 
 
 def cmd_rows(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -316,6 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="apply the rule and the allowlist; with a state backend, record and deliver")
     data_options(run)
     store_options(run)
+    run.add_argument("--workspace", help="Log Analytics workspace GUID to query instead of files (Azure credentials)")
     run.add_argument("--json", action="store_true", help="machine-readable output")
     run.add_argument("--allowlist", type=Path, help="allowlist JSON file (runs without a state backend; "
                      "default for the sample: its example allowlist)")
@@ -325,6 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     rows = sub.add_parser("rows", help="print the rule's raw result rows as JSON")
     data_options(rows)
     rows.set_defaults(handler=cmd_rows)
+
+    parity = sub.add_parser("parity", help="send the rule's KQL verbatim and compare its rows with the Python port")
+    parity.add_argument("--workspace", required=True, help="Log Analytics workspace GUID")
+    parity.add_argument("--at", type=_time_arg, required=True, help="run time, ISO 8601")
+    parity.add_argument("--period-hours", type=int, default=RULE.query_period_hours)
+    parity.set_defaults(handler=cmd_parity)
 
     card = sub.add_parser("card", help="render the run's Teams cards into a local HTML preview")
     data_options(card)
@@ -369,7 +437,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
+         logs_client: Any = None) -> int:
+    """``logs_client``: a LogsQueryClient to use instead of one with DefaultAzureCredential (tests)."""
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     parser = build_parser()
@@ -377,6 +447,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    args.logs_client = logs_client
     if args.command == "allowlist" and getattr(args, "window_days", None) is not None:
         args.window_days = [d.strip() for d in args.window_days.split(",") if d.strip()]
     if getattr(args, "period_hours", 1) <= 0:

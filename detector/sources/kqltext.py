@@ -1,0 +1,79 @@
+"""The KQL texts the detector sends: pushdown queries that filter exactly as the rule's first lines.
+
+Every text built here is parsed and analysed in the tests by Microsoft's Kusto language service
+against the two tables' schemas (tests/test_kql_language_service.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS
+from ..rule import (
+    AUTHORIZATION_TERM,
+    QUERY,
+    RUN_COMMAND_OPERATION,
+    UEBA_EVENT_SOURCE,
+    UEBA_INSIGHT,
+    UEBA_INSIGHT_VALUE,
+)
+from ..timestamps import Ticks, format_datetime
+
+PARITY_TIME_COLUMNS = ("StartTime", "EndTime", "UEBAEventTime")
+
+
+def string_literal(value: str) -> str:
+    """A KQL double-quoted string literal."""
+    escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+               .replace("\t", "\\t"))
+    return f'"{escaped}"'
+
+
+def datetime_literal(ticks: Ticks) -> str:
+    return f"datetime({format_datetime(ticks)})"
+
+
+def _time_filter(start: Ticks, end: Ticks) -> str:
+    # Half-open, as the detector's window; the API timespan alone may include its end.
+    return f"| where TimeGenerated >= {datetime_literal(start)} and TimeGenerated < {datetime_literal(end)}"
+
+
+def _project(columns: Sequence[str]) -> str:
+    # Times travel as text so Kusto's 100 ns ticks survive (the SDK's datetime conversion stops at 1 µs).
+    return "| project " + ", ".join("TimeGenerated = tostring(TimeGenerated)" if c == "TimeGenerated" else c
+                                    for c in columns)
+
+
+def activity_query(start: Ticks, end: Ticks) -> str:
+    """AzureActivity rows the rule can use: its own first two filters, server-side."""
+    return "\n".join([
+        "AzureActivity",
+        _time_filter(start, end),
+        f"| where OperationNameValue =~ {string_literal(RUN_COMMAND_OPERATION)}",
+        f"| where Authorization has {string_literal(AUTHORIZATION_TERM)}",
+        _project(ACTIVITY_COLUMNS),
+    ])
+
+
+def ueba_query(start: Ticks, end: Ticks, callers: Sequence[str]) -> str:
+    """Suspicious sign-ins of the given callers (lower-cased), with the rule's BehaviorAnalytics filters."""
+    names = ", ".join(string_literal(c) for c in callers)
+    return "\n".join([
+        "BehaviorAnalytics",
+        _time_filter(start, end),
+        f"| where EventSource == {string_literal(UEBA_EVENT_SOURCE)} and "
+        f"ActivityInsights.{UEBA_INSIGHT} == {string_literal(UEBA_INSIGHT_VALUE)}",
+        "| where isnotempty(UserPrincipalName) and isnotempty(SourceIPLocation)",
+        f"| where tolower(UserPrincipalName) in ({names})",
+        _project(UEBA_COLUMNS),
+    ])
+
+
+def unfiltered_query(table: str, start: Ticks, end: Ticks) -> str:
+    """Every row of a table in the window (the benchmark's baseline for transfer)."""
+    return "\n".join([table, _time_filter(start, end)])
+
+
+def parity_query() -> str:
+    """The rule's KQL verbatim, with only a final line that returns its datetimes as text (full precision)."""
+    return QUERY.rstrip("\n") + "\n| extend " + ", ".join(f"{c} = tostring({c})" for c in PARITY_TIME_COLUMNS)
