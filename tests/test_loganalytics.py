@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -42,7 +43,7 @@ def file_rows() -> list[dict[str, Any]]:
 
 
 def test_same_rows_as_the_file_source(served: tuple[LogAnalyticsFake, LogAnalyticsSource]) -> None:
-    fake, source = served
+    _fake, source = served
     result = detect(source, WINDOW)
     assert [r.to_dict() for r in result.correlation.rows] == file_rows()
     assert result.report.malformed_count == 0
@@ -56,7 +57,8 @@ def test_queries_timespans_and_pushdown(served: tuple[LogAnalyticsFake, LogAnaly
     assert first.query.startswith("AzureActivity\n")
     assert 'OperationNameValue =~ "MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION"' in first.query
     assert 'Authorization has "virtualMachines"' in first.query
-    assert "datetime(2026-11-18T06:00:00Z)" in first.query and "datetime(2026-11-20T06:00:00Z)" in first.query
+    assert "datetime(2026-11-18T06:00:00Z)" in first.query
+    assert "datetime(2026-11-20T06:00:00Z)" in first.query
     assert first.timespan == second.timespan == "2026-11-18T06:00:00.000Z/2026-11-20T06:00:00.000Z"
     assert "wait=120" in first.prefer
     assert second.query.startswith("BehaviorAnalytics\n")
@@ -123,8 +125,9 @@ def test_oversized_results_are_split_until_they_fit(fake: LogAnalyticsFake) -> N
         spans.append((start, end))
     fitting = [s for s in spans if not any(o != s and o[0] >= s[0] and o[1] <= s[1] for o in spans)]
     fitting.sort()
-    assert fitting[0][0] == WINDOW.start and fitting[-1][1] == WINDOW.end
-    assert all(a[1] == b[0] for a, b in zip(fitting, fitting[1:], strict=False))
+    assert fitting[0][0] == WINDOW.start
+    assert fitting[-1][1] == WINDOW.end
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(fitting))
 
 
 def call(argv: list[str], **kw: Any) -> tuple[int, str, str]:
@@ -148,12 +151,13 @@ def test_parity_reports_differences(served: tuple[LogAnalyticsFake, LogAnalytics
     fake.parity_rows = rows[:-1]
     code, out, _ = call(["parity", "--workspace", WORKSPACE, "--at", "2026-11-20T06:00:00Z"], logs_client=source.client)
     assert code == EXIT_FAILED
-    assert "only in the workspace" in out and "only in the Python port" in out
+    assert "only in the workspace" in out
+    assert "only in the Python port" in out
     assert "other-vm" in out
 
 
 def test_run_against_a_workspace(served: tuple[LogAnalyticsFake, LogAnalyticsSource], tmp_path: Any) -> None:
-    fake, source = served
+    _fake, source = served
     code, out, _ = call(["run", "--workspace", WORKSPACE, "--at", "2026-11-20T06:00:00Z", "--no-allowlist", "--json"],
                         logs_client=source.client)
     assert code == EXIT_OK
