@@ -1,8 +1,19 @@
-"""Azure Functions entry (Python v2 model). Thin: settings -> detector pipeline -> run summary.
-
-The timer and its pipeline wiring arrive with the deployment issue; the core lives in ``detector``.
-"""
+"""Azure Functions entry (Python v2 model): two timers, one call each into the detector."""
 
 import azure.functions as func
 
+from detector.functions import daily_run, redeliver_run
+
 app = func.FunctionApp()
+
+
+@app.timer_trigger(schedule="%DETECTOR_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+@app.retry(strategy="exponential_backoff", max_retry_count="3", minimum_interval="00:05:00",
+           maximum_interval="00:30:00")
+def detector_daily(timer: func.TimerRequest) -> None:
+    daily_run(past_due=timer.past_due)
+
+
+@app.timer_trigger(schedule="%DETECTOR_REDELIVER_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+def detector_redeliver(timer: func.TimerRequest) -> None:
+    redeliver_run(past_due=timer.past_due)

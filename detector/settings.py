@@ -32,7 +32,14 @@ SETTINGS: dict[str, str] = {
     "DETECTOR_HTTP_TIMEOUT_SECONDS": "timeout of one webhook request (default 10)",
     "DETECTOR_HTTP_MAX_SECONDS": "cap on the total time spent retrying one webhook message (default 60)",
     "DETECTOR_QUERY_TIMEOUT_SECONDS": "Log Analytics server timeout per query (default 180, max 600)",
+    "DETECTOR_SOURCE_DIR": "replay exports from this folder instead of querying Log Analytics (local runs only)",
 }
+
+# Settings for laptops and tests only: the Bicep deployment never sets them (a key-based connection
+# string or a local folder has no place in Azure). The contract test checks both lists against infra/.
+LOCAL_ONLY: frozenset[str] = frozenset({"DETECTOR_TABLE_CONNECTION_STRING", "DETECTOR_STATE_DIR",
+                                        "DETECTOR_SOURCE_DIR"})
+DEPLOYED: tuple[str, ...] = tuple(name for name in SETTINGS if name not in LOCAL_ONLY)
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
@@ -100,6 +107,7 @@ class Settings:
     http_timeout_seconds: int = 10
     http_max_seconds: int = 60
     query_timeout_seconds: int = 180
+    source_dir: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -138,6 +146,7 @@ class Settings:
             http_timeout_seconds=_int(env, "DETECTOR_HTTP_TIMEOUT_SECONDS", 10, 1, 120),
             http_max_seconds=_int(env, "DETECTOR_HTTP_MAX_SECONDS", 60, 1, 900),
             query_timeout_seconds=_int(env, "DETECTOR_QUERY_TIMEOUT_SECONDS", 180, 10, 600),
+            source_dir=env.get("DETECTOR_SOURCE_DIR", "").strip(),
         )
 
     def require_workspace(self) -> str:
