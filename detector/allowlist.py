@@ -79,11 +79,9 @@ class Condition:
 
 
 def _build_test(operator: str, value: str | tuple[str, ...]) -> Callable[[str], bool]:
-    if operator == "in":
-        assert isinstance(value, tuple)
+    if isinstance(value, tuple):  # only "in" takes a list (parse_condition guarantees it)
         wanted = {kql.tolower(v) for v in value}
         return lambda s: kql.tolower(s) in wanted
-    assert isinstance(value, str)
     needle = kql.tolower(value)
     if operator == "equals":
         return lambda s: kql.tolower(s) == needle
@@ -128,8 +126,7 @@ def parse_condition(raw: Any, index: int) -> Condition:
         if not isinstance(value, str) or not value.strip():
             raise InvalidEntry(f"{where}: {operator!r} needs a non-empty string value")
         frozen = value
-    if operator == "cidr":
-        assert isinstance(frozen, str)
+    if operator == "cidr" and isinstance(frozen, str):
         for part in frozen.split(","):
             try:
                 network = ipaddress.ip_network(part.strip(), strict=False)
@@ -137,8 +134,7 @@ def parse_condition(raw: Any, index: int) -> Condition:
                 raise InvalidEntry(f"{where}: {part.strip()!r} is not a CIDR range") from None
             if network.prefixlen == 0:
                 raise InvalidEntry(f"{where}: {part.strip()!r} matches every address")
-    if operator == "regex":
-        assert isinstance(frozen, str)
+    if operator == "regex" and isinstance(frozen, str):
         try:
             pattern = re.compile(frozen, re.IGNORECASE)
         except re.error as exc:

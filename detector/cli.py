@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import kql
 from .allowlist import FIELDS, OPERATORS, Allowlist, AllowlistEntry, InvalidEntry
@@ -25,6 +25,9 @@ from .sample.generate import SAMPLE_DIR
 from .settings import Settings
 from .sources import Source
 from .sources.files import FileSource
+
+if TYPE_CHECKING:
+    from .sources.loganalytics import LogAnalyticsSource
 from .store import EntryStats, StateStore
 from .store.factory import open_store
 from .timestamps import Ticks, format_datetime, parse_datetime
@@ -57,7 +60,8 @@ def _window(args: argparse.Namespace) -> tuple[FileSource, Ticks]:
         at = args.at if args.at is not None else _sample_at()
     else:
         at = args.at if args.at is not None else wall_clock()
-    return FileSource(data), at
+    full_parse = bool(getattr(args, "check_all_rows", False) or getattr(args, "strict", False))
+    return FileSource(data, prefilter=not full_parse), at
 
 
 def _read_allowlist_file(path: Path) -> list[dict[str, Any]]:
@@ -132,7 +136,7 @@ def _report_problems(result: RunResult, err: TextIO) -> None:
         err.write(f"warning: {warning}\n")
 
 
-def _logs_source(args: argparse.Namespace, settings: Settings) -> Source:
+def _logs_source(args: argparse.Namespace, settings: Settings) -> LogAnalyticsSource:
     from .sources.loganalytics import LogAnalyticsSource, make_client
     client = args.logs_client
     if client is None:
@@ -194,10 +198,8 @@ def _normalize_row(row: dict[str, Any]) -> str:
 def cmd_parity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from collections import Counter
 
-    from .sources.loganalytics import LogAnalyticsSource
     settings = Settings.from_env(os.environ)
     source = _logs_source(args, settings)
-    assert isinstance(source, LogAnalyticsSource)
     window = Window.ending_at(args.at, hours=args.period_hours)
     workspace_rows = Counter(_normalize_row(r) for r in source.rule_rows(window))
     port = detect(source, window)
@@ -367,7 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: the sample's run time, or now with --data)")
         p.add_argument("--period-hours", type=int, default=RULE.query_period_hours,
                        help="query period in hours (default: %(default)s, as the rule)")
-        p.add_argument("--strict", action="store_true", help="exit 3 when any row is malformed")
+        p.add_argument("--strict", action="store_true", help="exit 3 when any row is malformed (implies "
+                       "--check-all-rows)")
+        p.add_argument("--check-all-rows", action="store_true", help="parse every JSON Lines row, reporting "
+                       "malformed ones even where they could never match (default: rows that cannot match are "
+                       "counted, not parsed)")
 
     def store_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--state", help="local state folder (file backend)")

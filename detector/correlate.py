@@ -8,6 +8,8 @@ BehaviorAnalytics rows are filtered one at a time and only suspicious sign-ins a
 
 from __future__ import annotations
 
+import bisect
+import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -70,9 +72,10 @@ class _Group:
             self.start = event.time
         if event.time > self.end:
             self.end = event.time
-        key = kql.ordinal_key(event.caller_ip)
-        if key > self.ip_key:
-            self.ip, self.ip_key = event.caller_ip, key
+        if event.caller_ip != self.ip:
+            key = kql.ordinal_key(event.caller_ip)
+            if key > self.ip_key:
+                self.ip, self.ip_key = event.caller_ip, key
         self.statuses.append(event.status)
 
 
@@ -128,12 +131,19 @@ def summarize_run_commands(
     """The AzureActivity half of the query, up to the ``project`` before the join."""
     stats = stats if stats is not None else CorrelationStats()
     groups: dict[tuple[str, str, str], _Group] = {}
+    # The events of one operation repeat its operation name and Authorization text: decide once per pair.
+    verdicts: dict[tuple[str, str], bool] = {}
+    start, end = window.start, window.end
     for event in events:
         stats.activity_rows += 1
-        if not window.contains(event.time):
+        if not start <= event.time < end:
             continue
         stats.activity_in_window += 1
-        if not is_run_command(event):
+        pair = (event.operation_name, event.authorization)
+        verdict = verdicts.get(pair)
+        if verdict is None:
+            verdict = verdicts[pair] = is_run_command(event)
+        if not verdict:
             continue
         stats.run_command_rows += 1
         # summarize ... by CorrelationId, Authorization, Caller  (exact strings)
@@ -145,9 +155,14 @@ def summarize_run_commands(
             group.add(event)
     stats.run_command_groups += len(groups)
     out = []
+    succeeded: dict[tuple[str, ...], bool] = {}  # few distinct status lists: decide each once
     for key, group in groups.items():
         # where list_ActivityStatusValue has_any ("Success", "Succeeded")
-        if kql.has_any(group.statuses, SUCCESS_STATUSES):
+        statuses = tuple(group.statuses)
+        verdict = succeeded.get(statuses)
+        if verdict is None:
+            verdict = succeeded[statuses] = kql.has_any(statuses, SUCCESS_STATUSES)
+        if verdict:
             out.append(_finish(key, group))
     stats.run_commands_succeeded += len(out)
     return out
@@ -188,9 +203,8 @@ def select_suspicious_logins(
     return out
 
 
-def _row_sort_key(row: RuleRow) -> tuple[int, str, str, int, str, str]:
-    return (row.start, row.caller, row.correlation_id, row.ueba_time, row.ueba_action_type,
-            row.ueba_source_location)
+_row_sort_key = operator.attrgetter("start", "caller", "correlation_id", "ueba_time", "ueba_action_type",
+                                    "ueba_source_location")
 
 
 def join(run_commands: Iterable[RunCommand], logins: Iterable[UebaEvent]) -> list[RuleRow]:
@@ -202,18 +216,28 @@ def join(run_commands: Iterable[RunCommand], logins: Iterable[UebaEvent]) -> lis
     by_key: dict[str, list[UebaEvent]] = {}
     for login in logins:
         by_key.setdefault(kql.tolower(login.user_principal_name), []).append(login)
+    # Each user's sign-ins sorted by time: StartTime between (t - 1h .. t + 6h) is the same as
+    # t between (StartTime - 6h .. StartTime + 1h), a range found by bisection (a busy account can
+    # have thousands of flagged sign-ins; testing every pair would be quadratic).
+    times: dict[str, list[Ticks]] = {}
+    for key, events in by_key.items():
+        events.sort(key=lambda e: e.time)
+        times[key] = [e.time for e in events]
     rows: list[RuleRow] = []
     before = WINDOW_BEFORE_HOURS * TICKS_PER_HOUR
     after = WINDOW_AFTER_HOURS * TICKS_PER_HOUR
     for rc in run_commands:
-        matches = by_key.get(kql.tolower(rc.caller))
+        key = kql.tolower(rc.caller)
+        matches = by_key.get(key)
         if not matches:
             continue
         # extend AccountName = tostring(split(Caller, "@")[0]), AccountUPNSuffix = ...[1]
         caller_parts = kql.split(rc.caller, "@")
         account_name = kql.tostring(kql.at(caller_parts, 0))
         upn_suffix = kql.tostring(kql.at(caller_parts, 1))
-        for login in matches:
+        first = bisect.bisect_left(times[key], rc.start - after)
+        last = bisect.bisect_right(times[key], rc.start + before)
+        for login in matches[first:last]:
             # where StartTime between (UEBAEventTime - 1h .. UEBAEventTime + 6h)
             if not kql.between(rc.start, login.time - before, login.time + after):
                 continue

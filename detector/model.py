@@ -8,7 +8,7 @@ the CLI, the run state and the webhook payloads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .kql import JsonValue
 from .timestamps import Ticks, format_datetime, parse_datetime
@@ -77,9 +77,12 @@ class UebaEvent:
     users_insights: JsonValue
 
 
-@dataclass(frozen=True, slots=True)
-class RunCommand:
-    """One ``summarize ... by CorrelationId, Authorization, Caller`` group that succeeded."""
+class RunCommand(NamedTuple):
+    """One ``summarize ... by CorrelationId, Authorization, Caller`` group that succeeded.
+
+    (Immutable like the other records; a NamedTuple because the correlation builds many of these and
+    a frozen dataclass's ``__init__`` costs several times more.)
+    """
 
     correlation_id: str
     authorization: str
@@ -94,9 +97,11 @@ class RunCommand:
     resource_group: str
 
 
-@dataclass(frozen=True, slots=True)
-class RuleRow:
-    """One row of the rule's result, plus the Run Command it came from (not projected by the rule)."""
+class RuleRow(NamedTuple):
+    """One row of the rule's result, plus the Run Command it came from (not projected by the rule).
+
+    A NamedTuple for the same reason as :class:`RunCommand`.
+    """
 
     start: Ticks
     end: Ticks

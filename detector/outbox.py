@@ -143,7 +143,8 @@ def deliver_pending(store: StateStore, destinations: Sequence[Destination], *, o
             stats.claimed_elsewhere += 1
     outcomes: dict[str, dict[str, Outcome]] = {s.key: {} for s in claimed}
     for dest_id in sorted({d for s in claimed for d in s.destinations}):
-        batch = [s for s in claimed if s.destinations[dest_id].state != DELIVERED]
+        # Destinations are fixed when an alert is recorded: a webhook added later gets new alerts only.
+        batch = [s for s in claimed if dest_id in s.destinations and s.destinations[dest_id].state != DELIVERED]
         if not batch:
             continue
         destination = by_id.get(dest_id)

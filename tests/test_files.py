@@ -104,8 +104,15 @@ def test_local_time_export_is_refused(tmp_path: Path) -> None:
 def test_malformed_jsonl_lines(tmp_path: Path) -> None:
     lines = UEBA_JSONL + "{broken\n" + "[1, 2]\n" + "\n" + UEBA_JSONL.replace("2026-11-19T05:30:00Z", "yesterday")
     make_dir(tmp_path, ACTIVITY_HEADER + "\r\n", lines)
-    _, report = run(tmp_path)
-    assert [m.location for m in report.malformed] == ["line 2", "line 3", "line 5"]
+    window = Window.ending_at(AT)
+    full = FileSource(tmp_path, prefilter=False).fetch(window)
+    list(full.ueba)
+    assert [m.location for m in full.report.malformed] == ["line 2", "line 3", "line 5"]
+    # The fast path parses only lines that could match: it reports the bad time (line 5 holds "True"
+    # and "Azure AD"), and counts the other two as read without parsing them (they could never match).
+    fast = FileSource(tmp_path).fetch(window)
+    list(fast.ueba)
+    assert [m.location for m in fast.report.malformed] == ["line 5"]
 
 
 def test_rest_json_with_bad_rows(tmp_path: Path) -> None:
@@ -168,3 +175,56 @@ def test_every_format_gives_the_same_rows(tmp_path: Path, fmt: str) -> None:
     expected = correlate(reference.activity, reference.ueba, window)
     assert [r.to_dict() for r in result.rows] == [r.to_dict() for r in expected.rows]
     assert len(result.rows) > 5
+
+
+def _jsonl_dir(tmp_path: Path, activity: list[dict], ueba: list[dict]) -> Path:
+    (tmp_path / "AzureActivity.jsonl").write_text("".join(json.dumps(r) + "\n" for r in activity), encoding="utf-8")
+    (tmp_path / "BehaviorAnalytics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ueba), encoding="utf-8")
+    return tmp_path
+
+
+def _result(directory: Path, prefilter: bool) -> list[dict]:
+    window = Window.ending_at(AT)
+    data = FileSource(directory, prefilter=prefilter).fetch(window)
+    return [r.to_dict() for r in correlate(data.activity, data.ueba, window).rows]
+
+
+def test_prefilter_keeps_rows_spelled_with_json_escapes(tmp_path: Path) -> None:
+    auth = '{"scope": "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/virtualMachines/vm-1"}'
+    base = {"TimeGenerated": "2026-11-19T06:00:00Z", "Authorization": auth, "CorrelationId": "c-1",
+            "Caller": "alice@contoso.com", "CallerIpAddress": "1.2.3.4", "ActivityStatusValue": "Succeeded"}
+    lines = [
+        # "RUNCOMMAND" written as JSON escapes: no plain needle in the raw line, yet it must match.
+        json.dumps({**base, "OperationNameValue": "MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION"},
+                   ensure_ascii=False).replace("RUNCOMMAND", "\\u0052UNCOMMAND"),
+    ]
+    ueba_line = json.dumps(json.loads(UEBA_JSONL)).replace("Azure AD", "Azure\\u0020AD")
+    (tmp_path / "AzureActivity.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (tmp_path / "BehaviorAnalytics.jsonl").write_text(ueba_line + "\n", encoding="utf-8")
+    assert len(_result(tmp_path, prefilter=True)) == 1
+    assert _result(tmp_path, prefilter=True) == _result(tmp_path, prefilter=False)
+
+
+def test_prefilter_gives_the_full_parse_result_on_the_sample(tmp_path: Path) -> None:
+    ws = build()
+    WRITERS["jsonl"](tmp_path / "AzureActivity.jsonl", "AzureActivity", ws.activity)
+    WRITERS["jsonl"](tmp_path / "BehaviorAnalytics.jsonl", "BehaviorAnalytics", ws.ueba)
+    window = Window.ending_at(ws.at)
+    fast, full = FileSource(tmp_path, prefilter=True).fetch(window), FileSource(tmp_path, prefilter=False).fetch(window)
+    fast_rows = [r.to_dict() for r in correlate(fast.activity, fast.ueba, window).rows]
+    full_rows = [r.to_dict() for r in correlate(full.activity, full.ueba, window).rows]
+    assert fast_rows == full_rows
+    assert len(fast_rows) == 12
+    assert fast.report.rows_read == full.report.rows_read == {"AzureActivity": 500, "BehaviorAnalytics": 184}
+
+
+def test_prefilter_reports_malformed_candidate_lines_with_numbers(tmp_path: Path) -> None:
+    first = json.dumps(dict.fromkeys(("TimeGenerated", "OperationNameValue", "Authorization", "CorrelationId", "Caller", "CallerIpAddress", "ActivityStatusValue"), "x"))
+    (tmp_path / "AzureActivity.jsonl").write_text(
+        first + '\n{"not": broken}\n{"OperationNameValue": "x/RunCommand/y", broken\n', encoding="utf-8")
+    (tmp_path / "BehaviorAnalytics.jsonl").write_text("", encoding="utf-8")
+    data = FileSource(tmp_path).fetch(Window.ending_at(AT))
+    list(data.activity)
+    # Line 1 (the header's part) has a bad time; line 2 cannot match and is not parsed; line 3 is reported.
+    assert [m.location for m in data.report.malformed] == ["line 1", "line 3"]
+    assert data.report.rows_read["AzureActivity"] == 3

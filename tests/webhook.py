@@ -30,6 +30,7 @@ class Received:
     path: str
     query: str
     body: Any
+    status: int = 0
 
 
 class WebhookServer:
@@ -52,9 +53,9 @@ class WebhookServer:
                 except ValueError:
                     body = raw.decode("utf-8", "replace")
                 with outer.lock:
-                    outer.received.append(Received(parts.path, parts.query, body))
                     script = outer.scripts.get(parts.path, [])
                     reply = script.pop(0) if script else Reply()
+                    outer.received.append(Received(parts.path, parts.query, body, reply.status))
                 if reply.delay:
                     time.sleep(reply.delay)
                 payload = reply.body.encode()
@@ -80,8 +81,14 @@ class WebhookServer:
             self.scripts[path] = list(replies)
 
     def bodies(self, path: str) -> list[Any]:
+        """Every body POSTed to ``path``, whatever the answer."""
         with self.lock:
             return [r.body for r in self.received if r.path == path]
+
+    def accepted(self, path: str) -> list[Any]:
+        """Bodies POSTed to ``path`` that were answered 2xx, i.e. delivered."""
+        with self.lock:
+            return [r.body for r in self.received if r.path == path and 200 <= r.status < 300]
 
 
 @contextmanager

@@ -64,7 +64,7 @@ class Workspace:
 
 class _Builder:
     def __init__(self, seed: int, at: Ticks) -> None:
-        self.rng = random.Random(seed)  # noqa: S311 - reproducible sample data, not secrets
+        self.rng = random.Random(seed)  # noqa: S311  # nosec B311 - reproducible sample data, not secrets
         self.ws = Workspace(at=at)
 
     def guid(self) -> str:

@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS
 from . import MalformedRow, ReadReport, SourceData
 from .records import RowError, activity_event, ueba_event
+from .scan import LinePrefilter, ScanResult, scan_files
 
 EXTENSIONS = ("jsonl", "json", "csv")
 ACTIVITY_TABLE = "AzureActivity"
@@ -167,6 +168,38 @@ def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> RowS
             yield where, {name: fields[i] for name, i in index}
 
 
+PREFILTERS: dict[str, LinePrefilter] = {
+    # OperationNameValue =~ ".../RUNCOMMAND/ACTION": the letters of "runcommand" in any case.
+    ACTIVITY_TABLE: LinePrefilter((b"runcommand",), lower=True),
+    # EventSource == "Azure AD" and the insight == "True": both exact, case-sensitive. The rarer needle
+    # comes first: it drives the scan.
+    UEBA_TABLE: LinePrefilter((b"True", b"Azure AD"), lower=False),
+}
+
+
+def _iter_scanned(path: Path, required: tuple[str, ...], report: ReadReport, table: str,
+                  scanned: ScanResult) -> RowStream:
+    """Parse the candidate lines of a scan (see ``scan.py``); count every line as read."""
+    report.rows_read[table] = report.rows_read.get(table, 0) + scanned.lines
+    checked = False
+    for index, line in scanned.candidates:
+        where = f"line {index + 1}"
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            report.add_malformed(MalformedRow(str(path), where, f"not JSON: {exc}"))
+            continue
+        if not isinstance(obj, dict):
+            report.add_malformed(MalformedRow(str(path), where, "not a JSON object"))
+            continue
+        if not checked:
+            _check_columns(list(obj), required, str(path))
+            checked = True
+        yield where, obj
+
+
 def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport) -> RowStream:
     checked = False
     with path.open("r", encoding="utf-8-sig") as handle:
@@ -239,12 +272,19 @@ _READERS = {"csv": _iter_csv, "jsonl": _iter_jsonl, "json": _iter_json}
 
 
 def read_table(path: Path, table: str, required: tuple[str, ...], convert: Callable[[Mapping[str, Any]], _T],
-               report: ReadReport) -> Iterator[_T]:
-    """Stream one export as records; malformed rows go to ``report``."""
-    reader = _READERS[path.suffix.lstrip(".").lower()]
+               report: ReadReport, *, scanned: Callable[[], ScanResult] | None = None) -> Iterator[_T]:
+    """Stream one export as records; malformed rows go to ``report``.
+
+    ``scanned`` (JSON Lines only) gives the prefilter scan of the file: only its candidate lines are
+    parsed, every line is counted.
+    """
+    ext = path.suffix.lstrip(".").lower()
     try:
-        for where, row in reader(path, required, report):
-            report.count_row(table)
+        rows: RowStream = (_iter_scanned(path, required, report, table, scanned()) if scanned is not None
+                           else _READERS[ext](path, required, report))
+        for where, row in rows:
+            if scanned is None:
+                report.count_row(table)
             try:
                 yield convert(row)
             except RowError as exc:
@@ -256,9 +296,14 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
 
 
 class FileSource:
-    """Exports in a folder; every row is read, the correlation applies the window."""
+    """Exports in a folder; the correlation applies the window.
 
-    def __init__(self, directory: Path | str) -> None:
+    ``prefilter`` (default on) skips parsing JSON Lines rows that cannot match; ``False`` parses every
+    row (and so reports every malformed row, even one that could never have matched).
+    """
+
+    def __init__(self, directory: Path | str, *, prefilter: bool = True) -> None:
+        self.prefilter = prefilter
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise InputError("not a folder", path=str(self.directory))
@@ -270,8 +315,27 @@ class FileSource:
 
     def fetch(self, window: Window) -> SourceData:
         report = ReadReport()
+        jobs = [(p, PREFILTERS[t]) for p, t in ((self.activity_path, ACTIVITY_TABLE), (self.ueba_path, UEBA_TABLE))
+                if self.prefilter and p.suffix.lower() == ".jsonl"]
+        results: dict[Path, ScanResult] = {}
+
+        def scanned_for(path: Path) -> Callable[[], ScanResult] | None:
+            if path not in {p for p, _ in jobs}:
+                return None
+
+            def get() -> ScanResult:
+                if not results:  # both files in one pass of the process pool, on first use
+                    try:
+                        results.update(zip([p for p, _ in jobs], scan_files(jobs), strict=True))
+                    except OSError as exc:
+                        raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
+                return results[path]
+            return get
+
         return SourceData(
-            activity=read_table(self.activity_path, ACTIVITY_TABLE, ACTIVITY_COLUMNS, activity_event, report),
-            ueba=read_table(self.ueba_path, UEBA_TABLE, UEBA_COLUMNS, ueba_event, report),
+            activity=read_table(self.activity_path, ACTIVITY_TABLE, ACTIVITY_COLUMNS, activity_event, report,
+                                scanned=scanned_for(self.activity_path)),
+            ueba=read_table(self.ueba_path, UEBA_TABLE, UEBA_COLUMNS, ueba_event, report,
+                            scanned=scanned_for(self.ueba_path)),
             report=report,
         )

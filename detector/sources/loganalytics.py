@@ -36,6 +36,9 @@ from .records import RowError, activity_event, ueba_event
 
 _T = TypeVar("_T")
 MAX_ROWS = 500_000
+# A query is a POST but only reads: safe to retry on every transient status, 502 included (azure-core
+# retries a POST only on 500/503/504 unless the call names its methods; the option is per call).
+RETRY_ON_METHODS = ("GET", "POST")
 CALLERS_PER_QUERY = 200
 MIN_SPLIT_TICKS = TICKS_PER_MINUTE
 _LIMIT_TEXT = re.compile(r"(?i)E_QUERY_RESULT_SET_TOO_LARGE|result set has exceeded|exceeded the internal record count|"
@@ -98,7 +101,7 @@ class LogAnalyticsSource:
         try:
             result = self.client.query_workspace(
                 self.workspace_id, text, timespan=(to_datetime(start), to_datetime(end)),
-                server_timeout=self.server_timeout)
+                server_timeout=self.server_timeout, retry_on_methods=list(RETRY_ON_METHODS))
         except ClientAuthenticationError:
             raise SourceError("authentication to Log Analytics failed (check the identity and its "
                               "Log Analytics Reader role)", code="AuthenticationFailed") from None
@@ -156,7 +159,8 @@ class LogAnalyticsSource:
         try:
             result = self.client.query_workspace(self.workspace_id, parity_query(),
                                                  timespan=(to_datetime(window.start), to_datetime(window.end)),
-                                                 server_timeout=self.server_timeout)
+                                                 server_timeout=self.server_timeout,
+                                                 retry_on_methods=list(RETRY_ON_METHODS))
         except HttpResponseError as exc:
             code = getattr(getattr(exc, "error", None), "code", None) or f"HTTP{exc.status_code}"
             raise SourceError(f"the rule's query failed (HTTP {exc.status_code})", code=str(code)) from None

@@ -1,0 +1,265 @@
+"""One command for every measurement; prints a table and writes bench/results.json.
+
+    python -m bench.run                      # 10k, 100k and 1M rows (about 5 GB of files in bench/data)
+    python -m bench.run --scales 10k --repeat 3
+
+Times are medians of ``--repeat`` runs and are reported as ratios to DuckDB measured in the same run,
+on the same files and rows, after checking that DuckDB's rows equal ours (equal work).
+DuckDB is a benchmark-only dependency (``pip install duckdb``), never a runtime one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.workspace import AT, SCALES, write  # noqa: E402
+from detector.correlate import Window, correlate  # noqa: E402
+from detector.model import ActivityEvent, UebaEvent  # noqa: E402
+from detector.sources.files import FileSource  # noqa: E402
+from detector.timestamps import format_datetime  # noqa: E402
+
+DATA = ROOT / "bench" / "data"
+WINDOW = Window(start=AT - 30 * 24 * 36_000_000_000, end=AT)  # the whole 30 days: a tuning replay
+
+DUCK_SQL = """
+WITH activity AS (
+  SELECT CAST(TimeGenerated AS TIMESTAMP) AS t, CorrelationId, "Authorization", Caller, CallerIpAddress,
+         ActivityStatusValue
+  FROM {activity}
+  WHERE CAST(TimeGenerated AS TIMESTAMP) >= TIMESTAMP '{start}' AND CAST(TimeGenerated AS TIMESTAMP) < TIMESTAMP '{end}'
+    AND upper(OperationNameValue) = 'MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION'
+    AND regexp_matches(lower("Authorization"), '(^|[^a-z0-9])virtualmachines($|[^a-z0-9])')
+), groups AS (
+  SELECT CorrelationId, "Authorization", Caller, min(t) AS StartTime, max(t) AS EndTime,
+         max(CallerIpAddress) AS CallerIpAddress,
+         bool_or(regexp_matches(lower(ActivityStatusValue), '(^|[^a-z0-9])(success|succeeded)($|[^a-z0-9])')) AS ok
+  FROM activity GROUP BY CorrelationId, "Authorization", Caller
+), runs AS (
+  SELECT *, coalesce(json_extract_string("Authorization", '$.scope'), '') AS scope FROM groups WHERE ok
+), ueba AS (
+  SELECT CAST(TimeGenerated AS TIMESTAMP) AS ut, ActionType, UserPrincipalName, SourceIPLocation
+  FROM {ueba}
+  WHERE CAST(TimeGenerated AS TIMESTAMP) >= TIMESTAMP '{start}' AND CAST(TimeGenerated AS TIMESTAMP) < TIMESTAMP '{end}'
+    AND EventSource = 'Azure AD'
+    AND json_extract_string(CAST(ActivityInsights AS JSON), '$.ActionUncommonlyPerformedByUser') = 'True'
+    AND coalesce(UserPrincipalName, '') <> '' AND coalesce(SourceIPLocation, '') <> ''
+)
+SELECT r.StartTime, r.EndTime, coalesce(string_split(r.scope, '/')[3], '') AS Subscription,
+       coalesce(string_split(r.scope, '/')[-1], '') AS VirtualMachineName, r.Caller, r.CallerIpAddress,
+       u.ut AS UEBAEventTime, u.ActionType, u.SourceIPLocation
+FROM runs r JOIN ueba u ON lower(r.Caller) = lower(u.UserPrincipalName)
+WHERE r.StartTime BETWEEN u.ut - INTERVAL 1 HOUR AND u.ut + INTERVAL 6 HOUR
+"""
+
+
+def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeat):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def ours_key(rows: list[Any]) -> list[tuple[str, ...]]:
+    return sorted((format_datetime(r.start)[:19], format_datetime(r.end)[:19], r.subscription, r.vm_name, r.caller,
+                   r.caller_ip, format_datetime(r.ueba_time)[:19], r.ueba_action_type, r.ueba_source_location)
+                  for r in rows)
+
+
+def duck_key(rows: list[tuple[Any, ...]]) -> list[tuple[str, ...]]:
+    def iso(v: Any) -> str:
+        return v.strftime("%Y-%m-%dT%H:%M:%S")
+    return sorted((iso(r[0]), iso(r[1]), r[2], r[3], r[4], r[5], iso(r[6]), r[7], r[8]) for r in rows)
+
+
+def replay_ours(folder: Path) -> list[Any]:
+    data = FileSource(folder).fetch(WINDOW)
+    return correlate(data.activity, data.ueba, WINDOW).rows
+
+
+def sql(activity: str, ueba: str) -> str:
+    return DUCK_SQL.format(activity=activity, ueba=ueba, start=format_datetime(WINDOW.start)[:19].replace("T", " "),
+                           end=format_datetime(WINDOW.end)[:19].replace("T", " "))
+
+
+def replay_duck(folder: Path) -> list[tuple[Any, ...]]:
+    import duckdb
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    q = sql(f"read_json('{folder}/AzureActivity.jsonl', format='newline_delimited', maximum_object_size=67108864)",
+            f"read_json('{folder}/BehaviorAnalytics.jsonl', format='newline_delimited')")
+    rows: list[tuple[Any, ...]] = con.execute(q).fetchall()
+    con.close()
+    return rows
+
+
+def pushdown_rows(folder: Path) -> tuple[list[ActivityEvent], list[UebaEvent], Path]:
+    """The rows a Log Analytics pushdown would return: Run Command events and flagged sign-ins."""
+    from detector.correlate import is_run_command, is_suspicious_login
+    data = FileSource(folder, prefilter=True).fetch(WINDOW)
+    activity = [e for e in data.activity if is_run_command(e)]
+    ueba = [e for e in data.ueba if is_suspicious_login(e)]
+    # The same rows for DuckDB, as a JSON Lines file it loads into memory before timing.
+    out = folder / "pushdown"
+    out.mkdir(exist_ok=True)
+    with (out / "a.jsonl").open("w") as h:
+        for e in activity:
+            h.write(json.dumps({"TimeGenerated": format_datetime(e.time), "OperationNameValue": e.operation_name,
+                                "Authorization": e.authorization, "CorrelationId": e.correlation_id,
+                                "Caller": e.caller, "CallerIpAddress": e.caller_ip,
+                                "ActivityStatusValue": e.status}) + "\n")
+    with (out / "u.jsonl").open("w") as h:
+        for u in ueba:
+            h.write(json.dumps({"TimeGenerated": format_datetime(u.time), "EventSource": u.event_source,
+                                "ActionType": u.action_type, "UserPrincipalName": u.user_principal_name,
+                                "SourceIPLocation": u.source_ip_location,
+                                "ActivityInsights": u.activity_insights}) + "\n")
+    return activity, ueba, out
+
+
+def correlation_alone(folder: Path, repeat: int) -> dict[str, Any]:
+    import duckdb
+    activity, ueba, out = pushdown_rows(folder)
+    ours_t, ours = median_time(lambda: correlate(activity, ueba, WINDOW).rows, repeat)
+    con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")
+    con.execute(f"CREATE TABLE a AS SELECT * FROM read_json('{out}/a.jsonl', format='newline_delimited')")
+    con.execute(f"CREATE TABLE u AS SELECT * FROM read_json('{out}/u.jsonl', format='newline_delimited')")
+    duck_t, duck = median_time(lambda: con.execute(sql("a", "u")).fetchall(), repeat)
+    equal = ours_key(ours) == duck_key(duck)
+    return {"rows_in": len(activity) + len(ueba), "ours_s": ours_t, "duckdb_s": duck_t, "ratio": ours_t / duck_t,
+            "rows_out": len(ours), "equal": equal}
+
+
+def rss_of(code: str) -> float:
+    """Peak RSS (MB) of a fresh interpreter running ``code``, plus the largest of its worker processes.
+
+    The main process's VmHWM belongs to the new process image (ru_maxrss would carry the parent's peak
+    across fork/exec); scan workers report through RUSAGE_CHILDREN (their peak includes pages shared
+    with the parent, so the sum over-counts: an upper bound).
+    """
+    probe = ("\nimport resource;print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1],"
+             " resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    done = subprocess.run([sys.executable, "-c", code + probe], check=True, cwd=ROOT, capture_output=True, text=True)
+    main_kb, child_kb = (int(x) for x in done.stdout.strip().splitlines()[-1].split())
+    return (main_kb + child_kb) / 1024
+
+
+def import_times(repeat: int) -> dict[str, Any]:
+    def measure(module_code: str) -> float:
+        samples = []
+        for _ in range(repeat):
+            done = subprocess.run([sys.executable, "-c", "import time;t=time.perf_counter();" + module_code +
+                                   ";print(time.perf_counter()-t)"], check=True, cwd=ROOT, capture_output=True,
+                                  text=True)
+            samples.append(float(done.stdout.strip().splitlines()[-1]))
+        return statistics.median(samples)
+    app = measure("import function_app")
+    functions_only = measure("import azure.functions")
+    all_deps = measure("import azure.functions, azure.identity, azure.monitor.query, azure.data.tables, requests")
+    return {"function_app_s": app, "azure_functions_s": functions_only, "all_requirements_s": all_deps,
+            "ratio_vs_azure_functions": app / functions_only, "ratio_vs_all_requirements": app / all_deps}
+
+
+def transfer(scale: int) -> dict[str, Any]:
+    """Rows the Log Analytics fake returns for one daily run, pushdown against unfiltered."""
+    from bench.workspace import activity_rows, ueba_rows
+    from detector.sources.kqltext import unfiltered_query
+    from detector.sources.loganalytics import LogAnalyticsSource, make_client
+    from tests.la_fake import LogAnalyticsFake, StaticCredential, log_analytics_fake
+    fake = LogAnalyticsFake(activity=list(activity_rows(scale)), ueba=list(ueba_rows(scale)))
+    window = Window.ending_at(AT)  # one daily run: the rule's 2-day period
+    with log_analytics_fake(fake) as (endpoint, ca):
+        source = LogAnalyticsSource(make_client(StaticCredential(), endpoint=endpoint, connection_verify=ca), "w")
+        data = source.fetch(window)
+        result = correlate(data.activity, data.ueba, window)
+        pushdown = fake.rows_returned
+        fake.rows_returned = 0
+        for table in ("AzureActivity", "BehaviorAnalytics"):
+            source.query(lambda s, e, t=table: unfiltered_query(t, s, e), window)
+        unfiltered = fake.rows_returned
+    needed = result.stats.run_command_rows + result.stats.ueba_suspicious
+    return {"pushdown_rows": pushdown, "unfiltered_rows": unfiltered, "rows_the_correlation_needs": needed,
+            "ratio": pushdown / unfiltered if unfiltered else 0.0, "rows_out": len(result.rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scales", default="10k,100k,1M")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = parser.parse_args(argv)
+    scales = [s.strip() for s in args.scales.split(",") if s.strip()]
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                           "platform": platform.platform()}, "scales": {}}
+    for name in scales:
+        folder = write(SCALES[name], DATA / name)
+        size_mb = sum(f.stat().st_size for f in folder.glob("*.jsonl")) / 1e6
+        ours_t, ours = median_time(lambda folder=folder: replay_ours(folder), args.repeat)
+        duck_t, duck = median_time(lambda folder=folder: replay_duck(folder), args.repeat)
+        equal = ours_key(ours) == duck_key(duck)
+        code = (f"import sys;sys.path.insert(0,{str(ROOT)!r});from bench.run import replay_ours;"
+                f"from pathlib import Path;"
+                f"replay_ours(Path({str(folder)!r}))")
+        duck_code = (f"import sys;sys.path.insert(0,{str(ROOT)!r});from bench.run import replay_duck;"
+                     f"from pathlib import Path;replay_duck(Path({str(folder)!r}))")
+        entry = {
+            "rows": SCALES[name], "jsonl_mb": round(size_mb, 1),
+            "replay": {"ours_s": ours_t, "duckdb_s": duck_t, "ratio": ours_t / duck_t, "rows_out": len(ours),
+                       "equal": equal},
+            "correlation": correlation_alone(folder, args.repeat),
+            "peak_rss_mb": {"ours": rss_of(code), "duckdb": rss_of(duck_code)},
+        }
+        if SCALES[name] <= 100_000:
+            entry["transfer"] = transfer(SCALES[name])
+        results["scales"][name] = entry
+        if not equal or not entry["correlation"]["equal"]:
+            print(f"MISMATCH at {name}: DuckDB's rows differ from ours", file=sys.stderr)
+    results["imports"] = import_times(max(args.repeat, 5))
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(render(results))
+    mismatch = any(not e["replay"]["equal"] or not e["correlation"]["equal"] for e in results["scales"].values())
+    return 1 if mismatch else 0
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"machine: {results['machine']['cpus']} CPUs, Python {results['machine']['python']}",
+             "",
+             "| scale | JSONL MB | replay ours s | DuckDB s | ratio | correlation ours ms | DuckDB ms | ratio "
+             "| peak RSS ours MB | DuckDB MB | rows equal |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, e in results["scales"].items():
+        r, c, m = e["replay"], e["correlation"], e["peak_rss_mb"]
+        lines.append(f"| {name} | {e['jsonl_mb']} | {r['ours_s']:.2f} | {r['duckdb_s']:.2f} | {r['ratio']:.2f}x "
+                     f"| {c['ours_s'] * 1000:.1f} | {c['duckdb_s'] * 1000:.1f} | {c['ratio']:.2f}x "
+                     f"| {m['ours']:.0f} | {m['duckdb']:.0f} | {r['equal'] and c['equal']} |")
+    transfers = {k: e["transfer"] for k, e in results["scales"].items() if "transfer" in e}
+    if transfers:
+        lines += ["", "| scale | rows pushed down | rows unfiltered | ratio | rows the correlation needs |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, t in transfers.items():
+            lines.append(f"| {name} | {t['pushdown_rows']} | {t['unfiltered_rows']} | {t['ratio']:.4f} "
+                         f"| {t['rows_the_correlation_needs']} |")
+    i = results["imports"]
+    lines += ["", f"import function_app: {i['function_app_s'] * 1000:.0f} ms; azure.functions alone: "
+              f"{i['azure_functions_s'] * 1000:.0f} ms ({i['ratio_vs_azure_functions']:.2f}x); all requirements: "
+              f"{i['all_requirements_s'] * 1000:.0f} ms ({i['ratio_vs_all_requirements']:.2f}x)"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
