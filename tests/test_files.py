@@ -228,3 +228,16 @@ def test_prefilter_reports_malformed_candidate_lines_with_numbers(tmp_path: Path
     # Line 1 (the header's part) has a bad time; line 2 cannot match and is not parsed; line 3 is reported.
     assert [m.location for m in data.report.malformed] == ["line 1", "line 3"]
     assert data.report.rows_read["AzureActivity"] == 3
+
+
+def test_object_array_with_bad_items(tmp_path: Path) -> None:
+    good = json.loads(UEBA_JSONL)
+    (tmp_path / "AzureActivity.csv").write_text(ACTIVITY_HEADER + "\r\n", encoding="utf-8")
+    (tmp_path / "BehaviorAnalytics.json").write_text(json.dumps([good, "text", 5, {**good, "TimeGenerated": ""}, good]),
+                                                     encoding="utf-8")
+    data = FileSource(tmp_path).fetch(Window.ending_at(AT))
+    assert len(list(data.ueba)) == 2
+    assert [m.location for m in data.report.malformed] == ["item 2", "item 3", "item 4"]
+    (tmp_path / "BehaviorAnalytics.json").write_text(json.dumps([{"TimeGenerated": "x"}]), encoding="utf-8")
+    with pytest.raises(InputError, match="column 'EventSource'"):
+        list(FileSource(tmp_path).fetch(Window.ending_at(AT)).ueba)

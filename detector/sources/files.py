@@ -11,6 +11,11 @@ Formats, chosen by extension:
 Extra columns are ignored. A required column missing from the header (for objects: from the first
 object, which plays the header's part) is an :class:`InputError` naming file and column. A row that
 cannot be read is counted and reported with its line (or item) number, and reading goes on.
+
+JSON Lines files are, by default, scanned rather than parsed whole (``scan.py``): only lines that
+could pass the rule's row filter are parsed, on every core; the result is the same, and a malformed
+line that could never have matched is counted as read but not reported (``prefilter=False``, the
+CLI's ``--check-all-rows``, parses and reports every line).
 """
 
 from __future__ import annotations
