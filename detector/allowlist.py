@@ -52,6 +52,9 @@ _ALERT_FIELDS: dict[str, Callable[[Alert], list[str]]] = {
     "ueba_source_location": lambda a: [r.ueba_source_location for r in a.rows],
 }
 FIELDS: tuple[str, ...] = tuple(_ALERT_FIELDS)
+# Fields with exactly one value per alert: an equals/in condition on them can index the entry.
+_INDEXABLE: tuple[str, ...] = ("caller", "caller_ip", "subscription", "resource_group", "vm_name", "resource_id",
+                               "account_upn_suffix", "correlation_id")
 OPERATORS: tuple[str, ...] = ("equals", "contains", "startswith", "endswith", "in", "cidr", "regex")
 
 # Strings a "match everything" regex would accept; a pattern matching all of them is refused.
@@ -289,6 +292,10 @@ class Allowlist:
 
     active: list[AllowlistEntry] = dc_field(default_factory=list)
     problems: list[EntryProblem] = dc_field(default_factory=list)
+    # Entries with an ``equals``/``in`` condition on a Run Command field are indexed by that value, so an
+    # alert is checked only against the entries that could match it (plus the unindexed ones).
+    _index: dict[tuple[str, str], list[int]] = dc_field(default_factory=dict, repr=False)
+    _unindexed: list[int] = dc_field(default_factory=list, repr=False)
 
     @classmethod
     def load(cls, raws: Iterable[Mapping[str, Any]], *, now: Ticks) -> Allowlist:
@@ -313,11 +320,31 @@ class Allowlist:
                     entry.id, f"expired at {format_datetime(entry.expires_at or 0)}, suppresses nothing"))
             else:
                 out.active.append(entry)
+        out._build_index()
         return out
 
+    def _build_index(self) -> None:
+        self._index.clear()
+        self._unindexed.clear()
+        for position, entry in enumerate(self.active):
+            anchor = next((c for c in entry.conditions if c.operator in ("equals", "in")
+                           and c.field_name in _INDEXABLE), None)
+            if anchor is None:
+                self._unindexed.append(position)
+                continue
+            values = anchor.value if isinstance(anchor.value, tuple) else (anchor.value,)
+            for value in {kql.tolower(v) for v in values}:
+                self._index.setdefault((anchor.field_name, value), []).append(position)
+
     def matching(self, alert: Alert) -> list[str]:
-        """Ids of the active entries that suppress ``alert`` (empty: deliver it)."""
-        return [e.id for e in self.active if e.matches(alert)]
+        """Ids of the active entries that suppress ``alert`` (empty: deliver it), in allowlist order."""
+        if len(self._index) + len(self._unindexed) == 0 and self.active:
+            self._build_index()  # built by hand rather than by load()
+        candidates = set(self._unindexed)
+        for name in _INDEXABLE:
+            [value] = _ALERT_FIELDS[name](alert)
+            candidates.update(self._index.get((name, kql.tolower(value)), ()))
+        return [self.active[i].id for i in sorted(candidates) if self.active[i].matches(alert)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,3 +187,26 @@ def test_sample_allowlist_covers_the_documented_false_positives() -> None:
     assert {s.alert.correlation_id for s in result.suppressed} == fp_ids
     assert {a.correlation_id for a in result.alerts} == tp_ids
     assert result.allowlist_problems == []
+
+
+def test_index_gives_the_same_verdicts_as_checking_every_entry() -> None:
+    import random
+    rng = random.Random(3)
+    callers = [f"u{i}@contoso.com" for i in range(30)]
+    raws = []
+    for i in range(120):
+        kind = i % 4
+        if kind == 0:
+            conds = [("caller", "equals", rng.choice(callers).upper())]
+        elif kind == 1:
+            conds = [("caller", "in", rng.sample(callers, 3)), ("vm_name", "startswith", "vm-")]
+        elif kind == 2:
+            conds = [("ueba_source_location", "equals", rng.choice(["Lagos, NG", "Dublin, IE"]))]
+        else:
+            conds = [("caller", "contains", str(rng.randrange(10)))]
+        raws.append(entry(*conds, id=f"e{i}"))
+    allowlist = Allowlist.load(raws, now=AT)
+    for caller in callers:
+        for location in ("Lagos, NG", "Dublin, IE"):
+            a = alert(caller=caller, location=location)
+            assert allowlist.matching(a) == [e.id for e in allowlist.active if e.matches(a)]

@@ -192,3 +192,15 @@ def test_redact(text: str, leak: str) -> None:
 def test_safe_url_shows_host_only() -> None:
     assert safe_url(f"https://prod-1.westeurope.logic.azure.com:443/workflows/x?sig={SECRET}") == \
         "https://prod-1.westeurope.logic.azure.com:443/…"
+
+
+def test_several_destinations_of_each_kind_from_settings() -> None:
+    from detector.deliver.factory import build_destinations
+    settings = Settings.from_env({
+        "DETECTOR_TEAMS_WEBHOOK_URLS": "https://a.example/1?sig=x, https://a.example/2?sig=y",
+        "DETECTOR_LOGICAPP_WEBHOOK_URLS": "https://b.example/1?sig=z\nhttps://b.example/2?sig=w\nhttps://b.example/3?sig=v",
+        "DETECTOR_DIGEST_THRESHOLD": "7"})
+    destinations = build_destinations(settings)
+    assert [d.id for d in destinations] == ["teams-1", "teams-2", "logicapp-1", "logicapp-2", "logicapp-3"]
+    assert destinations[0].digest_threshold == 7  # type: ignore[attr-defined]
+    assert "sig" not in repr(destinations)
