@@ -23,6 +23,7 @@ Matching rules (decisions):
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -81,6 +82,16 @@ class Condition:
         return {"field": self.field_name, "op": self.operator, "value": value}
 
 
+@functools.lru_cache(maxsize=65536)
+def _address(text: str) -> tuple[int, int] | None:
+    """(IP version, address as an integer), parsed once per distinct caller IP."""
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    return address.version, int(address)
+
+
 def _build_test(operator: str, value: str | tuple[str, ...]) -> Callable[[str], bool]:
     if isinstance(value, tuple):  # only "in" takes a list (parse_condition guarantees it)
         wanted = {kql.tolower(v) for v in value}
@@ -95,14 +106,15 @@ def _build_test(operator: str, value: str | tuple[str, ...]) -> Callable[[str], 
     if operator == "endswith":
         return lambda s: kql.tolower(s).endswith(needle)
     if operator == "cidr":
-        networks = [ipaddress.ip_network(part.strip(), strict=False) for part in value.split(",")]
+        networks = [(n.version, int(n.network_address), int(n.netmask))
+                    for n in (ipaddress.ip_network(part.strip(), strict=False) for part in value.split(","))]
 
         def in_networks(s: str) -> bool:
-            try:
-                address = ipaddress.ip_address(s.strip())
-            except ValueError:
+            parsed = _address(s)
+            if parsed is None:
                 return False
-            return any(address in n for n in networks if n.version == address.version)
+            version, number = parsed
+            return any(v == version and number & mask == net for v, net, mask in networks)
         return in_networks
     if operator == "regex":
         pattern = re.compile(value, re.IGNORECASE)
@@ -147,6 +159,11 @@ def parse_condition(raw: Any, index: int) -> Condition:
     return Condition(field_name=name, operator=operator, value=frozen, _test=_build_test(operator, frozen))
 
 
+@functools.lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 @dataclass(frozen=True, slots=True)
 class MaintenanceWindow:
     weekdays: tuple[int, ...]
@@ -155,7 +172,7 @@ class MaintenanceWindow:
     timezone: str
 
     def contains(self, ticks: Ticks) -> bool:
-        local = to_datetime(ticks).astimezone(ZoneInfo(self.timezone))
+        local = to_datetime(ticks).astimezone(_zone(self.timezone))
         t = local.time().replace(tzinfo=None)
         day = local.weekday()
         if self.start <= self.end:
@@ -294,7 +311,7 @@ class Allowlist:
     problems: list[EntryProblem] = dc_field(default_factory=list)
     # Entries with an ``equals``/``in`` condition on a Run Command field are indexed by that value, so an
     # alert is checked only against the entries that could match it (plus the unindexed ones).
-    _index: dict[tuple[str, str], list[int]] = dc_field(default_factory=dict, repr=False)
+    _index: dict[tuple[str, ...], list[int]] = dc_field(default_factory=dict, repr=False)
     _unindexed: list[int] = dc_field(default_factory=list, repr=False)
 
     @classmethod
@@ -327,14 +344,11 @@ class Allowlist:
         self._index.clear()
         self._unindexed.clear()
         for position, entry in enumerate(self.active):
-            anchor = next((c for c in entry.conditions if c.operator in ("equals", "in")
-                           and c.field_name in _INDEXABLE), None)
-            if anchor is None:
+            keys = _index_keys(entry)
+            if keys is None:
                 self._unindexed.append(position)
-                continue
-            values = anchor.value if isinstance(anchor.value, tuple) else (anchor.value,)
-            for value in {kql.tolower(v) for v in values}:
-                self._index.setdefault((anchor.field_name, value), []).append(position)
+            for key in keys or ():
+                self._index.setdefault(key, []).append(position)
 
     def matching(self, alert: Alert) -> list[str]:
         """Ids of the active entries that suppress ``alert`` (empty: deliver it), in allowlist order."""
@@ -344,7 +358,39 @@ class Allowlist:
         for name in _INDEXABLE:
             [value] = _ALERT_FIELDS[name](alert)
             candidates.update(self._index.get((name, kql.tolower(value)), ()))
+        parsed = _address(alert.caller_ip)
+        if parsed is not None:
+            version, number = parsed
+            width = 32 if version == 4 else 128
+            for bits in _CIDR_BUCKETS[version]:
+                candidates.update(self._index.get(("cidr", str(version), f"{bits}:{number >> (width - bits)}"), ()))
         return [self.active[i].id for i in sorted(candidates) if self.active[i].matches(alert)]
+
+
+# Prefix lengths an alert's IP is looked up by: a CIDR condition is indexed at the longest of these
+# that its every network covers (a /20 under its /16, a /12 under its /8).
+_CIDR_BUCKETS = {4: (16, 8), 6: (48, 32, 16)}
+
+
+def _index_keys(entry: AllowlistEntry) -> list[tuple[str, ...]] | None:
+    """Keys an entry is found by; None when it must be checked against every alert."""
+    for c in entry.conditions:
+        if c.operator in ("equals", "in") and c.field_name in _INDEXABLE:
+            values = c.value if isinstance(c.value, tuple) else (c.value,)
+            return [(c.field_name, v) for v in {kql.tolower(v) for v in values}]
+    for c in entry.conditions:
+        if c.operator == "cidr" and c.field_name == "caller_ip" and isinstance(c.value, str):
+            keys: list[tuple[str, ...]] = []
+            for part in c.value.split(","):
+                network = ipaddress.ip_network(part.strip(), strict=False)
+                width = 32 if network.version == 4 else 128
+                bits = next((b for b in _CIDR_BUCKETS[network.version] if network.prefixlen >= b), None)
+                if bits is None:
+                    break  # too wide to bucket: check against every alert
+                keys.append(("cidr", str(network.version), f"{bits}:{int(network.network_address) >> (width - bits)}"))
+            else:
+                return keys
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,3 +241,40 @@ def test_object_array_with_bad_items(tmp_path: Path) -> None:
     (tmp_path / "BehaviorAnalytics.json").write_text(json.dumps([{"TimeGenerated": "x"}]), encoding="utf-8")
     with pytest.raises(InputError, match="column 'EventSource'"):
         list(FileSource(tmp_path).fetch(Window.ending_at(AT)).ueba)
+
+
+@pytest.mark.parametrize("range_bytes", [997, 20_000])
+def test_parallel_scan_in_many_ranges_equals_the_full_parse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             range_bytes: int) -> None:
+    from detector.sources import scan
+    ws = build()
+    WRITERS["jsonl"](tmp_path / "AzureActivity.jsonl", "AzureActivity", ws.activity)
+    WRITERS["jsonl"](tmp_path / "BehaviorAnalytics.jsonl", "BehaviorAnalytics", ws.ueba)
+    # Force the process pool and tiny ranges (and blocks) on a small file: many range and block edges.
+    monkeypatch.setattr(scan, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(scan, "RANGE_BYTES", range_bytes)
+    monkeypatch.setattr(scan, "CHUNK", 4096)
+    window = Window.ending_at(ws.at)
+    fast, full = FileSource(tmp_path).fetch(window), FileSource(tmp_path, prefilter=False).fetch(window)
+    fast_rows = [r.to_dict() for r in correlate(fast.activity, fast.ueba, window).rows]
+    full_rows = [r.to_dict() for r in correlate(full.activity, full.ueba, window).rows]
+    assert fast_rows == full_rows
+    assert fast.report.rows_read == full.report.rows_read
+
+
+def test_scan_ranges_split_on_line_boundaries(tmp_path: Path) -> None:
+    from detector.sources.scan import LinePrefilter, scan_range, split_ranges
+    path = tmp_path / "f.jsonl"
+    lines = [f'{{"n": {i}, "x": "{"runcommand" if i % 7 == 0 else "other"}"}}' for i in range(500)]
+    path.write_text("\n".join(lines), encoding="utf-8")  # no newline at the end
+    ranges = split_ranges(path, 9)
+    assert ranges[0][0] == 0
+    assert ranges[-1][1] == path.stat().st_size
+    found, total = [], 0
+    for start, end in ranges:
+        part = scan_range(str(path), start, end, LinePrefilter((b"runcommand",), lower=True), start == 0)
+        found += [(total + i, json.loads(line)["n"]) for i, line in part.candidates]
+        total += part.lines
+    assert total == 500
+    assert [n for _, n in found] == [0] + [i for i in range(500) if i % 7 == 0][1:]
+    assert all(i == n for i, n in found)

@@ -25,7 +25,7 @@ import io
 import json
 import re
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,7 +34,7 @@ from ..errors import InputError
 from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS
 from . import MalformedRow, ReadReport, SourceData
 from .records import RowError, activity_event, ueba_event
-from .scan import LinePrefilter, ScanResult, scan_files
+from .scan import LinePrefilter, ScanResult, ScanStream
 
 EXTENSIONS = ("jsonl", "json", "csv")
 ACTIVITY_TABLE = "AzureActivity"
@@ -182,15 +182,14 @@ PREFILTERS: dict[str, LinePrefilter] = {
 }
 
 
-def _iter_scanned(path: Path, required: tuple[str, ...], report: ReadReport, table: str,
-                  scanned: ScanResult) -> RowStream:
-    """Parse the candidate lines of a scan (see ``scan.py``); count every line as read."""
-    report.rows_read[table] = report.rows_read.get(table, 0) + scanned.lines
+def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, str | bytes]], required: tuple[str, ...],
+                       report: ReadReport) -> RowStream:
+    """Numbered JSON Lines -> objects; the first object plays the header's part (columns checked)."""
     checked = False
-    for index, line in scanned.candidates:
-        where = f"line {index + 1}"
+    for number, line in lines:
         if not line.strip():
             continue
+        where = f"line {number}"
         try:
             obj = json.loads(line)
         except ValueError as exc:
@@ -205,25 +204,20 @@ def _iter_scanned(path: Path, required: tuple[str, ...], report: ReadReport, tab
         yield where, obj
 
 
+def _iter_scanned(path: Path, required: tuple[str, ...], report: ReadReport, table: str,
+                  parts: Iterator[ScanResult]) -> RowStream:
+    """Parse the candidate lines of a scan (see ``scan.py``) as its ranges arrive; count every line."""
+    def numbered() -> Iterator[tuple[int, bytes]]:
+        for part in parts:
+            report.rows_read[table] = report.rows_read.get(table, 0) + part.lines
+            for index, line in part.candidates:
+                yield index + 1, line
+    yield from _parse_jsonl_lines(path, numbered(), required, report)
+
+
 def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport) -> RowStream:
-    checked = False
     with path.open("r", encoding="utf-8-sig") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"line {number}"
-            try:
-                obj = json.loads(line)
-            except ValueError as exc:
-                report.add_malformed(MalformedRow(str(path), where, f"not JSON: {exc}"))
-                continue
-            if not isinstance(obj, dict):
-                report.add_malformed(MalformedRow(str(path), where, "not a JSON object"))
-                continue
-            if not checked:
-                _check_columns(list(obj), required, str(path))
-                checked = True
-            yield where, obj
+        yield from _parse_jsonl_lines(path, enumerate(handle, start=1), required, report)
 
 
 def _iter_json(path: Path, required: tuple[str, ...], report: ReadReport) -> RowStream:
@@ -277,7 +271,7 @@ _READERS = {"csv": _iter_csv, "jsonl": _iter_jsonl, "json": _iter_json}
 
 
 def read_table(path: Path, table: str, required: tuple[str, ...], convert: Callable[[Mapping[str, Any]], _T],
-               report: ReadReport, *, scanned: Callable[[], ScanResult] | None = None) -> Iterator[_T]:
+               report: ReadReport, *, scanned: Callable[[], Iterator[ScanResult]] | None = None) -> Iterator[_T]:
     """Stream one export as records; malformed rows go to ``report``.
 
     ``scanned`` (JSON Lines only) gives the prefilter scan of the file: only its candidate lines are
@@ -322,19 +316,17 @@ class FileSource:
         report = ReadReport()
         jobs = [(p, PREFILTERS[t]) for p, t in ((self.activity_path, ACTIVITY_TABLE), (self.ueba_path, UEBA_TABLE))
                 if self.prefilter and p.suffix.lower() == ".jsonl"]
-        results: dict[Path, ScanResult] = {}
+        streams: list[ScanStream] = []
 
-        def scanned_for(path: Path) -> Callable[[], ScanResult] | None:
-            if path not in {p for p, _ in jobs}:
+        def scanned_for(path: Path) -> Callable[[], Iterator[ScanResult]] | None:
+            paths = [p for p, _ in jobs]
+            if path not in paths:
                 return None
 
-            def get() -> ScanResult:
-                if not results:  # both files in one pass of the process pool, on first use
-                    try:
-                        results.update(zip([p for p, _ in jobs], scan_files(jobs), strict=True))
-                    except OSError as exc:
-                        raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
-                return results[path]
+            def get() -> Iterator[ScanResult]:
+                if not streams:  # both files share one process pool, started on first use
+                    streams.append(ScanStream(jobs))
+                return streams[0].parts(paths.index(path))
             return get
 
         return SourceData(

@@ -16,7 +16,10 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from concurrent.futures import Executor, ProcessPoolExecutor
+import weakref
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,25 +123,67 @@ def workers() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-def scan_files(jobs: list[tuple[Path, LinePrefilter]], *, executor: Executor | None = None) -> list[ScanResult]:
-    """Scan several files (in parallel when they are large); one merged result per file."""
-    ranges: list[tuple[int, int, int]] = []  # (job index, start, end)
-    for index, (path, _) in enumerate(jobs):
-        parts = workers() if path.stat().st_size >= PARALLEL_MIN_BYTES else 1
-        ranges += [(index, a, b) for a, b in split_ranges(path, parts)]
-    tasks = [(str(jobs[i][0]), a, b, jobs[i][1], a == 0) for i, a, b in ranges]
-    if executor is None and len(tasks) > len(jobs):
-        with ProcessPoolExecutor(max_workers=workers()) as pool:
-            partials = list(pool.map(_scan_task, tasks))
-    elif executor is not None:
-        partials = list(executor.map(_scan_task, tasks))
-    else:
-        partials = [_scan_task(t) for t in tasks]
-    merged: list[ScanResult] = [ScanResult(0, []) for _ in jobs]
-    for (index, _, _), part in zip(ranges, partials, strict=True):
-        done = merged[index]
-        done.candidates.extend((done.lines + i, line) for i, line in part.candidates)
-        merged[index] = ScanResult(done.lines + part.lines, done.candidates)
+RANGE_BYTES = 96 << 20  # ranges this size keep the pool busy while the main process parses earlier ones
+
+
+class ScanStream:
+    """Scan several files on a process pool; hand each file's results out in order, as they arrive.
+
+    The main process parses the candidates of finished ranges while the pool scans later ones. Line
+    numbers are made global per file. Results are pulled on demand, one file at a time or interleaved.
+    """
+
+    def __init__(self, jobs: list[tuple[Path, LinePrefilter]]) -> None:
+        self._ranges: list[tuple[int, int, int]] = []  # (job, start, end)
+        for index, (path, _) in enumerate(jobs):
+            size = path.stat().st_size
+            parts = 1 if size < PARALLEL_MIN_BYTES else max(workers(), -(-size // RANGE_BYTES))
+            self._ranges += [(index, a, b) for a, b in split_ranges(path, parts)]
+        tasks = [(str(jobs[i][0]), a, b, jobs[i][1], a == 0) for i, a, b in self._ranges]
+        self._buffers: list[deque[ScanResult]] = [deque() for _ in jobs]
+        self._lines = [0] * len(jobs)
+        self._remaining = [sum(1 for r in self._ranges if r[0] == i) for i in range(len(jobs))]
+        self._next = 0
+        self._pool: ProcessPoolExecutor | None = None
+        if len(tasks) > len(jobs):
+            self._pool = ProcessPoolExecutor(max_workers=workers())
+            weakref.finalize(self, self._pool.shutdown, wait=False, cancel_futures=True)
+            self._results: Iterator[ScanResult] = self._pool.map(_scan_task, tasks)
+        else:
+            self._results = map(_scan_task, tasks)
+
+    def _pull(self) -> None:
+        index = self._ranges[self._next][0]
+        self._next += 1
+        part = next(self._results)
+        base = self._lines[index]
+        self._lines[index] += part.lines
+        self._remaining[index] -= 1
+        self._buffers[index].append(ScanResult(part.lines, [(base + i, line) for i, line in part.candidates]))
+        if self._next == len(self._ranges) and self._pool is not None:
+            self._pool.shutdown(wait=False)
+
+    def parts(self, job: int) -> Iterator[ScanResult]:
+        """The scanned ranges of file ``job``, in file order, with file-wide line numbers."""
+        while True:
+            if self._buffers[job]:
+                yield self._buffers[job].popleft()
+            elif self._remaining[job] == 0:
+                return
+            else:
+                self._pull()
+
+
+def scan_files(jobs: list[tuple[Path, LinePrefilter]]) -> list[ScanResult]:
+    """Scan several files; one merged result per file (tests and simple callers)."""
+    stream = ScanStream(jobs)
+    merged = []
+    for index in range(len(jobs)):
+        lines, candidates = 0, []
+        for part in stream.parts(index):
+            lines += part.lines
+            candidates += part.candidates
+        merged.append(ScanResult(lines, candidates))
     return merged
 
 

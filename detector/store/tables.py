@@ -10,6 +10,7 @@ their messages (which may echo request details) are not passed on, only the stat
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -138,32 +139,44 @@ class TableStore:
             return out
         return self._call("read allowlist hits", run)
 
+    def _read_modify_write(self, table: TableClient, partition: str, row: str, *, create: dict[str, Any],
+                           change: Callable[[Any], bool], what: str) -> None:
+        """Create the entity, or change it under an ETag condition, retrying when another run got there first.
+
+        ``change`` edits the entity in place and returns False when nothing needs writing.
+        """
+        for _ in range(10):
+            try:
+                current = table.get_entity(partition, row)
+            except ResourceNotFoundError:
+                try:
+                    table.create_entity({"PartitionKey": partition, "RowKey": row, **create})
+                    return
+                except ResourceExistsError:
+                    continue
+            if not change(current):
+                return
+            try:
+                table.update_entity(current, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
+                                    match_condition=MatchConditions.IfNotModified)
+                return
+            except HttpResponseError as exc:
+                if exc.status_code != 412:
+                    raise
+        raise ConflictError(f"could not {what} after 10 tries")
+
     def record_hits(self, hits: dict[str, int], at: Ticks) -> None:
         for entry_id, count in hits.items():
-            key = encode_key(entry_id)
+            self._call("record allowlist hits", functools.partial(self._add_hits, entry_id, count, at))
 
-            def run(entry_id: str = entry_id, key: str = key, count: int = count) -> None:
-                for _ in range(10):  # optimistic retry: concurrent runs may count at once
-                    try:
-                        current = self.allowlist.get_entity("stats", key)
-                    except ResourceNotFoundError:
-                        try:
-                            self.allowlist.create_entity({"PartitionKey": "stats", "RowKey": key, "entry_id": entry_id,
-                                                          "hits": count, "last_hit": format_datetime(at)})
-                            return
-                        except ResourceExistsError:
-                            continue
-                    current["hits"] = int(current["hits"]) + count
-                    current["last_hit"] = format_datetime(at)
-                    try:
-                        self.allowlist.update_entity(current, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
-                                                     match_condition=MatchConditions.IfNotModified)
-                        return
-                    except HttpResponseError as exc:
-                        if exc.status_code != 412:
-                            raise
-                raise ConflictError(f"could not record hits of {entry_id} after 10 tries")
-            self._call("record allowlist hits", run)
+    def _add_hits(self, entry_id: str, count: int, at: Ticks) -> None:
+        def add(entity: Any) -> bool:
+            entity["hits"] = int(entity["hits"]) + count
+            entity["last_hit"] = format_datetime(at)
+            return True
+        self._read_modify_write(self.allowlist, "stats", encode_key(entry_id), change=add,
+                                create={"entry_id": entry_id, "hits": count, "last_hit": format_datetime(at)},
+                                what=f"record hits of {entry_id}")
 
     # --- alerts ------------------------------------------------------------------------------------
     @staticmethod
@@ -230,29 +243,14 @@ class TableStore:
         return self._call("read watermark", run)
 
     def set_watermark(self, end: Ticks) -> None:
-        def run() -> None:
-            for _ in range(10):
-                try:
-                    current = self.runs.get_entity("watermark", encode_key(RULE.id))
-                except ResourceNotFoundError:
-                    try:
-                        self.runs.create_entity({"PartitionKey": "watermark", "RowKey": encode_key(RULE.id),
-                                                 "end": format_datetime(end)})
-                        return
-                    except ResourceExistsError:
-                        continue
-                if parse_datetime(current["end"]) >= end:  # never moves back
-                    return
-                current["end"] = format_datetime(end)
-                try:
-                    self.runs.update_entity(current, mode=UpdateMode.REPLACE, etag=current.metadata["etag"],
-                                            match_condition=MatchConditions.IfNotModified)
-                    return
-                except HttpResponseError as exc:
-                    if exc.status_code != 412:
-                        raise
-            raise ConflictError("could not move the watermark after 10 tries")
-        self._call("move watermark", run)
+        def forward(entity: Any) -> bool:
+            if parse_datetime(entity["end"]) >= end:  # never moves back
+                return False
+            entity["end"] = format_datetime(end)
+            return True
+        self._call("move watermark", lambda: self._read_modify_write(
+            self.runs, "watermark", encode_key(RULE.id), create={"end": format_datetime(end)}, change=forward,
+            what="move the watermark"))
 
     def record_run(self, run_id: str, summary: dict[str, Any]) -> None:
         end = summary.get("window", {}).get("end")
