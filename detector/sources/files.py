@@ -182,19 +182,11 @@ PREFILTERS: dict[str, LinePrefilter] = {
 }
 
 
-def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, str | bytes]], required: tuple[str, ...],
-                       report: ReadReport) -> RowStream:
-    """Numbered JSON Lines -> objects; the first object plays the header's part (columns checked)."""
+def _checked_objects(path: Path, items: Iterable[tuple[str, Any]], required: tuple[str, ...],
+                     report: ReadReport) -> RowStream:
+    """Keep the JSON objects; the first one plays the header's part (its columns are checked)."""
     checked = False
-    for number, line in lines:
-        if not line.strip():
-            continue
-        where = f"line {number}"
-        try:
-            obj = json.loads(line)
-        except ValueError as exc:
-            report.add_malformed(MalformedRow(str(path), where, f"not JSON: {exc}"))
-            continue
+    for where, obj in items:
         if not isinstance(obj, dict):
             report.add_malformed(MalformedRow(str(path), where, "not a JSON object"))
             continue
@@ -202,6 +194,20 @@ def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, str | bytes]], req
             _check_columns(list(obj), required, str(path))
             checked = True
         yield where, obj
+
+
+def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, str | bytes]], required: tuple[str, ...],
+                       report: ReadReport) -> RowStream:
+    """Numbered JSON Lines -> objects; blank lines are skipped, unparseable ones reported."""
+    def decoded() -> Iterator[tuple[str, Any]]:
+        for number, line in lines:
+            if not line.strip():
+                continue
+            try:
+                yield f"line {number}", json.loads(line)
+            except ValueError as exc:
+                report.add_malformed(MalformedRow(str(path), f"line {number}", f"not JSON: {exc}"))
+    yield from _checked_objects(path, decoded(), required, report)
 
 
 def _iter_scanned(path: Path, required: tuple[str, ...], report: ReadReport, table: str,
@@ -235,16 +241,8 @@ def _iter_json(path: Path, required: tuple[str, ...], report: ReadReport) -> Row
     if not isinstance(document, list):
         raise InputError(
             "expected a Log Analytics response ({\"tables\": ...}) or an array of objects", path=str(path))
-    checked = False
-    for number, obj in enumerate(document, start=1):
-        where = f"item {number}"
-        if not isinstance(obj, dict):
-            report.add_malformed(MalformedRow(str(path), where, "not a JSON object"))
-            continue
-        if not checked:
-            _check_columns(list(obj), required, str(path))
-            checked = True
-        yield where, obj
+    yield from _checked_objects(path, ((f"item {n}", obj) for n, obj in enumerate(document, start=1)), required,
+                                report)
 
 
 def _iter_rest_tables(
