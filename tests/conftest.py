@@ -1,13 +1,21 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from detector.store import StateStore
 from detector.store.files import FileStore
 from tests.services import azurite_tables
+
+# In CI the property tests draw the same examples on every run (a red build must be reproducible);
+# locally they explore new ones each time.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
