@@ -157,3 +157,12 @@ def test_preview_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert shot.is_file()
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+
+
+def test_allowlist_command_targets_the_production_table_when_known() -> None:
+    import shlex
+    alert = sample_alerts()[0]
+    argv = shlex.split(allowlist_command(alert, table_endpoint="https://acct.table.core.windows.net/"))
+    assert argv[:7] == ["python", "-m", "detector", "allowlist", "add", "--table-endpoint",
+                        "https://acct.table.core.windows.net/"]
+    assert "--table-endpoint" not in allowlist_command(alert)

@@ -17,7 +17,7 @@ def build_destinations(settings: Settings) -> list[Destination]:
     for i, url in enumerate(settings.teams_urls, start=1):
         out.append(TeamsDestination(f"teams-{i}", url.reveal(), session=session,
                                     digest_threshold=settings.digest_threshold,
-                                    timeout=settings.http_timeout_seconds))
+                                    timeout=settings.http_timeout_seconds, table_endpoint=settings.table_endpoint))
     for i, url in enumerate(settings.logicapp_urls, start=1):
         out.append(LogicAppDestination(f"logicapp-{i}", url.reveal(), session=session,
                                        timeout=settings.http_timeout_seconds))

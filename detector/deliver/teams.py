@@ -106,8 +106,11 @@ def portal_links(alert: Alert) -> list[dict[str, Any]]:
     ]
 
 
-def allowlist_command(alert: Alert) -> str:
-    """The exact command that suppresses this case (values shell-quoted: they come from logs)."""
+def allowlist_command(alert: Alert, *, table_endpoint: str = "") -> str:
+    """The exact command that suppresses this case (values shell-quoted: they come from logs).
+
+    With the deployment's table endpoint it writes to the production allowlist (Azure credentials).
+    """
     entry_id = "rc-" + re.sub(r"[^A-Za-z0-9]", "", alert.correlation_id)[:12].lower()
     expires = format_datetime(alert.start + 30 * TICKS_PER_DAY)[:19] + "Z"
     parts = ["python", "-m", "detector", "allowlist", "add", "--id", entry_id or "rc-entry",
@@ -115,6 +118,8 @@ def allowlist_command(alert: Alert) -> str:
              "--when", "caller", "equals", alert.caller,
              "--when", "vm_name", "equals", alert.vm_name,
              "--expires", expires]
+    if table_endpoint:
+        parts[5:5] = ["--table-endpoint", table_endpoint]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -143,17 +148,17 @@ def _header(title: str) -> dict[str, Any]:
     ]}
 
 
-def build_alert_card(alert: Alert, *, max_matches: int | None = None) -> dict[str, Any]:
+def build_alert_card(alert: Alert, *, max_matches: int | None = None, table_endpoint: str = "") -> dict[str, Any]:
     """The Teams message (envelope included) for one alert, under the size limit."""
     limit = len(alert.rows) if max_matches is None else max_matches
     while True:
-        payload = _envelope(_alert_card(alert, limit))
+        payload = _envelope(_alert_card(alert, limit, table_endpoint))
         if _size(payload) <= TARGET_BYTES or limit == 0:
             return payload
         limit = max(0, min(limit - 1, limit // 2 if limit > 8 else limit - 1))
 
 
-def _alert_card(alert: Alert, shown: int) -> dict[str, Any]:
+def _alert_card(alert: Alert, shown: int, table_endpoint: str) -> dict[str, Any]:
     rows = alert.rows[:shown]
     body: list[dict[str, Any]] = [
         _header(RULE.name),
@@ -182,7 +187,8 @@ def _alert_card(alert: Alert, shown: int) -> dict[str, Any]:
          "isSubtle": True, "wrap": True, "spacing": "Medium"},
         {"type": "TextBlock", "text": "Known-good? Suppress this case with:", "weight": "Bolder", "wrap": True,
          "spacing": "Medium"},
-        _rich(_run(clean(allowlist_command(alert), 2000), fontType="Monospace", size="Small")),
+        _rich(_run(clean(allowlist_command(alert, table_endpoint=table_endpoint), 2000), fontType="Monospace",
+                   size="Small")),
     ]
     return _card(body, portal_links(alert))
 
@@ -223,11 +229,13 @@ class TeamsDestination:
     """A Teams Workflows webhook. ``url`` is a secret and is never shown; ``id`` is."""
 
     def __init__(self, dest_id: str, url: str, *, session: requests.Session | None = None,
-                 digest_threshold: int = 50, timeout: float = 10.0, max_seconds: float = 60.0) -> None:
+                 digest_threshold: int = 50, timeout: float = 10.0, max_seconds: float = 60.0,
+                 table_endpoint: str = "") -> None:
         self._id = dest_id
         self._url = url
         self._session = session or make_session(max_seconds=max_seconds)
         self.digest_threshold = digest_threshold
+        self.table_endpoint = table_endpoint  # not a secret: named in the card's allowlist command
         self.timeout = timeout
 
     @property
@@ -247,4 +255,4 @@ class TeamsDestination:
         if len(alerts) > self.digest_threshold:
             outcome = self._post(build_digest_card(alerts))
             return [outcome] * len(alerts)
-        return [self._post(build_alert_card(a)) for a in alerts]
+        return [self._post(build_alert_card(a, table_endpoint=self.table_endpoint)) for a in alerts]
