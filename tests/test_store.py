@@ -90,3 +90,14 @@ def test_table_errors_are_translated_without_secrets() -> None:
     assert "c2VjcmV0" not in str(info.value)
     with pytest.raises(StoreError, match="not valid"):
         TableStore.from_connection_string("garbage")
+
+
+def test_sas_connection_string_never_shows_in_errors() -> None:
+    from detector.errors import StoreError
+    from detector.store.tables import TableStore
+    conn = ("TableEndpoint=http://127.0.0.1:9/devstoreaccount1;"
+            "SharedAccessSignature=sv=2020-08-04&ss=t&srt=sco&sp=rwdlacu&se=2099-01-01&sig=S3CRETsasSIG")
+    with pytest.raises(StoreError) as info:
+        TableStore.from_connection_string(conn)  # nothing listens on port 9: creating the tables fails
+    assert "127.0.0.1:9" in str(info.value)  # the error names where...
+    assert "S3CRET" not in str(info.value)  # ...but not the signature

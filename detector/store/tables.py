@@ -20,6 +20,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
+from ..deliver.redact import safe_url
 from ..errors import StoreError
 from ..rule import RULE
 from ..timestamps import Ticks, format_datetime, parse_datetime
@@ -81,11 +82,13 @@ class TableStore:
             service = TableServiceClient.from_connection_string(connection_string)
         except (ValueError, AzureError):
             raise StoreError("the table storage connection string is not valid") from None
-        return cls(service, label=f"Table Storage at {service.url}")
+        # Host only: a SAS connection string would otherwise leave its signature in the URL.
+        return cls(service, label=f"Table Storage at {safe_url(service.url)}")
 
     @classmethod
     def from_endpoint(cls, endpoint: str, credential: Any) -> TableStore:
-        return cls(TableServiceClient(endpoint=endpoint, credential=credential), label=f"Table Storage at {endpoint}")
+        return cls(TableServiceClient(endpoint=endpoint, credential=credential),
+                   label=f"Table Storage at {safe_url(endpoint)}")
 
     def describe(self) -> str:
         return self._label
