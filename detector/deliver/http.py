@@ -19,6 +19,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError, ResponseError
 from urllib3.util.retry import Retry
 
+from . import Outcome
 from .redact import install_log_redaction, redact, safe_url
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -99,3 +100,28 @@ def post_json(session: requests.Session, url: str, payload: Any, *, timeout: flo
     if response.status_code in RETRY_STATUSES:
         return PostResult(False, response.status_code, f"{where}: HTTP {response.status_code} after retries")
     return PostResult(False, response.status_code, f"{where}: HTTP {response.status_code} (not retried): {body[:200]}")
+
+
+class WebhookDestination:
+    """A destination reached by POSTing JSON to a secret URL: ``id`` is shown, the URL never is."""
+
+    def __init__(self, dest_id: str, url: str, *, session: requests.Session | None = None, timeout: float = 10.0,
+                 max_seconds: float = 60.0) -> None:
+        self._id = dest_id
+        self._url = url
+        self._session = session or make_session(max_seconds=max_seconds)
+        self.timeout = timeout
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._id!r})"
+
+    def _post(self, payload: Any) -> Outcome:
+        return self._outcome(post_json(self._session, self._url, payload, timeout=self.timeout))
+
+    def _outcome(self, result: PostResult) -> Outcome:
+        """How an answer reads for this kind of webhook (Teams adds its legacy throttling)."""
+        return Outcome(result.ok, f"{self._id}: {result.detail}")

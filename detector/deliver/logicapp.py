@@ -11,13 +11,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from ..model import Alert
 from ..rule import RULE
 from ..timestamps import format_datetime
 from . import Outcome
-from .http import make_session, post_json
+from .http import WebhookDestination
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "alert-v1.schema.json"
@@ -57,26 +55,8 @@ def load_schema() -> dict[str, Any]:
     return schema
 
 
-class LogicAppDestination:
+class LogicAppDestination(WebhookDestination):
     """A Logic App Request trigger (its callback URL carries a secret ``sig``)."""
 
-    def __init__(self, dest_id: str, url: str, *, session: requests.Session | None = None, timeout: float = 10.0,
-                 max_seconds: float = 60.0) -> None:
-        self._id = dest_id
-        self._url = url
-        self._session = session or make_session(max_seconds=max_seconds)
-        self.timeout = timeout
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    def __repr__(self) -> str:
-        return f"LogicAppDestination({self._id!r})"
-
     def deliver(self, alerts: Sequence[Alert]) -> list[Outcome]:
-        out = []
-        for alert in alerts:
-            result = post_json(self._session, self._url, build_payload(alert), timeout=self.timeout)
-            out.append(Outcome(result.ok, f"{self._id}: {result.detail}"))
-        return out
+        return [self._post(build_payload(alert)) for alert in alerts]

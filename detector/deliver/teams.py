@@ -23,7 +23,7 @@ from ..model import Alert, RuleRow
 from ..rule import RULE
 from ..timestamps import TICKS_PER_DAY, format_datetime
 from . import Outcome
-from .http import make_session, post_json
+from .http import PostResult, WebhookDestination
 
 CARD_VERSION = "1.4"
 MAX_MESSAGE_BYTES = 28_000  # Teams rejects larger messages with 413
@@ -225,31 +225,20 @@ def is_legacy_throttle(status: int | None, body: str) -> bool:
     return status == 200 and ("429" in body or "too many requests" in body.lower())
 
 
-class TeamsDestination:
+class TeamsDestination(WebhookDestination):
     """A Teams Workflows webhook. ``url`` is a secret and is never shown; ``id`` is."""
 
     def __init__(self, dest_id: str, url: str, *, session: requests.Session | None = None,
                  digest_threshold: int = 50, timeout: float = 10.0, max_seconds: float = 60.0,
                  table_endpoint: str = "") -> None:
-        self._id = dest_id
-        self._url = url
-        self._session = session or make_session(max_seconds=max_seconds)
+        super().__init__(dest_id, url, session=session, timeout=timeout, max_seconds=max_seconds)
         self.digest_threshold = digest_threshold
         self.table_endpoint = table_endpoint  # not a secret: named in the card's allowlist command
-        self.timeout = timeout
 
-    @property
-    def id(self) -> str:
-        return self._id
-
-    def __repr__(self) -> str:
-        return f"TeamsDestination({self._id!r})"
-
-    def _post(self, payload: dict[str, Any]) -> Outcome:
-        result = post_json(self._session, self._url, payload, timeout=self.timeout)
+    def _outcome(self, result: PostResult) -> Outcome:
         if result.ok and is_legacy_throttle(result.status, result.body):
             return Outcome(False, f"{self._id}: throttled (HTTP 200 with a 429 text); retried by a later run")
-        return Outcome(result.ok, f"{self._id}: {result.detail}")
+        return super()._outcome(result)
 
     def deliver(self, alerts: Sequence[Alert]) -> list[Outcome]:
         if len(alerts) > self.digest_threshold:
