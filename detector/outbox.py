@@ -57,9 +57,8 @@ class RecordStats:
     new: int = 0
     updated: int = 0
     unchanged: int = 0
-    suppressed: int = 0
+    # Suppressed alerts seen for the first time (one allowlist hit each); RunResult counts every sighting.
     suppressed_new: int = 0
-    suppressed_by: dict[str, int] = field(default_factory=dict)
 
 
 def record_alerts(store: StateStore, alerts: Sequence[Alert], suppressions: Sequence[Suppression],
@@ -70,9 +69,6 @@ def record_alerts(store: StateStore, alerts: Sequence[Alert], suppressions: Sequ
         _record_one(store, alert, destination_ids, now, stats)
     hits: dict[str, int] = {}
     for s in suppressions:
-        stats.suppressed += 1
-        for entry_id in s.entry_ids:
-            stats.suppressed_by[entry_id] = stats.suppressed_by.get(entry_id, 0) + 1
         if store.get_alert(s.alert.key) is not None:
             continue  # already known (delivered or suppressed before): not a new hit
         try:

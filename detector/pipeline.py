@@ -79,6 +79,7 @@ class RunResult:
             out["new_alerts"] = self.recorded.new
             out["updated_alerts"] = self.recorded.updated
             out["already_known_alerts"] = self.recorded.unchanged
+            out["newly_suppressed"] = self.recorded.suppressed_new
         if self.delivery is not None:
             out["delivered"] = self.delivery.delivered_total
             out["delivered_by_destination"] = dict(self.delivery.delivered)

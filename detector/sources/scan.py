@@ -8,7 +8,7 @@ candidate cannot pass the rule's row filter.
 
 Large files are cut into byte ranges on line boundaries and scanned by a pool of processes (the
 scan is bytes.lower/find/count, so it is CPU-bound); the candidates (about 1% of a real export) come
-back in order with their line numbers. Memory holds the candidates, not the file.
+back in order, as they finish, with their line numbers. Memory holds the candidates, not the file.
 """
 
 from __future__ import annotations
@@ -172,19 +172,6 @@ class ScanStream:
                 return
             else:
                 self._pull()
-
-
-def scan_files(jobs: list[tuple[Path, LinePrefilter]]) -> list[ScanResult]:
-    """Scan several files; one merged result per file (tests and simple callers)."""
-    stream = ScanStream(jobs)
-    merged = []
-    for index in range(len(jobs)):
-        lines, candidates = 0, []
-        for part in stream.parts(index):
-            lines += part.lines
-            candidates += part.candidates
-        merged.append(ScanResult(lines, candidates))
-    return merged
 
 
 def _scan_task(task: tuple[str, int, int, LinePrefilter, bool]) -> ScanResult:
