@@ -77,6 +77,15 @@ def _read_allowlist_file(path: Path) -> list[dict[str, Any]]:
     return [e if isinstance(e, dict) else {"id": f"entry #{i + 1}", "invalid": e} for i, e in enumerate(entries)]
 
 
+def _file_allowlist(args: argparse.Namespace, at: Ticks) -> Allowlist | None:
+    """``--allowlist FILE``; for the embedded sample, its example allowlist; none with ``--no-allowlist``."""
+    if args.no_allowlist:
+        return None
+    sample = args.data is None and not getattr(args, "workspace", None)
+    path = args.allowlist or (SAMPLE_ALLOWLIST if sample else None)
+    return Allowlist.load(_read_allowlist_file(path), now=at) if path is not None else None
+
+
 def _stateful(args: argparse.Namespace, settings: Settings) -> bool:
     return bool(getattr(args, "state", None) or getattr(args, "table_endpoint", None) or settings.table_endpoint
                 or settings.table_connection_string or settings.state_dir)
@@ -161,12 +170,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         store = _store(args, settings)
         result = run_once(source=source, store=store, destinations=build_destinations(settings), at=at, policy=policy)
     else:
-        allowlist = None
-        if not args.no_allowlist:
-            path = args.allowlist or (SAMPLE_ALLOWLIST if args.data is None and not args.workspace else None)
-            if path is not None:
-                allowlist = Allowlist.load(_read_allowlist_file(path), now=at)
-        result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=allowlist)
+        result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at))
     _report_problems(result, err)
     if args.json:
         payload: dict[str, Any] = {"summary": result.summary(), "alerts": [a.to_dict() for a in result.alerts],
@@ -236,12 +240,7 @@ def cmd_card(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .deliver.teams import build_alert_card, build_digest_card
 
     source, at = _window(args)
-    allowlist = None
-    if not args.no_allowlist:
-        path = args.allowlist or (SAMPLE_ALLOWLIST if args.data is None else None)
-        if path is not None:
-            allowlist = Allowlist.load(_read_allowlist_file(path), now=at)
-    result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=allowlist)
+    result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at))
     _report_problems(result, err)
     messages = [(f"{a.caller} on {a.vm_name} ({format_datetime(a.start)})", build_alert_card(a))
                 for a in result.alerts]
