@@ -168,10 +168,10 @@ def parse_condition(raw: Any, index: int) -> Condition:
             pattern = _compile_regex(frozen)
         except re2.error as exc:
             reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
-            raise InvalidEntry(f"{where}: regex {frozen!r} is not accepted by RE2 (linear-time matching; no "
-                               f"backreferences or lookaround): {reason}") from None
+            raise InvalidEntry(f"{where}: bad regex {frozen!r} for RE2 (linear-time matching: no backreferences "
+                               f"or lookaround): {reason}") from None
         if pattern.fullmatch("") is not None:
-            raise InvalidEntry(f"{where}: regex {frozen!r} matches an empty value")
+            raise InvalidEntry(f"{where}: regex {frozen!r} matches (nearly) everything, an empty value included")
     return Condition(field_name=name, operator=operator, value=frozen, _test=_build_test(operator, frozen))
 
 
@@ -213,14 +213,13 @@ _ZONE_AREAS = ("Africa", "America", "Antarctica", "Arctic", "Asia", "Atlantic", 
 
 
 def _check_zone(zone: str) -> None:
-    area = zone.split("/", 1)[0]
-    if zone != "UTC" and ("/" not in zone or area not in _ZONE_AREAS):
-        raise InvalidEntry(f"time zone {zone!r} is not a canonical IANA name (Area/Location such as "
-                           f"Europe/Berlin, or UTC)")
     try:
         _zone(zone)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidEntry(f"unknown time zone {zone!r}") from None
+    if zone != "UTC" and ("/" not in zone or zone.split("/", 1)[0] not in _ZONE_AREAS):
+        raise InvalidEntry(f"time zone {zone!r} is not a canonical IANA name (Area/Location such as "
+                           f"Europe/Berlin, or UTC)")
 
 
 def _parse_clock(value: Any, what: str) -> dtime:
@@ -293,7 +292,7 @@ def _check_breadth(conditions: tuple[Condition, ...]) -> None:
             matched += 1
             if matched > MAX_MATCHES:
                 raise InvalidEntry(
-                    f"too broad: its conditions match more than {MAX_MATCHES} of the {CORPUS_SIZE} alerts of the "
+                    f"matches (nearly) everything: its conditions match more than {MAX_MATCHES} of the {CORPUS_SIZE} alerts of the "
                     f"breadth corpus ({MAX_SHARE:.0%}); add a narrower condition, e.g. a caller or a VM name")
 
 

@@ -101,7 +101,31 @@ def has(haystack: str, needle: str) -> bool:
 
 def to_json_text(value: JsonValue) -> str:
     """Compact JSON text of a dynamic value, as Kusto prints it (no spaces, non-ASCII kept)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _not_a_number(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of the range of a JSON number")
+    return value
+
+
+def loads(text: str | bytes) -> JsonValue:
+    """Standard JSON only, the one JSON reader for every input the detector parses.
+
+    ``NaN``/``Infinity`` and numbers that overflow to infinity are not numbers (Kusto's parse_json keeps
+    such text as a string), and nesting deeper than Python's parser can follow (a hostile 100,000-deep
+    document) is refused: both raise ``ValueError``, as any other text that is not JSON.
+    """
+    try:
+        return json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def has_any(value: str | Sequence[JsonValue], needles: Iterable[str]) -> bool:
@@ -115,7 +139,7 @@ def parse_json(value: JsonValue) -> JsonValue:
     if not isinstance(value, str):
         return value
     try:
-        return json.loads(value)
+        return loads(value)
     except ValueError:
         return value
 

@@ -4,8 +4,8 @@ Conversion rules, shared by every source so the same rows give the same results:
 
 * string columns: null -> ``""``; non-strings become their Kusto ``tostring`` form (a JSON object
   in the ``Authorization`` string column, as some tools emit it, becomes compact JSON text);
-* ``TimeGenerated``: ISO 8601, the portal's ``4/28/2021, 2:32:14.029 PM``, or a ``datetime``;
-  missing or unparseable makes the row malformed;
+* ``TimeGenerated``: ISO 8601 or a ``datetime`` (the CSV reader turns portal times into ISO 8601 with
+  its file's day/month order); missing or unparseable makes the row malformed;
 * dynamic columns: JSON text is parsed (``parse_json``); an empty cell is null; objects pass as is.
 """
 
