@@ -292,8 +292,8 @@ def _check_breadth(conditions: tuple[Condition, ...]) -> None:
             matched += 1
             if matched > MAX_MATCHES:
                 raise InvalidEntry(
-                    f"matches (nearly) everything: its conditions match more than {MAX_MATCHES} of the {CORPUS_SIZE} alerts of the "
-                    f"breadth corpus ({MAX_SHARE:.0%}); add a narrower condition, e.g. a caller or a VM name")
+                    f"matches (nearly) everything: its conditions match more than {MAX_MATCHES} of the {CORPUS_SIZE} "
+                    f"alerts of the breadth corpus ({MAX_SHARE:.0%}); add a narrower condition, e.g. a caller")
 
 
 @dataclass(frozen=True, slots=True)

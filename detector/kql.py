@@ -161,6 +161,8 @@ def tostring(value: JsonValue) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return str(int(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")  # as Kusto prints reals
     return to_json_text(value)
 
 

@@ -68,7 +68,7 @@ def test_bad_input_exit_code_and_message(tmp_path: Path) -> None:
 
 
 def test_strict_turns_malformed_rows_into_bad_input(tmp_path: Path) -> None:
-    good = json.dumps({c: "" for c in ACTIVITY_COLUMNS} | {"TimeGenerated": "2026-11-19T06:00:00Z"})
+    good = json.dumps(dict.fromkeys(ACTIVITY_COLUMNS, "") | {"TimeGenerated": "2026-11-19T06:00:00Z"})
     (tmp_path / "AzureActivity.jsonl").write_text(f"{good}\n{{broken RUNCOMMAND\n", encoding="utf-8")
     (tmp_path / "BehaviorAnalytics.jsonl").write_text("", encoding="utf-8")
     code, _, err = call("run", "--data", str(tmp_path), "--at", "2026-11-20T06:00:00Z")

@@ -6,7 +6,9 @@ Conversion rules, shared by every source so the same rows give the same results:
   in the ``Authorization`` string column, as some tools emit it, becomes compact JSON text);
 * ``TimeGenerated``: ISO 8601 or a ``datetime`` (the CSV reader turns portal times into ISO 8601 with
   its file's day/month order); missing or unparseable makes the row malformed;
-* dynamic columns: JSON text is parsed (``parse_json``); an empty cell is null; objects pass as is.
+* dynamic columns: JSON text is parsed (``parse_json``, standard JSON only); an empty cell is null;
+  objects pass as is, unless they hold NaN/Infinity (not JSON numbers: the row is malformed), so
+  everything the detector writes later is standard JSON.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ def _text(row: Mapping[str, Any], column: str) -> str:
         return ""
     if isinstance(value, str):
         return value
-    return kql.tostring(value)
+    try:
+        return kql.tostring(value)
+    except ValueError:
+        raise RowError(f"{column} holds NaN or Infinity, which are not JSON numbers") from None
 
 
 def _time(row: Mapping[str, Any], column: str) -> Ticks:
@@ -51,6 +56,11 @@ def _dynamic(row: Mapping[str, Any], column: str) -> kql.JsonValue:
     value = row.get(column)
     if value == "":
         return None
+    if isinstance(value, (dict, list, float)):
+        try:
+            kql.to_json_text(value)
+        except ValueError:
+            raise RowError(f"{column} holds NaN or Infinity, which are not JSON numbers") from None
     return kql.parse_json(value)
 
 
