@@ -3,7 +3,8 @@
 * The window is pinned once per run; both tables are queried for the same period.
 * AzureActivity is filtered server-side exactly as the rule's first lines and only the correlation's
   columns come back; BehaviorAnalytics is asked only for the callers the first query returned
-  (as they are, lower-cased by Kusto on both sides as in the rule's join; in chunks). When the first query returns nothing, the second is not sent.
+  (as they are, lower-cased by Kusto on both sides as in the rule's join; in chunks). When the first
+  query returns nothing, the second is not sent.
 * A partial result or an error raises :class:`SourceError` with the service's code: a failed query
   never reads as "no findings". A result at the service limits (500,000 rows / ~64 MB) is split: the
   time range is halved and each half queried until each fits.
@@ -25,7 +26,6 @@ from typing import Any, TypeVar
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult
 
-from .. import kql
 from ..correlate import Window
 from ..errors import SourceError
 from ..model import UebaEvent
