@@ -62,6 +62,8 @@ def _scan_text(block: bytes, pos: int, cut: int, hay: bytes, prefilter: LinePref
         escaped.append(block.rfind(b"\n", pos, hit.start()) + 1 or pos)
         nl = block.find(b"\n", hit.end(), cut)
         hit = _ESCAPE.search(block, nl + 1, cut) if nl >= 0 else None
+    if escaped or first:
+        starts = sorted(set(starts) | set(escaped))
     counted, line_no = pos, base
     for start in starts:
         line_no += block.count(b"\n", counted, start)
