@@ -187,7 +187,7 @@ def test_a_bad_webhook_port_stops_the_run_before_anything_is_sent(tmp_path: Path
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DETECTOR_TEAMS_WEBHOOK_URLS", "https://hooks.example:99999/x?sig=SECRET")
     code, out, err = call("run", "--state", str(tmp_path / "state"))
-    assert code == EXIT_FAILED
+    assert (code, out) == (EXIT_FAILED, "")
     assert err == "detector: run failed: setting DETECTOR_TEAMS_WEBHOOK_URLS: entry 1 has an invalid port " \
                   "(must be 1-65535) or host\n"
     assert not (tmp_path / "state").exists()
