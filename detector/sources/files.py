@@ -331,6 +331,17 @@ def check_utf8_text(path: Path) -> None:
                          f"Set-Content -Encoding utf8 OUT, or Out-File -Encoding utf8)", path=str(path))
 
 
+def _records(path: Path, table: str, rows: RowStream, convert: Callable[[Mapping[str, Any]], _T],
+             report: ReadReport, *, count: bool) -> Iterator[_T]:
+    for where, row in rows:
+        if count:
+            report.count_row(table)
+        try:
+            yield convert(row)
+        except RowError as exc:
+            report.add_malformed(MalformedRow(str(path), where, str(exc)))
+
+
 def read_table(path: Path, table: str, required: tuple[str, ...], convert: Callable[[Mapping[str, Any]], _T],
                report: ReadReport, *, scanned: Callable[[], Iterator[ScanResult]] | None = None,
                date_order: str | None = None) -> Iterator[_T]:
@@ -344,34 +355,36 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
     :class:`InputError`: the run must not look clean when the data was never read.
     """
     ext = path.suffix.lstrip(".").lower()
-    malformed_before = report.malformed_count
-    lines_before = report.rows_read.get(table, 0)
+    malformed_before = len(report.malformed), report.malformed_count
     converted = 0
     try:
         check_utf8_text(path)
         rows: RowStream = (_iter_scanned(path, required, report, table, scanned()) if scanned is not None
                            else _READERS[ext](path, required, report, date_order))
-        for where, row in rows:
-            if scanned is None:
-                report.count_row(table)
-            try:
-                record = convert(row)
-            except RowError as exc:
-                report.add_malformed(MalformedRow(str(path), where, str(exc)))
-                continue
+        for record in _records(path, table, rows, convert, report, count=scanned is None):
             converted += 1
             yield record
+        if converted:
+            return
+        if scanned is None:
+            malformed = report.malformed_count - malformed_before[1]
+            first = report.malformed[malformed_before[0]:malformed_before[0] + 1]
+        else:
+            # The scan parsed only the candidate lines: decide as a full parse would (only a file with no
+            # usable candidate, i.e. no usable first line, pays for this second pass).
+            full = ReadReport()
+            if any(True for _ in _records(path, table, _iter_jsonl(path, required, full), convert, full,
+                                          count=False)):
+                return
+            malformed, first = full.malformed_count, full.malformed[:1]
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(path)) from None
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
-    malformed = report.malformed_count - malformed_before
-    lines = report.rows_read.get(table, 0) - lines_before
-    # With the scan, lines that were never parsed may be fine: refuse only when every line was malformed.
-    if malformed and not converted and (scanned is None or malformed >= lines):
-        raise InputError(f"none of its {malformed} row(s) could be read (first: "
-                         f"{next((m.location + ': ' + m.reason for m in report.malformed if m.path == str(path)), '?')}"
-                         f"); nothing was checked", path=str(path))
+    if malformed:
+        detail = f"{first[0].location}: {first[0].reason}" if first else "?"
+        raise InputError(f"none of its {malformed} row(s) could be read (first: {detail}); nothing was checked",
+                         path=str(path))
 
 
 class FileSource:
