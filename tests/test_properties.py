@@ -3,6 +3,7 @@ card too big or injectable, never lets an allowlist entry match everything."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shlex
@@ -358,3 +359,58 @@ def test_escape_helper_hides_needles() -> None:
     hidden = _escape_some(json.dumps({"OperationNameValue": "RUNCOMMAND"}), [True])
     assert "RUNCOMMAND" not in hidden
     assert json.loads(hidden) == {"OperationNameValue": "RUNCOMMAND"}
+
+
+# --- allowlist breadth: broad entries are always refused, narrow ones never --------------------------
+
+NEVER_EMPTY = ("caller", "subscription", "resource_group", "vm_name", "resource_id", "correlation_id",
+               "ueba_action_type", "ueba_source_location")
+V4_HALVES = ["0.0.0.0/1,128.0.0.0/1", "0.0.0.0/2,64.0.0.0/2,128.0.0.0/2,192.0.0.0/2",
+             ",".join(f"{i * 32}.0.0.0/3" for i in range(8))]
+BROAD_CONDITIONS = st.one_of(
+    st.tuples(st.sampled_from(NEVER_EMPTY), st.just("regex"),
+              st.sampled_from([".+", "..+", ".{1,}", "(?s).+", "[^\\x00]+", "(.)+", ".+|x", "\\PC+|.+", ".*."])),
+    st.tuples(st.just("resource_id"), st.just("startswith"), st.sampled_from(["/", "/subscriptions/", "/SUBSCRIPTIONS"])),
+    st.tuples(st.just("resource_id"), st.just("contains"),
+              st.sampled_from(["/", "microsoft.compute", "/virtualMachines/", "resourcegroups"])),
+    st.tuples(st.sampled_from(["subscription", "correlation_id"]), st.just("contains"), st.just("-")),
+    st.tuples(st.just("caller_ip"), st.just("cidr"), st.sampled_from(V4_HALVES)),
+)
+NARROW_TEXT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=8, max_size=20)
+NARROW_CONDITIONS = st.one_of(
+    st.tuples(st.sampled_from((*NEVER_EMPTY, "account_upn_suffix")), st.sampled_from(["equals", "startswith",
+                                                                                      "contains", "endswith"]),
+              NARROW_TEXT),
+    st.tuples(st.sampled_from(NEVER_EMPTY), st.just("in"), st.lists(NARROW_TEXT, min_size=1, max_size=5)),
+    st.tuples(st.just("vm_name"), st.just("regex"), NARROW_TEXT.map(lambda t: t + "-[0-9]{2}")),
+    st.tuples(st.just("caller_ip"), st.just("cidr"),
+              st.tuples(st.integers(0, 2**32 - 1), st.integers(20, 32)).map(
+                  lambda t: f"{ipaddress.IPv4Address(t[0])}/{t[1]}")),
+)
+WEEKEND = {"weekdays": ["Sat", "Sun"], "start": "00:00", "end": "23:59", "timezone": "Europe/Berlin"}
+
+
+def _entry(conditions: list[tuple[str, str, Any]], window: bool) -> dict[str, Any]:
+    raw: dict[str, Any] = {"id": "e", "reason": "r",
+                           "conditions": [{"field": f, "op": o, "value": v} for f, o, v in conditions]}
+    if window:
+        raw["window"] = WEEKEND  # a window bounds when, not what: it never makes a broad entry narrow
+    return raw
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(BROAD_CONDITIONS, min_size=1, max_size=3), st.booleans())
+def test_broad_entries_are_never_accepted(conditions: list[tuple[str, str, Any]], window: bool) -> None:
+    loaded = Allowlist.load([_entry(conditions, window)], now=AT)
+    assert loaded.active == []
+    [problem] = loaded.problems
+    assert "matches (nearly) everything" in problem.problem
+
+
+@settings(max_examples=150, deadline=None)
+@given(NARROW_CONDITIONS, st.lists(st.one_of(BROAD_CONDITIONS, NARROW_CONDITIONS), max_size=2), st.booleans())
+def test_narrow_entries_are_never_refused(narrow: tuple[str, str, Any], others: list[tuple[str, str, Any]],
+                                          window: bool) -> None:
+    loaded = Allowlist.load([_entry([*others, narrow], window)], now=AT)
+    assert loaded.problems == []
+    assert [e.id for e in loaded.active] == ["e"]
