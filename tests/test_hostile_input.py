@@ -94,7 +94,8 @@ def test_features_re2_lacks_are_refused_with_its_reason(pattern: str, reason: st
 # --- 2. breadth ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("condition", [("vm_name", "regex", "..+"), ("resource_id", "startswith", "/"),
-                                       ("caller_ip", "cidr", "0.0.0.0/1,128.0.0.0/1")])
+                                       ("caller_ip", "cidr", "0.0.0.0/1,128.0.0.0/1"),
+                                       ("ueba_action_type", "equals", "Sign-in"), ("vm_name", "startswith", "web")])
 def test_the_issues_broad_entries_are_refused_and_reported(condition: tuple[str, str, str], tmp_path: Path) -> None:
     field, op, value = condition
     raw = {"id": "broad", "reason": "r", "conditions": [{"field": field, "op": op, "value": value}]}
@@ -127,6 +128,23 @@ def test_maintenance_window_zones_must_be_canonical(zone: str) -> None:
            "window": {"weekdays": ["Sat"], "start": "10:00", "end": "12:00", "timezone": zone}}
     with pytest.raises(InvalidEntry, match="time zone"):
         AllowlistEntry.from_dict(raw)
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York", "Etc/GMT+5", "UTC"])
+def test_canonical_zones_are_accepted(zone: str) -> None:
+    raw = {"id": "w", "reason": "r", "conditions": [{"field": "caller", "op": "equals", "value": "a@contoso.com"}],
+           "window": {"weekdays": ["Sat"], "start": "10:00", "end": "12:00", "timezone": zone}}
+    assert AllowlistEntry.from_dict(raw).window is not None
+
+
+def test_an_unexpected_error_is_one_line_with_its_type_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: object) -> int:
+        raise RuntimeError("https://hooks.example/x?sig=SECRET")
+    monkeypatch.setattr("detector.cli.cmd_rows", broken)
+    code, out, err = call("rows")
+    assert (code, out) == (EXIT_FAILED, "")
+    assert err == ("detector: run failed: internal error RuntimeError (a bug; please report the command that "
+                   "caused it)\n")
 
 
 def test_expiry_before_year_one_is_an_invalid_entry_and_the_run_goes_on(tmp_path: Path) -> None:
