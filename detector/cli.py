@@ -17,7 +17,7 @@ from . import kql
 from .allowlist import FIELDS, OPERATORS, Allowlist, AllowlistEntry, InvalidEntry
 from .correlate import Window
 from .deliver.factory import build_destinations
-from .errors import DetectorError, InputError
+from .errors import DetectorError, InputError, UsageError
 from .model import RULE_COLUMNS
 from .pipeline import RunPolicy, RunResult, detect, run_once, wall_clock
 from .rule import RULE
@@ -84,9 +84,6 @@ def _conflicts(args: argparse.Namespace) -> str | None:
     for first, second, why in pairs:
         if given(first) and given(second):
             return why
-    if given("allowlist") and (given("state") or given("table_endpoint")):
-        return ("--allowlist FILE is not used with a state backend (--state/--table-endpoint), whose own allowlist "
-                "applies; import it with 'allowlist add', or drop the state option")
     window = [n for n in ("window_start", "window_end", "window_tz") if given(n)]
     if window and not given("window_days"):
         return "--window-start/--window-end/--window-tz need --window-days"
@@ -213,6 +210,10 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         at = args.at if args.at is not None else wall_clock()
     else:
         source, at = _window(args)
+    if _stateful(args, settings) and (args.allowlist or args.no_allowlist):
+        raise UsageError("--allowlist/--no-allowlist are not used with a state backend (--state, --table-endpoint "
+                         "or DETECTOR_* state settings), whose own allowlist applies; import entries with "
+                         "'allowlist add' or disable them, or run without state")
     policy = RunPolicy(period_hours=args.period_hours, frequency_hours=min(settings.frequency_hours, args.period_hours),
                        max_catchup_days=settings.max_catchup_days)
     if _stateful(args, settings):
@@ -514,6 +515,9 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     try:
         code: int = args.handler(args, out, err)
         return code
+    except UsageError as exc:
+        err.write(f"detector: error: {exc}\n")
+        return EXIT_USAGE
     except InputError as exc:
         err.write(f"detector: bad input: {exc}\n")
         return EXIT_BAD_INPUT

@@ -211,6 +211,16 @@ def test_a_bad_webhook_port_stops_the_run_before_anything_is_sent(tmp_path: Path
     assert not (tmp_path / "state").exists()
 
 
+def test_a_file_allowlist_is_never_silently_ignored_by_a_state_backend(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DETECTOR_STATE_DIR", str(tmp_path / "state"))
+    for flag in (["--allowlist", "f.json"], ["--no-allowlist"]):
+        code, out, err = call("run", *flag)
+        assert (code, out) == (EXIT_USAGE, "")
+        assert err.startswith("detector: error: --allowlist/--no-allowlist are not used with a state backend")
+    assert not (tmp_path / "state").exists()
+
+
 def test_loopback_http_stays_allowed_for_local_tools() -> None:
     settings = Settings.from_env({"DETECTOR_TEAMS_WEBHOOK_URLS": "http://127.0.0.1:8080/x?sig=s"})
     assert len(settings.teams_urls) == 1
