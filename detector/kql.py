@@ -134,14 +134,36 @@ def has_any(value: str | Sequence[JsonValue], needles: Iterable[str]) -> bool:
     return any(has(text, n) for n in needles)
 
 
+MAX_DYNAMIC_DEPTH = 64
+"""Deepest nesting a dynamic value may have (a decision: real insight objects nest two levels). Deeper
+values are refused where they enter, so printing them later (``--json``, payloads, state) can never hit
+Python's recursion limit."""
+
+
+def too_deep(value: JsonValue, limit: int = MAX_DYNAMIC_DEPTH) -> bool:
+    """Whether ``value`` nests lists/objects more than ``limit`` levels (iterative: no recursion)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def parse_json(value: JsonValue) -> JsonValue:
-    """``parse_json()``: text that is JSON becomes that value; other text stays the text itself."""
+    """``parse_json()``: text that is JSON becomes that value; other text stays the text itself.
+
+    Text nesting deeper than :data:`MAX_DYNAMIC_DEPTH` stays text too.
+    """
     if not isinstance(value, str):
         return value
     try:
-        return loads(value)
+        parsed = loads(value)
     except ValueError:
         return value
+    return value if too_deep(parsed) else parsed
 
 
 def member(value: JsonValue, key: str) -> JsonValue:

@@ -367,3 +367,17 @@ def test_json_nested_100000_deep_is_a_clear_answer(tmp_path: Path, where: str) -
         assert alert["Rows"][0]["UEBAUsersInsights"] == deep  # kept as text, as parse_json does
     assert payload["summary"]["alerts"] == 1  # type: ignore[index]
 
+
+
+@pytest.mark.parametrize("depth", [65, 500, 990])
+def test_nesting_below_pythons_limit_never_breaks_printing(tmp_path: Path, depth: int) -> None:
+    # Deep enough to parse but, embedded in the output, too deep for json.dumps: refused where it enters.
+    deep = "[" * depth + "]" * depth
+    ueba = (json.dumps(UEBA_ROW | {"UsersInsights": "HERE"}).replace('"HERE"', deep) + "\n"
+            + json.dumps(UEBA_ROW | {"UsersInsights": deep}) + "\n")
+    code, payload, err = run_json(write_exports(tmp_path, jsonl(activity_rows()), ueba))  # type: ignore[arg-type]
+    assert code == EXIT_OK
+    assert err.startswith("malformed row: ")
+    assert "BehaviorAnalytics.jsonl, line 1: " in err
+    [alert] = payload["alerts"]  # type: ignore[misc]
+    assert [r["UEBAUsersInsights"] for r in alert["Rows"]] == [deep]  # the text cell stays text
