@@ -134,7 +134,9 @@ def test_maintenance_window_zones_must_be_canonical(zone: str) -> None:
 def test_canonical_zones_are_accepted(zone: str) -> None:
     raw = {"id": "w", "reason": "r", "conditions": [{"field": "caller", "op": "equals", "value": "a@contoso.com"}],
            "window": {"weekdays": ["Sat"], "start": "10:00", "end": "12:00", "timezone": zone}}
-    assert AllowlistEntry.from_dict(raw).window is not None
+    window = AllowlistEntry.from_dict(raw).window
+    assert window is not None
+    assert window.timezone == zone
 
 
 def test_an_unexpected_error_is_one_line_with_its_type_only(monkeypatch: pytest.MonkeyPatch) -> None:
