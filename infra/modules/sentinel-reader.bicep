@@ -30,6 +30,9 @@ param tableNames array = [
 
 var logAnalyticsReader = '73c42c96-874c-492b-b04d-ab87d138a893'
 var reader = 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
+// The tables to assign Reader on: all of them in 'tables' mode, none otherwise (a loop over an empty
+// array deploys nothing).
+var tableReaderNames = access == 'tables' ? tableNames : []
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
   name: workspaceName
@@ -76,7 +79,7 @@ resource queryAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
   }
 }
 
-resource tableReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (table, i) in tableNames: if (access == 'tables') {
+resource tableReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (table, i) in tableReaderNames: {
   name: guid(tables[i].id, principalId, reader)
   scope: tables[i]
   properties: {
