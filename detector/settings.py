@@ -31,7 +31,7 @@ SETTINGS: dict[str, str] = {
     "DETECTOR_DIGEST_THRESHOLD": "more alerts than this in one delivery make one Teams digest card (default 50)",
     "DETECTOR_HTTP_TIMEOUT_SECONDS": "timeout of one webhook request (default 10)",
     "DETECTOR_HTTP_MAX_SECONDS": "cap on the total time spent retrying one webhook message (default 60)",
-    "DETECTOR_QUERY_TIMEOUT_SECONDS": "Log Analytics server timeout per query (default 120, max 600; deployed at most 170)",
+    "DETECTOR_QUERY_TIMEOUT_SECONDS": "Log Analytics server timeout per query (default 120, max 600)",
     "DETECTOR_SOURCE_DIR": "replay exports from this folder instead of querying Log Analytics (local runs only)",
 }
 

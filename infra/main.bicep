@@ -27,6 +27,12 @@ param teamsWebhookUrls string = ''
 @secure()
 param logicAppWebhookUrls string = ''
 
+@description('Deliver to Teams: the app setting references the Key Vault secret (which must hold the URLs by then). false: no Teams delivery.')
+param teamsDelivery bool = true
+
+@description('Deliver to a Logic App: the app setting references the Key Vault secret (which must hold the URLs by then). false: no Logic App delivery.')
+param logicAppDelivery bool = true
+
 @description('NCRONTAB schedule of the daily run (UTC).')
 param schedule string = '0 0 6 * * *'
 
@@ -348,8 +354,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
     DETECTOR_WORKSPACE_ID: sentinelWorkspace.properties.customerId
     DETECTOR_TABLE_ENDPOINT: storage.properties.primaryEndpoints.table
-    DETECTOR_TEAMS_WEBHOOK_URLS: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${teamsSecretName}/)'
-    DETECTOR_LOGICAPP_WEBHOOK_URLS: '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${logicAppSecretName}/)'
+    DETECTOR_TEAMS_WEBHOOK_URLS: teamsDelivery ? '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${teamsSecretName}/)' : ''
+    DETECTOR_LOGICAPP_WEBHOOK_URLS: logicAppDelivery ? '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${logicAppSecretName}/)' : ''
     DETECTOR_SCHEDULE: schedule
     DETECTOR_REDELIVER_SCHEDULE: redeliverSchedule
     DETECTOR_PERIOD_HOURS: string(periodHours)

@@ -32,8 +32,8 @@ REQUIRED, READ_ONLY, WRITE_ONLY, DEPLOY_TIME_CONSTANT = 1, 2, 4, 8
 BICEP_RESOURCE_KEYS = {"parent", "scope", "dependson"}
 # Resource properties whose values the compiler knows at the start of a deployment.
 CONSTANT_RESOURCE_PROPERTIES = {"id", "name", "type", "apiversion"}
-STRING_FUNCTIONS = {"string", "tolower", "toupper", "uniquestring", "guid", "format", "replace", "substring",
-                    "trim", "base64", "concat", "subscriptionresourceid", "resourceid", "tenantresourceid",
+STRING_FUNCTIONS = {"readenvironmentvariable", "string", "tolower", "toupper", "uniquestring", "guid", "format",
+                    "replace", "substring", "trim", "base64", "concat", "subscriptionresourceid", "resourceid", "tenantresourceid",
                     "extensionresourceid", "padleft", "datetimeadd", "utcnow", "newguid"}
 INT_FUNCTIONS = {"int", "length", "indexof", "lastindexof"}
 BOOL_FUNCTIONS = {"bool", "empty", "contains", "startswith", "endswith"}

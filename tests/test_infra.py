@@ -141,7 +141,11 @@ def test_deployment_shape() -> None:
     assert text_of(settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]) == "Authorization=AAD"
     for secret, name in (("DETECTOR_TEAMS_WEBHOOK_URLS", "teamsSecretName"),
                          ("DETECTOR_LOGICAPP_WEBHOOK_URLS", "logicAppSecretName")):
-        value = settings[secret]
+        choice = settings[secret]
+        assert isinstance(choice, bicep_check.Op)
+        assert choice.op == "?:"
+        assert text_of(choice.operands[2]) == ""  # delivery turned off: no reference to a missing secret
+        value = choice.operands[1]
         assert isinstance(value, bicep_check.Interp)
         assert text_of(value.parts[0]) == "@Microsoft.KeyVault(SecretUri="
         assert {r.name for r in bicep_check.free_refs(value)} == {"vault", name}  # no version: the latest
