@@ -609,6 +609,12 @@ class Checker:
                     self.check_resource(bicep, decl)
                 elif decl.kind == "module":
                     self.check_module(bicep, decl)
+                elif decl.kind in {"output", "param"} and decl.value is not None:
+                    found = self.infer(bicep, decl.value)
+                    if found and decl.type_name in {"string", "int", "bool", "object", "array"} \
+                            and found != decl.type_name:
+                        self.report(bicep.path, decl.line, f"{decl.kind} {decl.name}: declared {decl.type_name}, "
+                                    f"but the value is {found}")
         return self.problems
 
     # references and cycles
@@ -881,6 +887,9 @@ class Checker:
                 return "bool"
             return None
         if isinstance(node, Op):
+            if node.op == "?:":
+                then, other = (self.infer(bicep, n, seen) for n in node.operands[1:])
+                return then if then == other else None
             if node.op in {"==", "!=", "=~", "!~", "<", ">", "<=", ">=", "&&", "||", "!"}:
                 return "bool"
             if node.op in {"*", "/", "%"} or (node.op == "-" and len(node.operands) == 1):

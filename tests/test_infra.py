@@ -24,7 +24,7 @@ BICEP_FILES = sorted(INFRA.rglob("*.bicep"))
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 FIXTURES = ROOT / "tests" / "fixtures" / "bicep"
 # shared/ sits beside the repository (here and in CI's fresh clone).
-TYPES = ROOT.parent / "shared" / "bicep-types"
+TYPES = bicep_check.default_types_root()
 
 
 def parse(path: Path) -> dict[str, Any]:
@@ -80,6 +80,8 @@ FIXTURE_FAULTS = {
     "runtime_value_in_name.bicep": "name must be known at the start of the deployment, but reads app.identity.principalId",
     "module_missing_param.bicep": "required param 'principalId' not given",
     "unknown_name.bicep": "unknown name 'locaton'",
+    "app_setting_not_a_string.bicep": "DETECTOR_PERIOD_HOURS: expects string, got int",
+    "output_type_mismatch.bicep": "output retryCount: declared string, but the value is int",
 }
 
 
