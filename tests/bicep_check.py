@@ -11,8 +11,11 @@
   version, unknown property, wrong literal type or value, missing required property, write to a read-only
   property, and a runtime value (``.properties``, ``.identity``, ``.outputs``, ``reference()``) where the type
   demands a value known at the start of the deployment (resource names: the compiler's BCP120).
+* Property reads (``storage.properties.primaryEndpoints.blob``) checked against the resource's type: a
+  property that does not exist, or a write-only one (BCP077), is an error.
 * Module calls checked against the module's params (unknown or missing), module outputs read from a module
-  checked against its outputs, and ``.bicepparam`` files against their ``using`` template.
+  checked against its outputs, declared output/param types against their values, and ``.bicepparam``
+  files against their ``using`` template.
 
 Used by tests/test_infra.py; ``python -m tests.bicep_check FILE...`` prints the problems.
 """
@@ -539,6 +542,15 @@ def member_chain(node: Node) -> tuple[str, list[str]] | None:
     return None
 
 
+def access_path(node: Node) -> tuple[str | None, list[str]]:
+    """``a.b[0].c`` as ('a', ['b', '[]', 'c']); (None, ...) when it does not start at a name."""
+    steps: list[str] = []
+    while isinstance(node, Member | Index):
+        steps.append(node.name if isinstance(node, Member) else "[]")
+        node = node.target
+    return (node.name if isinstance(node, Ref) else None), list(reversed(steps))
+
+
 # --- resource types -------------------------------------------------------------------------------------
 class TypeLibrary:
     """The compiler's resource type definitions: ``types.json`` files, each one JSON array of types."""
@@ -604,6 +616,7 @@ class Checker:
             self.check_params_file(bicep)
         else:
             self.check_references(bicep)
+            self.check_property_reads(bicep)
             for decl in bicep.decls:
                 if decl.kind == "resource":
                     self.check_resource(bicep, decl)
@@ -637,6 +650,58 @@ class Checker:
                     edges.append(ref.name)
             graph[decl.name] = edges
         self._cycles(bicep, graph)
+
+    def check_property_reads(self, bicep: BicepFile) -> None:
+        """``res.properties.x.y`` must exist in the resource's type and must not be write-only (BCP077)."""
+        symbols = bicep.symbols()
+        for decl in bicep.decls:
+            if decl.value is None:
+                continue
+            for node in _walk(decl.value):
+                if not isinstance(node, Member):
+                    continue
+                root, steps = access_path(node)
+                target = symbols.get(root) if root else None
+                if target is None or target.kind != "resource":
+                    continue
+                found = self.library.body(target.type_name)
+                if found is None:
+                    continue  # reported on the resource itself
+                if isinstance(target.value, ForExpr) and steps[:1] == ["[]"]:
+                    steps = steps[1:]  # the index into a resource collection
+                problem = self._read_problem(*found, steps)
+                if problem:
+                    self.report(bicep.path, node.line, f"{decl.kind} {decl.name}: {root}.{problem}")
+
+    @staticmethod
+    def _read_problem(types: list[dict[str, Any]], index: int, steps: list[str]) -> str:
+        walked: list[str] = []
+        for step in steps:
+            entry = types[index]
+            kind = entry["$type"]
+            if step == "[]":
+                if kind != "ArrayType":
+                    return ""  # an index into something not typed as an array (any, union): not judged
+                index = _ref(entry["itemType"])
+                continue
+            walked.append(step)
+            if kind == "ObjectType":
+                properties = entry.get("properties", {})
+                if entry.get("additionalProperties") and step not in properties:
+                    return ""
+            elif kind == "DiscriminatedObjectType":
+                properties = dict(entry.get("baseProperties", {}))
+                for element in entry["elements"].values():
+                    properties.update(types[_ref(element)].get("properties", {}))
+            else:
+                return ""  # any, union: the compiler does not narrow either
+            spec = next((v for k, v in properties.items() if k.lower() == step.lower()), None)
+            if spec is None:
+                return f"{'.'.join(walked)}: no such property in {entry.get('name', 'the type')}"
+            if spec.get("flags", 0) & WRITE_ONLY:
+                return f"{'.'.join(walked)}: the property is write-only and cannot be read"
+            index = _ref(spec["type"])
+        return ""
 
     def _cycles(self, bicep: BicepFile, graph: dict[str, list[str]]) -> None:
         state: dict[str, int] = {}  # 1 visiting, 2 done

@@ -82,6 +82,8 @@ FIXTURE_FAULTS = {
     "unknown_name.bicep": "unknown name 'locaton'",
     "app_setting_not_a_string.bicep": "DETECTOR_PERIOD_HOURS: expects string, got int",
     "output_type_mismatch.bicep": "output retryCount: declared string, but the value is int",
+    "property_read_typo.bicep": "insights.properties.ConnectionStrng: no such property",
+    "write_only_read.bicep": "vault.properties.createMode: the property is write-only",
 }
 
 
