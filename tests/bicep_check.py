@@ -149,7 +149,8 @@ class BicepFile:
     decls: list[Decl]
 
     def symbols(self) -> dict[str, Decl]:
-        return {d.name: d for d in self.decls if d.kind in {"param", "var", "resource", "module", "output"}}
+        """What expressions can name (outputs have a namespace of their own: ``output location string = location``)."""
+        return {d.name: d for d in self.decls if d.kind in {"param", "var", "resource", "module"}}
 
 
 # --- parser -----------------------------------------------------------------------------------------
@@ -635,20 +636,18 @@ class Checker:
         symbols = bicep.symbols()
         graph: dict[str, list[str]] = {}
         for decl in bicep.decls:
-            if decl.name not in symbols or decl.value is None:
+            if decl.kind not in {"param", "var", "resource", "module", "output"} or decl.value is None:
                 continue
             edges: list[str] = []
             for ref in free_refs(decl.value):
                 if ref.name in {"az", "sys"}:
                     continue
-                target = symbols.get(ref.name)
-                if target is None:
+                if ref.name not in symbols:
                     self.report(bicep.path, ref.line, f"{decl.kind} {decl.name}: unknown name {ref.name!r}")
-                elif target.kind == "output":
-                    self.report(bicep.path, ref.line, f"{decl.kind} {decl.name}: an output cannot be referenced")
                 else:
                     edges.append(ref.name)
-            graph[decl.name] = edges
+            if decl.kind != "output":  # nothing can reference an output, so it closes no cycle
+                graph[decl.name] = edges
         self._cycles(bicep, graph)
 
     def check_property_reads(self, bicep: BicepFile) -> None:
@@ -810,11 +809,17 @@ class Checker:
             self.report(bicep.path, problem[0], problem[1])
 
     def value_problems(self, bicep: BicepFile, where: str, node: Node, types: list[dict[str, Any]], index: int,
-                       *, top: bool = False) -> list[tuple[int, str]]:
+                       *, top: bool = False, seen: frozenset[str] = frozenset()) -> list[tuple[int, str]]:
         entry = types[index]
         kind = entry["$type"]
         if isinstance(node, IfExpr | ForExpr) and kind != "ArrayType":
             return self.value_problems(bicep, where, node.body, types, index)
+        if isinstance(node, Op) and node.op == "?:":  # each branch must fit
+            return [p for branch in node.operands[1:] for p in self.value_problems(bicep, where, branch, types, index)]
+        if isinstance(node, Ref) and node.name not in seen:  # a variable is checked by its value, as the compiler does
+            decl = bicep.symbols().get(node.name)
+            if decl is not None and decl.kind == "var" and decl.value is not None:
+                return self.value_problems(bicep, where, decl.value, types, index, seen=seen | {node.name})
         if kind == "AnyType":
             return []
         if kind == "UnionType":

@@ -98,6 +98,20 @@ def test_every_fixture_is_named_in_the_fault_table() -> None:
     assert {p.name for p in FIXTURES.glob("*.bicep")} == set(FIXTURE_FAULTS)
 
 
+def test_static_checker_reads_every_syntax_form_without_a_false_problem() -> None:
+    """Comments, namespaced decorators, escapes, multi-line strings, safe access, ??, ternaries, indexed loops."""
+    assert [str(p) for p in bicep_check.check_files([FIXTURES / "valid" / "syntax.bicep"], TYPES)] == []
+
+
+def test_a_variable_is_checked_by_its_value(tmp_path: Path) -> None:
+    text = (FIXTURES / "valid" / "syntax.bicep").read_text()
+    bad = tmp_path / "bad.bicep"
+    bad.write_text(text.replace("var pick = enabled ? 'Hot' : 'Cool'", "var pick = enabled ? 'Hot' : 'Warm'"))
+    problems = [p.message for p in bicep_check.check_files([bad], TYPES)]
+    assert problems == ["resource storage.properties.accessTier: expects 'Hot' | 'Cool' | 'Premium' | 'Cold', "
+                        "got 'Warm'"]
+
+
 def test_checker_reports_a_syntax_error_with_its_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.bicep"
     broken.write_text("param a string\nresource x 'Microsoft.Web/sites@2024-04-01' = {\n  name: \n")
