@@ -63,8 +63,10 @@ resource queryWithoutData 'Microsoft.Authorization/roleDefinitions@2022-04-01' =
         ]
       }
     ]
+    // Custom roles are assignable at management group, subscription or resource group level, not at a
+    // resource: the workspace's resource group, and the one assignment below is on the workspace itself.
     assignableScopes: [
-      workspace.id
+      resourceGroup().id
     ]
   }
 }
@@ -72,8 +74,12 @@ resource queryWithoutData 'Microsoft.Authorization/roleDefinitions@2022-04-01' =
 resource queryAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (access == 'tables') {
   name: guid(workspace.id, principalId, 'workspace query without table data')
   scope: workspace
+  dependsOn: [
+    queryWithoutData
+  ]
   properties: {
-    roleDefinitionId: queryWithoutData.id
+    // The subscription-level id (a definition's .id deployed here would carry this resource group's path).
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', queryWithoutData.name)
     principalId: principalId
     principalType: 'ServicePrincipal'
   }
