@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +155,10 @@ def test_deployment_shape() -> None:
     assert app["properties"]["httpsOnly"] is True
     assert "appSettings" not in app["properties"]["siteConfig"]  # settings live in the sites/config resource
     settings = app_settings()
-    assert "FUNCTIONS_WORKER_RUNTIME" not in settings  # rejected on Flex Consumption
+    # Settings Flex Consumption rejects or replaces with functionAppConfig; a key-based storage connection.
+    for rejected in ("FUNCTIONS_WORKER_RUNTIME", "FUNCTIONS_EXTENSION_VERSION", "WEBSITE_RUN_FROM_PACKAGE",
+                     "WEBSITE_CONTENTSHARE", "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING", "AzureWebJobsStorage"):
+        assert rejected not in settings
     assert "AzureWebJobsStorage__accountName" in settings
     assert text_of(settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]) == "Authorization=AAD"
     for secret, name in (("DETECTOR_TEAMS_WEBHOOK_URLS", "teamsSecretName"),
@@ -334,3 +338,40 @@ def test_checkov_finds_no_unexplained_problem() -> None:
         for line in path.read_text().splitlines():
             if "checkov:skip=" in line:
                 assert re.search(r"checkov:skip=CKV_[A-Z0-9_]+: .{30,}", line), line.strip()
+
+
+def imported_modules() -> set[str]:
+    """Every absolute import in the code that runs in Azure (detector/ and function_app.py), dotted."""
+    import ast
+
+    found: set[str] = set()
+    for path in [*(ROOT / "detector").rglob("*.py"), ROOT / "function_app.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module)
+    return {m for m in found if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] != "detector"}
+
+
+def distribution_of(module: str) -> str:
+    from importlib import metadata
+
+    top = module.split(".")[0]
+    candidates = metadata.packages_distributions().get(top, [])
+    path = module.replace(".", "/")
+    for name in candidates:
+        files = metadata.files(name) or []
+        if len(candidates) == 1 or any(str(f).startswith(f"{path}/") or str(f) == f"{path}.py" for f in files):
+            return re.sub(r"[-_.]+", "-", name).lower()
+    raise AssertionError(f"no installed distribution provides {module}")
+
+
+def test_every_runtime_import_is_a_requirement_with_a_floor() -> None:
+    required = {re.sub(r"[-_.]+", "-", m.group(1)).lower()
+                for line in (ROOT / "requirements.txt").read_text().splitlines()
+                if (m := re.match(r"^([A-Za-z0-9_.-]+)>=", line))}
+    imported = {distribution_of(module) for module in imported_modules()}
+    assert imported <= required, f"imported but not in requirements.txt: {sorted(imported - required)}"
+    # tzdata is never imported: zoneinfo falls back to it when the host has no time zone database.
+    assert required - imported == {"tzdata"}
