@@ -49,6 +49,17 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out / "detector.zip"
 
 
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The worker library, alone (no dependencies), in a folder of its own."""
+    target = tmp_path_factory.mktemp("worker")
+    done = subprocess.run([str(deployed_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                           "--root-user-action=ignore", "--no-deps", "--target", str(target), *WORKER],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return target
+
+
 def names(package: Path) -> list[str]:
     with zipfile.ZipFile(package) as archive:
         return archive.namelist()
@@ -84,17 +95,12 @@ def test_package_holds_the_app_and_its_linux_dependencies_only(package: Path) ->
         assert f"cpython-{tag}-x86_64-linux-gnu" in binary or ".abi3." in binary, binary
 
 
-def test_real_worker_indexes_the_unpacked_package(package: Path, tmp_path: Path) -> None:
+def test_real_worker_indexes_the_unpacked_package(package: Path, worker: Path, tmp_path: Path) -> None:
     app = tmp_path / "wwwroot"
     app.mkdir()
     with zipfile.ZipFile(package) as archive:
         archive.extractall(app)
     python = deployed_python()
-    worker = tmp_path / "worker"
-    done = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                           "--root-user-action=ignore", "--no-deps", "--target", str(worker), *WORKER],
-                          capture_output=True, text=True, timeout=600, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
     state = tmp_path / "state"
     state.mkdir()
     probe = subprocess.run([str(python), "-I", "-S", str(ROOT / "tests" / "worker_index_probe.py"), str(app),
@@ -120,13 +126,9 @@ def test_real_worker_indexes_the_unpacked_package(package: Path, tmp_path: Path)
     assert {"status", "alerts", "window"} <= set(result["daily_summary_keys"])
 
 
-def test_worker_refuses_a_folder_without_the_app(tmp_path: Path) -> None:
+def test_worker_refuses_a_folder_without_the_app(worker: Path, tmp_path: Path) -> None:
     """The probe can fail: an empty folder gives no functions and a failed init, not a pass."""
     python = deployed_python()
-    worker = tmp_path / "worker"
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "--root-user-action=ignore", "--no-deps", "--target", str(worker), *WORKER],
-                   capture_output=True, text=True, timeout=600, check=True)
     empty = tmp_path / "empty"
     empty.mkdir()
     probe = subprocess.run([str(python), "-I", "-S", str(ROOT / "tests" / "worker_index_probe.py"), str(empty),
@@ -134,6 +136,22 @@ def test_worker_refuses_a_folder_without_the_app(tmp_path: Path) -> None:
                            check=False, cwd=tmp_path)
     assert probe.returncode != 0
     assert "No module named" in probe.stderr
+
+
+def test_probe_fails_when_the_package_lacks_a_dependency(package: Path, worker: Path, tmp_path: Path) -> None:
+    """function_app imports the detector lazily, so indexing alone would not notice a missing package; the
+    probe's import of every module does."""
+    import shutil
+
+    app = tmp_path / "wwwroot"
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(app)
+    shutil.rmtree(app / ".python_packages" / "lib" / "site-packages" / "requests")
+    probe = subprocess.run([str(deployed_python()), "-I", "-S", str(ROOT / "tests" / "worker_index_probe.py"),
+                            str(app), str(worker), str(ROOT / "detector" / "sample" / "workspace"), str(tmp_path)],
+                           capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path)
+    assert probe.returncode != 0
+    assert "No module named 'requests'" in probe.stderr
 
 
 def funcignore_keeps(path: str, patterns: list[str]) -> bool:
