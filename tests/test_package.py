@@ -127,7 +127,7 @@ def test_real_worker_indexes_the_unpacked_package(package: Path, worker: Path, t
 
 
 def test_worker_refuses_a_folder_without_the_app(worker: Path, tmp_path: Path) -> None:
-    """The probe can fail: an empty folder gives no functions and a failed init, not a pass."""
+    """The probe can fail: without the package there is no azure.functions, and the worker cannot even load."""
     python = deployed_python()
     empty = tmp_path / "empty"
     empty.mkdir()
