@@ -375,3 +375,20 @@ def test_every_runtime_import_is_a_requirement_with_a_floor() -> None:
     assert imported <= required, f"imported but not in requirements.txt: {sorted(imported - required)}"
     # tzdata is never imported: zoneinfo falls back to it when the host has no time zone database.
     assert required - imported == {"tzdata"}
+
+
+def test_readme_tells_the_deployer_the_rights_and_both_ways_to_deploy() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Deploy to Azure"):readme.index("## Reliability")]
+    for needed in ("Rights the person deploying needs", "Microsoft.Authorization/roleDefinitions/write",
+                   "User Access Administrator", "azd up", "az deployment group create -g",
+                   "-p infra/main.bicepparam", "bash scripts/package",
+                   "az functionapp deployment source config-zip"):
+        assert needed in section, needed
+    # Every variable the README tells azd or az users to set is one main.bicepparam reads.
+    bicepparam = (INFRA / "main.bicepparam").read_text()
+    read = set(re.findall(r"readEnvironmentVariable\('([A-Z_]+)'", bicepparam))
+    told = set(re.findall(r"\b(SENTINEL_[A-Z_]+|TEAMS_[A-Z_]+|LOGICAPP_[A-Z_]+|DETECTOR_NAME_PREFIX|SECRETS_[A-Z_]+)"
+                          r"(?==|`| )", section))
+    assert told
+    assert told <= read, sorted(told - read)
