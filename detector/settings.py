@@ -31,7 +31,7 @@ SETTINGS: dict[str, str] = {
     "DETECTOR_DIGEST_THRESHOLD": "more alerts than this in one delivery make one Teams digest card (default 50)",
     "DETECTOR_HTTP_TIMEOUT_SECONDS": "timeout of one webhook request (default 10)",
     "DETECTOR_HTTP_MAX_SECONDS": "cap on the total time spent retrying one webhook message (default 60)",
-    "DETECTOR_QUERY_TIMEOUT_SECONDS": "Log Analytics server timeout per query (default 180, max 600)",
+    "DETECTOR_QUERY_TIMEOUT_SECONDS": "Log Analytics server timeout per query (default 120, max 600)",
     "DETECTOR_SOURCE_DIR": "replay exports from this folder instead of querying Log Analytics (local runs only)",
 }
 
@@ -106,7 +106,7 @@ class Settings:
     digest_threshold: int = 50
     http_timeout_seconds: int = 10
     http_max_seconds: int = 60
-    query_timeout_seconds: int = 180
+    query_timeout_seconds: int = 120
     source_dir: str = ""
 
     @classmethod
@@ -145,7 +145,7 @@ class Settings:
             digest_threshold=_int(env, "DETECTOR_DIGEST_THRESHOLD", 50, 1, 1000),
             http_timeout_seconds=_int(env, "DETECTOR_HTTP_TIMEOUT_SECONDS", 10, 1, 120),
             http_max_seconds=_int(env, "DETECTOR_HTTP_MAX_SECONDS", 60, 1, 900),
-            query_timeout_seconds=_int(env, "DETECTOR_QUERY_TIMEOUT_SECONDS", 180, 10, 600),
+            query_timeout_seconds=_int(env, "DETECTOR_QUERY_TIMEOUT_SECONDS", 120, 10, 600),
             source_dir=env.get("DETECTOR_SOURCE_DIR", "").strip(),
         )
 
