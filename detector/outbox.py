@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .allowlist import Suppression
 from .correlate import build_alerts
@@ -49,7 +49,11 @@ def merge_alerts(old: Alert, new: Alert) -> Alert:
     if not extra:
         return old
     [merged] = build_alerts(list(old.rows) + extra)
-    return merged
+    # The newer run's triage context (its window saw more); the first detection time stays.
+    context = new.context or old.context
+    if context is not None and old.context is not None:
+        context = replace(context, detected_at=old.context.detected_at)
+    return replace(merged, context=context)
 
 
 @dataclass(slots=True)

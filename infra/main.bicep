@@ -40,6 +40,18 @@ param maxCatchupDays int = 14
 @description('More alerts than this in one delivery make one Teams digest card.')
 param digestThreshold int = 50
 
+@description('UPN or Entra object id of the on-call person mentioned on every Teams card (empty: no mention)')
+param oncallMentionId string = ''
+
+@description('Display name shown for the on-call mention')
+param oncallMentionName string = ''
+
+@description('https URL template of the cards\' Request exception button ({entry}, {alert_id}, {caller}, {vm})')
+param exceptionRequestUrl string = ''
+
+@description('Comma-separated resource groups whose VMs raise an alert\'s triage priority')
+param priorityResourceGroups string = ''
+
 @description('Object id of a person or group allowed to manage the webhook secrets (optional).')
 param secretsAdminObjectId string = ''
 
@@ -307,6 +319,30 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'DETECTOR_QUERY_TIMEOUT_SECONDS'
           value: '300'
+        }
+        {
+          name: 'DETECTOR_TENANT_ID'
+          value: subscription().tenantId
+        }
+        {
+          name: 'DETECTOR_WORKSPACE_RESOURCE_ID'
+          value: sentinelWorkspaceResourceId
+        }
+        {
+          name: 'DETECTOR_ONCALL_MENTION_ID'
+          value: oncallMentionId
+        }
+        {
+          name: 'DETECTOR_ONCALL_MENTION_NAME'
+          value: oncallMentionName
+        }
+        {
+          name: 'DETECTOR_EXCEPTION_REQUEST_URL'
+          value: exceptionRequestUrl
+        }
+        {
+          name: 'DETECTOR_PRIORITY_RESOURCE_GROUPS'
+          value: priorityResourceGroups
         }
       ]
     }

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ..model import Alert
+
+# What a delivery announces: a new alert, new UEBA matches for an alert already sent, or the
+# detector's own health (reserved in the alert-v2 schema; its payload shape comes later).
+EventKind = Literal["alert", "update", "health"]
+AlertEvent = Literal["alert", "update"]  # the kinds an alert delivery can be
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,4 +28,4 @@ class Destination(Protocol):
     @property
     def id(self) -> str: ...
 
-    def deliver(self, alerts: Sequence[Alert]) -> list[Outcome]: ...
+    def deliver(self, alerts: Sequence[Alert], *, event: AlertEvent = "alert") -> list[Outcome]: ...
