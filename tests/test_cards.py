@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
-from detector.allowlist import Allowlist, AllowlistEntry, apply
+from detector.allowlist import Allowlist, apply
 from detector.cli import main
 from detector.correlate import Window, build_alerts, correlate
 from detector.deliver.links import DeliveryOptions, alert_links, investigate_query, investigate_range
@@ -191,7 +191,8 @@ def test_sign_ins_come_before_first_steps_and_details_hide_behind_a_toggle() -> 
              for needle in ("Flagged sign-ins", "First steps", "does not record the script", "Action.ToggleVisibility")]
     assert order == sorted(order)
     details = card["body"][-1]
-    assert details["id"] == "details" and details["isVisible"] is False
+    assert details["id"] == "details"
+    assert details["isVisible"] is False
     hidden = json.dumps(details)
     for needed in (SUB, "Correlation id", "c-1", "Ended", "first sign-in from this country", "blast radius: High",
                    "no Sentinel incident", "python -m detector allowlist add"):
@@ -214,7 +215,8 @@ def test_priority_uses_documented_signals_and_colours_the_header() -> None:
         card = content(build_alert_card(alert, options=OPTIONS if level == "P1" else DeliveryOptions()))
         assert card["body"][0]["style"] == PRIORITY_STYLE[level]
         header = json.dumps(card["body"][0], ensure_ascii=False)
-        assert f"{level} · " in header and "rule severity High" in header
+        assert f"{level} · " in header
+        assert "rule severity High" in header
 
 
 def _luminance(hex_colour: str) -> float:
@@ -252,9 +254,11 @@ def test_at_most_three_primary_buttons_that_work() -> None:
     links = alert_links(alert, OPTIONS)
     assert links.vm == f"https://portal.azure.com/#@{TENANT}/resource{alert.scope}/overview"
     assert links.user_entra.endswith(f"/userId/{OID}")
-    assert f"aad={OID}" in links.user_defender and f"tid={TENANT}" in links.user_defender
+    assert f"aad={OID}" in links.user_defender
+    assert f"tid={TENANT}" in links.user_defender
     more = json.dumps(card["body"][-1])
-    assert "User in Entra ID" in more and "User in Defender" in more
+    assert "User in Entra ID" in more
+    assert "User in Defender" in more
     bare = content(build_alert_card(alert))
     assert [a["title"] for a in bare["actions"]] == ["Open VM", "User in Entra"]  # nothing configured: no dead link
     assert bare["actions"][0]["url"] == f"https://portal.azure.com/#resource{alert.scope}/overview"
@@ -269,7 +273,8 @@ def test_investigate_opens_a_query_over_a_range_that_contains_the_event() -> Non
     encoded, timespan = url[len(prefix):].split("/timespan/")
     query = gzip.decompress(base64.b64decode(unquote(encoded))).decode()
     assert query == investigate_query(alert)
-    assert 'CorrelationId == "c-1"' in query and 'tolower("alice@contoso.com")' in query
+    assert 'CorrelationId == "c-1"' in query
+    assert 'tolower("alice@contoso.com")' in query
     start, end = unquote(timespan).split("/")
     low, high = investigate_range(alert)
     assert start <= "2026-11-19T06:00:00Z" <= end  # the Run Command
@@ -306,7 +311,8 @@ def test_proposed_entry_is_narrow_and_expires_within_30_days() -> None:
     entry["reason"] = "admin's approved maintenance"
     allowlist = Allowlist.load([entry], now=AT)
     kept, suppressed = apply(allowlist, [alert])
-    assert kept == [] and len(suppressed) == 1
+    assert kept == []
+    assert len(suppressed) == 1
     # The same stolen account on the same VM, signing in from somewhere else, still alerts.
     attacker = alert_from([ueba(T0, location="Minsk, BY")])
     kept, _ = apply(allowlist, [attacker])
@@ -358,7 +364,8 @@ def test_the_cards_command_works_when_pasted_into_a_shell(tmp_path: Path) -> Non
         edited = shown.replace("'<why this is known-good>'", "'approved admin maintenance, CHG-1234'")
         nowhere = _bash(edited, base, tmp_path)
         assert nowhere.returncode == 2, nowhere.stderr
-        assert "say where" in nowhere.stderr and "nothing was written" in nowhere.stderr
+        assert "say where" in nowhere.stderr
+        assert "nothing was written" in nowhere.stderr
         assert not (tmp_path / ".detector-state").exists()
         saved = _bash(edited, env, tmp_path)
         assert saved.returncode == 0, saved.stderr
@@ -367,7 +374,8 @@ def test_the_cards_command_works_when_pasted_into_a_shell(tmp_path: Path) -> Non
         [raw] = store.list_allowlist()
         assert raw["reason"] == "approved admin maintenance, CHG-1234"
         kept, suppressed = apply(Allowlist.load([raw], now=wall_clock()), [alert])
-        assert kept == [] and suppressed[0].entry_ids == ("rc-c1",)
+        assert kept == []
+        assert suppressed[0].entry_ids == ("rc-c1",)
 
 
 def test_allowlist_add_refuses_placeholders_and_implicit_local_state(tmp_path: Path,
@@ -413,15 +421,18 @@ def test_context_lists_other_sign_ins_other_run_commands_and_the_delay() -> None
     card = json.dumps(content(build_alert_card(alert, options=OPTIONS)), ensure_ascii=False)
     assert "Other flagged sign-ins of this user in the period: 1" in card
     assert "Other Run Commands by this caller in the window: 1" in card
-    assert "Detected " in card and "2026-11-20 06:00:00 UTC" in card and "1 d after the command" in card
+    assert "Detected " in card
+    assert "2026-11-20 06:00:00 UTC" in card
+    assert "1 d after the command" in card
     lonely = json.dumps(content(build_alert_card(alert_from([ueba(T0)]))))
-    assert "No other flagged sign-ins" in lonely and "No other Run Command" in lonely
+    assert "No other flagged sign-ins" in lonely
+    assert "No other Run Command" in lonely
 
 
 def test_context_does_not_change_the_rules_rows() -> None:
     logins = [replace(ueba(T0), source_ip="1.1.1.1", investigation_priority=3)]
-    plain = correlate(run_command(T0) + [activity(T0, correlation_id="c-9")], [ueba(T0)], Window.ending_at(AT))
-    rich = correlate(run_command(T0) + [activity(T0, correlation_id="c-9")], logins, Window.ending_at(AT))
+    plain = correlate([*run_command(T0), activity(T0, correlation_id="c-9")], [ueba(T0)], Window.ending_at(AT))
+    rich = correlate([*run_command(T0), activity(T0, correlation_id="c-9")], logins, Window.ending_at(AT))
     assert [r.to_dict() for r in rich.rows] == [r.to_dict() for r in plain.rows]
 
 
@@ -438,7 +449,7 @@ def test_digest_groups_by_user_marks_utc_and_links_each_line() -> None:
     assert len(lines) == len(alerts)
     for line in lines:
         assert " UTC · " in line["items"][0]["inlines"][0]["text"]
-        assert line["items"][0]["inlines"][-1]["text"] == "Investigate ›"
+        assert line["items"][0]["inlines"][-1]["text"] == "Investigate →"
         assert "LogsBlade" in line["selectAction"]["url"]
 
 
@@ -480,7 +491,8 @@ def test_every_invisible_character_goes_before_the_link_breaker(hidden: str) -> 
     text = clean(f"http:{hidden}//evil.example <{hidden}at>x</at> w{hidden}ww.evil.example")
     assert hidden not in text
     assert "://" not in text.replace(":\u200b//", "")
-    assert "<at>" not in text and "www." not in text
+    assert "<at>" not in text
+    assert "www." not in text
     assert all(unicodedata.category(ch) != "Cf" for ch in text.replace("\u200b", ""))
 
 
@@ -534,7 +546,8 @@ def test_the_rendering_checks_can_fail(tmp_path: Path) -> None:
     [report] = render([bad], theme="light", width=360, workdir=tmp_path)
     seen = report["collapsed"]
     assert [b for b in seen["buttons"] if not b["fully_visible"]]
-    assert seen["lowContrast"] and seen["minContrast"] < 4.5
+    assert seen["lowContrast"]
+    assert seen["minContrast"] < 4.5
     assert seen["overflow"]
     assert seen["firstText"] == "low contrast"
 

@@ -348,7 +348,7 @@ def _digest_card(alerts: Sequence[Alert], shown: int, options: DeliveryOptions, 
             # meet the contrast checks; a TextRun link takes the client's link colour).
             target = links.investigate or links.vm
             if target:
-                runs.append(_run("Investigate ›" if links.investigate else "Open VM ›", weight="Bolder"))
+                runs.append(_run("Investigate →" if links.investigate else "Open VM →", weight="Bolder"))
             line: dict[str, Any] = {"type": "Container", "spacing": "None", "items": [_rich(*runs)]}
             if target:
                 line["selectAction"] = _open("Investigate" if links.investigate else "Open VM", target)
