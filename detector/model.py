@@ -7,6 +7,7 @@ the CLI, the run state and the webhook payloads.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -155,6 +156,13 @@ class RuleRow(NamedTuple):
         data["UEBASourceIPAddress"] = self.ueba_source_ip
         data["UEBAInvestigationPriority"] = self.ueba_investigation_priority
         return data
+
+    def identity(self) -> str:
+        """What makes two rows the same match: everything but the context columns (an alert stored before
+        they were read must not gain a duplicate of each row when they appear)."""
+        data = self.to_state()
+        del data["UEBASourceIPAddress"], data["UEBAInvestigationPriority"]
+        return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> RuleRow:

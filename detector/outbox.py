@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -39,13 +38,13 @@ MAX_WRITE_RETRIES = 5
 
 
 def _row_identity(alert: Alert) -> set[str]:
-    return {json.dumps(r.to_state(), sort_keys=True, ensure_ascii=False) for r in alert.rows}
+    return {r.identity() for r in alert.rows}
 
 
 def merge_alerts(old: Alert, new: Alert) -> Alert:
     """The stored alert with the new run's rows added (the same Run Command, seen again)."""
     known = _row_identity(old)
-    extra = [r for r in new.rows if json.dumps(r.to_state(), sort_keys=True, ensure_ascii=False) not in known]
+    extra = [r for r in new.rows if r.identity() not in known]
     if not extra:
         return old
     [merged] = build_alerts(list(old.rows) + extra)
