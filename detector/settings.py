@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .rule import RULE
@@ -108,6 +109,9 @@ def _template(env: Mapping[str, str], name: str) -> str:
         return ""
     if not raw.lower().startswith("https://"):
         raise ConfigError("must be an https:// URL template", setting=name)
+    if "{" in urlsplit(raw).netloc:
+        # A value from the logs must never choose the host the button opens.
+        raise ConfigError("placeholders may appear in the path or query only, not in the host", setting=name)
     fields = set(re.findall(r"{([^{}]*)}", raw))
     unknown = fields - _TEMPLATE_FIELDS
     if unknown:
@@ -171,8 +175,10 @@ class Settings:
                               setting="DETECTOR_WORKSPACE_RESOURCE_ID")
         mention = env.get("DETECTOR_ONCALL_MENTION_ID", "").strip()
         mention_name = env.get("DETECTOR_ONCALL_MENTION_NAME", "").strip()
-        if re.search(r"[<>\[\]*_`\n\r]", mention + mention_name):
-            raise ConfigError("must be plain text (no markdown or <, >)", setting="DETECTOR_ONCALL_MENTION_ID")
+        for name, value in (("DETECTOR_ONCALL_MENTION_ID", mention), ("DETECTOR_ONCALL_MENTION_NAME", mention_name)):
+            # Shown inside <at>...</at> in a markdown TextBlock: plain text only.
+            if re.search(r"[<>\[\]*_`\\]|[^\S ]", value):
+                raise ConfigError("must be plain text (no markdown, <, > or line breaks)", setting=name)
         return cls(
             tenant_id=tenant,
             workspace_resource_id=workspace_resource,

@@ -277,3 +277,31 @@ def test_several_destinations_of_each_kind_from_settings() -> None:
     assert [d.id for d in destinations] == ["teams-1", "teams-2", "logicapp-1", "logicapp-2", "logicapp-3"]
     assert destinations[0].digest_threshold == 7  # type: ignore[attr-defined]
     assert "sig" not in repr(destinations)
+
+
+@pytest.mark.parametrize(("setting", "value", "problem"), [
+    ("DETECTOR_TENANT_ID", "contoso.onmicrosoft.com", "GUID"),
+    ("DETECTOR_WORKSPACE_RESOURCE_ID", "0b9e5d5c-1d2e-4f3a-8b7c-6d5e4f3a2b1c", "workspaces/<name>"),
+    ("DETECTOR_EXCEPTION_REQUEST_URL", "http://forms.example.com/?e={entry}", "https"),
+    ("DETECTOR_EXCEPTION_REQUEST_URL", "https://forms.example.com/?e={script}", "unknown placeholder"),
+    ("DETECTOR_EXCEPTION_REQUEST_URL", "https://{caller}.example.com/", "not in the host"),
+    ("DETECTOR_ONCALL_MENTION_ID", "<at>x</at>", "plain text"),
+    ("DETECTOR_ONCALL_MENTION_NAME", "On call\nteam", "plain text"),
+])
+def test_delivery_settings_are_validated(setting: str, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({setting: value})
+    assert setting in str(info.value)
+    assert problem in str(info.value)
+
+
+def test_delivery_settings_reach_the_destinations() -> None:
+    from detector.deliver.factory import build_destinations
+    settings = Settings.from_env({
+        "DETECTOR_TEAMS_WEBHOOK_URLS": "https://a.example/1?sig=x", "DETECTOR_LOGICAPP_WEBHOOK_URLS": "https://b.example/1",
+        "DETECTOR_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47", "DETECTOR_PRIORITY_RESOURCE_GROUPS": "Prod-Web, db ",
+        "DETECTOR_ONCALL_MENTION_ID": "oncall@contoso.com", "DETECTOR_EXCEPTION_REQUEST_URL": "https://f.example/?e={entry}"})
+    expected = DeliveryOptions(tenant_id="72f988bf-86f1-41af-91ab-2d7cd011db47", mention_id="oncall@contoso.com",
+                               mention_name="oncall@contoso.com", exception_url_template="https://f.example/?e={entry}",
+                               priority_resource_groups=("prod-web", "db"))
+    assert [d.options for d in build_destinations(settings)] == [expected, expected]  # type: ignore[attr-defined]
