@@ -12,10 +12,9 @@ from typing import Literal, Protocol
 
 from ..model import Alert
 
-# What a delivery announces: a new alert, new UEBA matches for an alert already sent, or the
-# detector's own health (reserved in the alert-v2 schema; its payload shape comes later).
-EventKind = Literal["alert", "update", "health"]
-AlertEvent = Literal["alert", "update"]  # the kinds an alert delivery can be
+# What an alert delivery announces: a new alert, or new UEBA matches for an alert already sent. The
+# alert-v2 schema also reserves "health" (the detector's own health reports; their shape comes later).
+AlertEvent = Literal["alert", "update"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -280,13 +280,28 @@ def _envelope(card: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fit(build: Callable[[int], dict[str, Any]], count: int) -> tuple[dict[str, Any], bytes]:
-    """The largest message (``count`` items down to none) whose serialized bytes fit the limit."""
-    while True:
-        payload = _envelope(build(count))
+    """The message with the most items (``count`` down to none) whose serialized bytes fit the limit.
+
+    Sizes grow with the items shown, so a binary search finds the largest that fits in a few builds.
+    With no item the message is sent whatever its size (the webhook's answer then says why).
+    """
+    payload = _envelope(build(count))
+    body = encode_json(payload)
+    if len(body) <= TARGET_BYTES or count == 0:
+        return payload, body
+    best = _envelope(build(0))
+    best_body = encode_json(best)
+    low, high = 1, count - 1
+    while low <= high and len(best_body) <= TARGET_BYTES:
+        middle = (low + high) // 2
+        payload = _envelope(build(middle))
         body = encode_json(payload)
-        if len(body) <= TARGET_BYTES or count == 0:
-            return payload, body
-        count = count // 2 if count > 8 else count - 1
+        if len(body) <= TARGET_BYTES:
+            best, best_body = payload, body
+            low = middle + 1
+        else:
+            high = middle - 1
+    return best, best_body
 
 
 def _alert_card(alert: Alert, shown: int, options: DeliveryOptions, event: AlertEvent) -> dict[str, Any]:
