@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 from .store import EntryStats, StateStore
 from .store.factory import open_store
 from .timestamps import Ticks, format_datetime, parse_datetime
+from .triage import PLACEHOLDER_REASON
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -236,17 +238,19 @@ def cmd_rows(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_card(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .deliver.links import DeliveryOptions
     from .deliver.preview import render_page
     from .deliver.teams import build_alert_card, build_digest_card
 
     source, at = _window(args)
     result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at))
     _report_problems(result, err)
-    messages = [(f"{a.caller} on {a.vm_name} ({format_datetime(a.start)})", build_alert_card(a))
+    options = DeliveryOptions.from_settings(Settings.from_env(os.environ))
+    messages = [(f"{a.caller} on {a.vm_name} ({format_datetime(a.start)})", build_alert_card(a, options=options))
                 for a in result.alerts]
     if len(result.alerts) > 1:
         messages.append((f"digest card (sent instead when a run has more than {args.digest_threshold} alerts)",
-                         build_digest_card(result.alerts)))
+                         build_digest_card(result.alerts, options=options)))
     page = render_page(messages, title=f"{RULE.name}: {len(result.alerts)} alert card(s)")
     try:
         args.html.parent.mkdir(parents=True, exist_ok=True)
@@ -267,6 +271,17 @@ def _entries_for(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[s
 
 
 def cmd_allowlist_add(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    reason = args.reason.strip()
+    if reason == PLACEHOLDER_REASON or re.fullmatch(r"<[^<>]*>", reason):
+        err.write(f"detector: allowlist entry {args.id!r} not saved: --reason is still a placeholder; "
+                  "say why this activity is known-good\n")
+        return EXIT_BAD_INPUT
+    settings = Settings.from_env(os.environ)
+    if not _stateful(args, settings):
+        # Never fall back to a local folder here: "saved" would read as if production had changed.
+        err.write(f"detector: allowlist entry {args.id!r} not saved: say where, with --table-endpoint URL "
+                  "(the deployment's allowlist) or --state DIR (a local state folder); nothing was written\n")
+        return EXIT_USAGE
     conditions = [{"field": f, "op": o, "value": v.split(",") if o == "in" else v} for f, o, v in args.when]
     raw: dict[str, Any] = {"id": args.id, "reason": args.reason, "conditions": conditions,
                            "created_by": args.created_by or os.environ.get("USER", "unknown"),
@@ -283,7 +298,7 @@ def cmd_allowlist_add(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     if entry.is_expired(wall_clock()):
         err.write(f"detector: allowlist entry {args.id!r} not saved: it has already expired\n")
         return EXIT_BAD_INPUT
-    store = _store(args, Settings.from_env(os.environ))
+    store = _store(args, settings)
     store.put_allowlist(entry.to_dict())
     out.write(f"saved allowlist entry {entry.id} in {store.describe()}: suppresses alerts where "
               f"{_describe_conditions(entry)}\n")

@@ -51,6 +51,18 @@ param maxCatchupDays int = 14
 @description('More alerts than this in one delivery make one Teams digest card.')
 param digestThreshold int = 50
 
+@description('UPN or Entra object id of the on-call person mentioned on every Teams card (empty: no mention)')
+param oncallMentionId string = ''
+
+@description('Display name shown for the on-call mention')
+param oncallMentionName string = ''
+
+@description('https URL template of the cards\' Request exception button ({entry}, {alert_id}, {caller}, {vm})')
+param exceptionRequestUrl string = ''
+
+@description('Comma-separated resource groups whose VMs raise an alert\'s triage priority')
+param priorityResourceGroups string = ''
+
 @description('Object id of a person or group allowed to manage the webhook secrets (optional).')
 param secretsAdminObjectId string = ''
 
@@ -365,6 +377,12 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     DETECTOR_HTTP_TIMEOUT_SECONDS: '10'
     DETECTOR_HTTP_MAX_SECONDS: '60'
     DETECTOR_QUERY_TIMEOUT_SECONDS: string(queryTimeoutSeconds)
+    DETECTOR_TENANT_ID: subscription().tenantId
+    DETECTOR_WORKSPACE_RESOURCE_ID: sentinelWorkspaceResourceId
+    DETECTOR_ONCALL_MENTION_ID: oncallMentionId
+    DETECTOR_ONCALL_MENTION_NAME: oncallMentionName
+    DETECTOR_EXCEPTION_REQUEST_URL: exceptionRequestUrl
+    DETECTOR_PRIORITY_RESOURCE_GROUPS: priorityResourceGroups
   }
 }
 

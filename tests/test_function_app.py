@@ -66,7 +66,7 @@ def test_past_due_run_delivers_the_sample(tmp_path: Path, monkeypatch: pytest.Mo
         functions()["detector_daily"].get_user_function()(Timer())
         teams, logic = server.bodies("/teams"), server.bodies("/logic")
         assert len(teams) == len(logic) == 6  # 11 matches, 5 allowlisted
-        assert {b["caller"] for b in logic} >= {"alice.admin@contoso.com", "Henry.Ops@Contoso.com"}
+        assert {b["runCommand"]["caller"] for b in logic} >= {"alice.admin@contoso.com", "Henry.Ops@Contoso.com"}
         functions()["detector_daily"].get_user_function()(Timer())  # the overlapping next run sends nothing
         functions()["detector_redeliver"].get_user_function()(Timer())
         assert len(server.bodies("/teams")) == 6
