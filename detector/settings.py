@@ -33,6 +33,7 @@ SETTINGS: dict[str, str] = {
     "DETECTOR_HTTP_MAX_SECONDS": "cap on the total time spent retrying one webhook message (default 60)",
     "DETECTOR_QUERY_TIMEOUT_SECONDS": "Log Analytics server timeout per query (default 180, max 600)",
     "DETECTOR_SOURCE_DIR": "replay exports from this folder instead of querying Log Analytics (local runs only)",
+    "DETECTOR_HEALTH_GRACE_HOURS": "hours past the frequency before a missing run is reported (default 2)",
 }
 
 # Settings for laptops and tests only: the Bicep deployment never sets them (a key-based connection
@@ -108,6 +109,7 @@ class Settings:
     http_max_seconds: int = 60
     query_timeout_seconds: int = 180
     source_dir: str = ""
+    health_grace_hours: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -147,6 +149,7 @@ class Settings:
             http_max_seconds=_int(env, "DETECTOR_HTTP_MAX_SECONDS", 60, 1, 900),
             query_timeout_seconds=_int(env, "DETECTOR_QUERY_TIMEOUT_SECONDS", 180, 10, 600),
             source_dir=env.get("DETECTOR_SOURCE_DIR", "").strip(),
+            health_grace_hours=_int(env, "DETECTOR_HEALTH_GRACE_HOURS", 2, 0, 24 * 7),
         )
 
     def require_workspace(self) -> str:

@@ -43,6 +43,18 @@ param digestThreshold int = 50
 @description('Object id of a person or group allowed to manage the webhook secrets (optional).')
 param secretsAdminObjectId string = ''
 
+@description('Hours past the frequency before a missing run is reported (the detector\'s own message and the Azure Monitor alert).')
+@minValue(0)
+@maxValue(24)
+param healthGraceHours int = 2
+
+@description('Email addresses that Azure Monitor alerts when the detector stops running or fails (may be empty).')
+param monitorEmailAddresses array = []
+
+@description('Webhook URLs (e.g. an on-call tool) that Azure Monitor alerts, one per line (secret).')
+@secure()
+param monitorWebhookUrls string = ''
+
 var suffix = uniqueString(resourceGroup().id, namePrefix)
 var storageName = toLower(take('${namePrefix}st${suffix}', 24))
 var deploymentContainer = 'deployments'
@@ -308,6 +320,16 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           name: 'DETECTOR_QUERY_TIMEOUT_SECONDS'
           value: '300'
         }
+        {
+          name: 'DETECTOR_HEALTH_GRACE_HOURS'
+          value: string(healthGraceHours)
+        }
+        {
+          // The worker exports logs through OpenTelemetry, so the run summary's `extra` fields arrive
+          // as customDimensions, which the Azure Monitor alert queries read (modules/monitoring.bicep).
+          name: 'PYTHON_ENABLE_OPENTELEMETRY'
+          value: 'true'
+        }
       ]
     }
   }
@@ -387,6 +409,19 @@ module sentinelAccess 'modules/sentinel-reader.bicep' = {
   params: {
     workspaceName: last(sentinelParts)
     principalId: app.identity.principalId
+  }
+}
+
+// Azure Monitor alerting on the detector's own runs: the second, independent path (README "Self-monitoring").
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'detector-monitoring-${suffix}'
+  params: {
+    location: location
+    namePrefix: namePrefix
+    appInsightsId: insights.id
+    silenceHours: frequencyHours + healthGraceHours
+    emailAddresses: monitorEmailAddresses
+    webhookUrls: monitorWebhookUrls
   }
 }
 
