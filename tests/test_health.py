@@ -56,7 +56,8 @@ def test_a_failure_streak_queues_one_failing_message_whatever_the_retries() -> N
     assert record.failed_runs == 12
     [message] = record.messages
     assert message.owed == IDS
-    assert message.event.since == day(2) and message.event.last_success == day(1)
+    assert message.event.since == day(2)
+    assert message.event.last_success == day(1)
     record = health.after_success(record, at=day(5), window_start=day(0), window_end=day(5),
                                   previous_success=day(1), frequency_hours=24, destination_ids=IDS)
     assert kinds(record) == ["failing", "recovered"]
@@ -101,17 +102,20 @@ def test_an_open_failure_streak_is_not_reported_again_as_missing() -> None:
 def test_a_deployment_that_never_ran_is_measured_from_first_sight() -> None:
     record = health.check_overdue(health.HealthRecord(), now=day(1), last_success=None, frequency_hours=24,
                                   grace_hours=2, destination_ids=IDS)
-    assert record.first_seen == day(1) and kinds(record) == []
+    assert record.first_seen == day(1)
+    assert kinds(record) == []
     record = health.check_overdue(record, now=day(2, 3), last_success=None, frequency_hours=24, grace_hours=2,
                                   destination_ids=IDS)
-    assert kinds(record) == ["not_run_since"] and record.messages[0].event.last_success is None
+    assert kinds(record) == ["not_run_since"]
+    assert record.messages[0].event.last_success is None
 
 
 def test_delivery_marks_settle_per_destination_and_drop_delivered_messages() -> None:
     record = health.after_failure(health.HealthRecord(), FAILURE, at=day(2), destination_ids=IDS)
     message_id = record.messages[0].event.id
     record = health.mark_failed(record, message_id, "teams-1", "HTTP 503 after retries")
-    assert record.messages[0].owed == IDS and record.messages[0].last_error == "HTTP 503 after retries"
+    assert record.messages[0].owed == IDS
+    assert record.messages[0].last_error == "HTTP 503 after retries"
     record = health.mark_delivered(record, message_id, "teams-1")
     assert record.messages[0].owed == ("logicapp-1",)
     record = health.mark_delivered(record, message_id, "logicapp-1")
@@ -155,7 +159,8 @@ def test_run_dimensions_are_flat_scalars_with_the_declared_names() -> None:
     dims = health.run_dimensions(summary)
     assert tuple(dims) == health.DIMENSIONS
     assert all(isinstance(v, str | int | float) for v in dims.values())
-    assert dims["detector_event"] == health.RUN_EVENT and dims["detector_status"] == "succeeded"
+    assert dims["detector_event"] == health.RUN_EVENT
+    assert dims["detector_status"] == "succeeded"
     failed = health.run_dimensions({"status": "failed"}, failure=FAILURE)
     assert (failed["detector_status"], failed["detector_error_stage"], failed["detector_error_code"]) == (
         "failed", "source", "InsufficientAccessError")
@@ -181,10 +186,11 @@ def events() -> dict[str, health.HealthEvent]:
 
 def test_every_health_payload_matches_its_schema_and_the_schema_can_fail() -> None:
     jsonschema.Draft202012Validator.check_schema(SCHEMA)
-    for name, event in events().items():
+    for _name, event in events().items():
         payload = build_health_payload(event)
         jsonschema.validate(payload, SCHEMA, cls=jsonschema.Draft202012Validator)
-        assert payload["event"] == event.kind and payload["messageId"] == event.id
+        assert payload["event"] == event.kind
+        assert payload["messageId"] == event.id
     bad = build_health_payload(events()["failing"])
     for broken in ({**bad, "failure": None}, {**bad, "event": "alert"}, {**bad, "extra": 1},
                    {**bad, "at": "1 Nov 2026"}, {**build_health_payload(events()["recovered"]), "caughtUp": None}):
@@ -214,7 +220,8 @@ def test_no_secret_link_or_mention_reaches_a_health_message() -> None:
             text = json.dumps(message, ensure_ascii=False)
             assert "S3CRETsignature" not in text
     card = json.dumps(build_health_card(events()["failing, hostile error text"]), ensure_ascii=False)
-    assert "https://evil" not in card and "<at>" not in card
+    assert "https://evil" not in card
+    assert "<at>" not in card
 
 
 # --- store records and delivery, both backends ------------------------------------------------------
@@ -253,16 +260,20 @@ def test_health_messages_go_through_the_real_senders_in_order_and_are_retried(st
                                                      destination_ids=IDS))
         clock = iter(range(day(3), day(4), TICKS_PER_MINUTE)).__next__
         first = deliver_health(store, destinations, owner="a", clock=clock, lease=10 * TICKS_PER_MINUTE)
-        assert first.delivered == {"logicapp-1": 2} and first.failed == {"teams-1": 1}  # recovered held back
+        assert first.delivered == {"logicapp-1": 2}
+        assert first.failed == {"teams-1": 1}
         assert [b["event"] for b in server.accepted("/logic")] == ["failing", "recovered"]
         assert server.accepted("/teams") == []
         second = deliver_health(store, destinations, owner="b", clock=clock, lease=10 * TICKS_PER_MINUTE)
-        assert second.delivered == {"teams-1": 2} and second.failed == {}
+        assert second.delivered == {"teams-1": 2}
+        assert second.failed == {}
         titles = [_title(b) for b in server.accepted("/teams")]
-        assert titles[0].startswith("Detector failing since") and titles[1].startswith("Detector recovered")
+        assert titles[0].startswith("Detector failing since")
+        assert titles[1].startswith("Detector recovered")
         assert deliver_health(store, destinations, owner="c", clock=clock, lease=10 * TICKS_PER_MINUTE).delivered == {}
         assert load(store)[0].messages == ()
-        assert len(server.accepted("/logic")) == 2 and len(server.accepted("/teams")) == 2
+        assert len(server.accepted("/logic")) == 2
+        assert len(server.accepted("/teams")) == 2
         assert all(r.query.endswith("sig=s3cr3tSIGvalue") for r in server.received)  # the real URL was used
 
 
@@ -280,7 +291,8 @@ def test_a_claimed_health_outbox_is_left_to_its_owner(store: StateStore) -> None
         destinations = [TeamsDestination("teams-1", server.url("/teams")),
                         LogicAppDestination("logicapp-1", server.url("/logic"))]
         stats = deliver_health(store, destinations, owner="me", clock=lambda: day(2, 0.1), lease=TICKS_PER_MINUTE)
-        assert stats.claimed_elsewhere and server.received == []
+        assert stats.claimed_elsewhere
+        assert server.received == []
         stats = deliver_health(store, destinations, owner="me", clock=lambda: day(2, 1), lease=TICKS_PER_MINUTE)
         assert stats.delivered == {"teams-1": 1, "logicapp-1": 1}  # the lease ran out: taken over
 
