@@ -202,7 +202,8 @@ def test_health_cards_parse_cleanly_and_look_nothing_like_an_alert() -> None:
     cards = {name: build_health_card(event) for name, event in events().items()}
     reports = check_with_adaptivecards([m["attachments"][0]["content"] for m in cards.values()])
     for name, report in zip(cards, reports, strict=True):
-        assert report["events"] == [] and report["failures"] == [], (name, report)
+        assert report["events"] == [], name
+        assert report["failures"] == [], name
         # "msteams" (full-width cards) is the Teams host's extension, which the renderer does not model.
         assert [d for d in report["dropped"] if d != "$.msteams"] == [], name
         assert "ac-adaptiveCard" in report["html"], name
