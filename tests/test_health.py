@@ -306,3 +306,29 @@ def test_send_health_refuses_unknown_destination_kinds() -> None:
             return []
 
     assert not send_health(Other(), events()["failing"]).ok
+
+
+def test_health_reporting_errors_never_fail_a_run_or_hold_back_alerts(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from detector.functions import daily_run, redeliver_run
+    from detector.sample.generate import build, write
+
+    def broken(*args: Any, **kwargs: Any) -> str:
+        raise StoreError("health record unwritable")
+
+    monkeypatch.setattr(FileStore, "put_health", broken)
+    monkeypatch.setattr("detector.functions._SENT_WITHOUT_STATE", set())
+    write(build(at="2026-11-20T06:00:00Z"), tmp_path / "exports")
+    with webhook_server() as server:
+        env = {"DETECTOR_SOURCE_DIR": str(tmp_path / "exports"), "DETECTOR_STATE_DIR": str(tmp_path / "state"),
+               "DETECTOR_TEAMS_WEBHOOK_URLS": server.url("/teams"), "DETECTOR_LOGICAPP_WEBHOOK_URLS": server.url("/logic")}
+        summary = daily_run(past_due=False, env=env, clock=lambda: parse_datetime("2026-11-20T06:00:00Z"))
+        assert summary["delivered"] == 22
+        assert redeliver_run(past_due=False, env=env, clock=lambda: day(30))["undelivered"] == 0
+        # A failing run still raises its own error, not the health reporting's.
+        with pytest.raises(InputError):
+            daily_run(past_due=False, env={**env, "DETECTOR_SOURCE_DIR": str(tmp_path / "nothing")},
+                      clock=lambda: parse_datetime("2026-11-21T06:00:00Z"))
+        # With the state unusable, the failure notice goes out directly (once per process and failure).
+        notices = [b for b in server.accepted("/logic") if b.get("kind") == "DetectorHealth"]
+        assert [n["event"] for n in notices] == ["failing"]
