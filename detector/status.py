@@ -187,7 +187,7 @@ def render(report: StatusReport) -> str:
         lines.append("  none recorded")
     for run in report.runs:
         counts = ", ".join(f"{k} {v}" for k, v in run.counts.items())
-        duration = f"{run.duration_seconds:.1f}s" if run.duration_seconds is not None else "-"
+        duration = f"{run.duration_seconds:.2f}s" if run.duration_seconds is not None else "-"
         lines.append(f"  {run.time or '?'}  {run.status:<9}  window {run.window_start or '?'} .. "
                      f"{run.window_end or '?'}  {duration}  {counts}".rstrip())
         if run.error:
