@@ -34,7 +34,7 @@ EVENT_RECOVERED = "recovered"
 EVENT_NOT_RUN = "not_run_since"
 EVENTS = (EVENT_FAILING, EVENT_RECOVERED, EVENT_NOT_RUN)
 
-MAX_MESSAGES = 20  # the outbox of health messages stays one small store row
+MAX_MESSAGES = 10  # the outbox of health messages stays one store row (under 16 KB even with long errors)
 MAX_ERROR_CHARS = 500
 
 # The run summary as App Insights custom dimensions (logging ``extra``): flat keys, scalar values.

@@ -124,6 +124,19 @@ def test_delivery_marks_settle_per_destination_and_drop_delivered_messages() -> 
     assert health.drop_destinations(again, ["logicapp-1"]).messages[0].owed == ("logicapp-1",)
 
 
+def test_the_outbox_stays_one_small_store_row() -> None:
+    long = health.classify(SourceError("x" * 5000, code="C" * 300))
+    record = health.HealthRecord()
+    for n in range(40):  # a flapping detector whose messages never get through
+        record = health.after_failure(record, long, at=day(2 * n + 1), destination_ids=IDS)
+        record = health.after_success(record, at=day(2 * n + 2), window_start=day(2 * n), window_end=day(2 * n + 2),
+                                      previous_success=None, frequency_hours=24, destination_ids=IDS)
+        for message in record.messages:
+            record = health.mark_failed(record, message.event.id, "teams-1", "y" * 5000)
+    assert len(record.messages) == health.MAX_MESSAGES
+    assert len(json.dumps(record.to_dict(), ensure_ascii=False)) < 30_000  # TableStore's property budget
+
+
 def test_records_round_trip_through_json() -> None:
     record = health.after_failure(health.HealthRecord(last_success=day(1), first_seen=day(0)), FAILURE,
                                   at=day(2), destination_ids=IDS)

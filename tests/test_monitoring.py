@@ -170,6 +170,9 @@ def test_receivers_and_thresholds_are_parameters() -> None:
         config = tree["resources"][rule]["config"]
         assert config["properties"]["scopes"] == ["appInsightsId"]
         assert config["properties"]["actions"]["actionGroups"][0]["operator"]["operands"]["operand_1"] == "onCall"
+    failed = tree["resources"]["failedRun"]["config"]["properties"]["criteria"]["allOf"][0]
+    assert [d["name"] for d in failed["dimensions"]] == ["Stage", "Code"]  # one alert per stage and error code
+    assert all(f"{d['name']} = " in queries()["failed run"] for d in failed["dimensions"])
 
 
 # --- the alert queries: Kusto language service, and the fields the run summary logs -----------------

@@ -289,8 +289,10 @@ class TableStore:
         return self._call("read health", run)
 
     def put_health(self, record: dict[str, Any], *, etag: str | None) -> str:
-        entity = {"PartitionKey": "health", "RowKey": encode_key(RULE.id),
-                  "record": json.dumps(record, ensure_ascii=False)[:_CHUNK]}
+        text = json.dumps(record, ensure_ascii=False)
+        if len(text) > _CHUNK:  # never cut JSON in half: refuse, and the caller logs it
+            raise StoreError(f"{self._label}: the health record is too large ({len(text)} characters)")
+        entity = {"PartitionKey": "health", "RowKey": encode_key(RULE.id), "record": text}
 
         def run() -> str:
             try:
