@@ -372,6 +372,18 @@ def cmd_allowlist_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
     return EXIT_BAD_INPUT if any("invalid" in p.problem for p in loaded.problems) else EXIT_OK
 
 
+# --- status ---------------------------------------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .status import build_status, render
+
+    settings = Settings.from_env(os.environ)
+    report = build_status(_store(args, settings), now=args.at if args.at is not None else wall_clock(),
+                          frequency_hours=settings.frequency_hours, grace_hours=settings.health_grace_hours)
+    out.write(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json else render(report))
+    return report.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detector", description=f"{RULE.name} ({RULE.severity}).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -421,6 +433,13 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--no-allowlist", action="store_true")
     card.add_argument("--digest-threshold", type=int, default=50)
     card.set_defaults(handler=cmd_card)
+
+    status = sub.add_parser("status", help="the detector's health at a glance: last runs, watermark, alerts owed, "
+                            "allowlist to review; exit 0 healthy, 1 degraded, 4 failing")
+    store_options(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--at", type=_time_arg, help="judge as of this time, ISO 8601 (default: now)")
+    status.set_defaults(handler=cmd_status)
 
     allow = sub.add_parser("allowlist", help="manage allowlist entries").add_subparsers(dest="action", required=True)
     add = allow.add_parser("add", help="add or replace an entry (validated before it is saved)")

@@ -42,6 +42,7 @@ SETTINGS: dict[str, str] = {
     "DETECTOR_EXCEPTION_REQUEST_URL": "https URL template of the card's Request exception button; {entry}, "
                                       "{alert_id}, {caller}, {vm} are filled in, URL-encoded (optional)",
     "DETECTOR_PRIORITY_RESOURCE_GROUPS": "comma-separated resource groups whose VMs raise an alert's triage priority",
+    "DETECTOR_HEALTH_GRACE_HOURS": "hours past the frequency before a missing run is reported (default 2)",
 }
 
 # Settings for laptops and tests only: the Bicep deployment never sets them (a key-based connection
@@ -143,6 +144,7 @@ class Settings:
     oncall_mention_name: str = ""
     exception_request_url: str = ""
     priority_resource_groups: tuple[str, ...] = field(default_factory=tuple)
+    health_grace_hours: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -203,6 +205,7 @@ class Settings:
             http_max_seconds=_int(env, "DETECTOR_HTTP_MAX_SECONDS", 60, 1, 900),
             query_timeout_seconds=_int(env, "DETECTOR_QUERY_TIMEOUT_SECONDS", 120, 10, 600),
             source_dir=env.get("DETECTOR_SOURCE_DIR", "").strip(),
+            health_grace_hours=_int(env, "DETECTOR_HEALTH_GRACE_HOURS", 2, 0, 24 * 7),
         )
 
     def require_workspace(self) -> str:

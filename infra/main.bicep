@@ -83,6 +83,19 @@ param queryTimeoutSeconds int = 120
 
 // The Python the deployment package is built for (scripts/package reads this line).
 var pythonVersion = '3.13'
+
+@description('Hours past the frequency before a missing run is reported (the detector\'s own message and the Azure Monitor alert).')
+@minValue(0)
+@maxValue(24)
+param healthGraceHours int = 2
+
+@description('Email addresses that Azure Monitor alerts when the detector stops running or fails (may be empty).')
+param monitorEmailAddresses array = []
+
+@description('Webhook URLs (e.g. an on-call tool) that Azure Monitor alerts, one per line (secret).')
+@secure()
+param monitorWebhookUrls string = ''
+
 var suffix = uniqueString(resourceGroup().id, namePrefix)
 var storageName = toLower(take('${namePrefix}st${suffix}', 24))
 var vaultName = take('${namePrefix}-kv-${uniqueString(resourceGroup().id, namePrefix, keyVaultNameSeed)}', 24)
@@ -383,6 +396,23 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     DETECTOR_ONCALL_MENTION_NAME: oncallMentionName
     DETECTOR_EXCEPTION_REQUEST_URL: exceptionRequestUrl
     DETECTOR_PRIORITY_RESOURCE_GROUPS: priorityResourceGroups
+    DETECTOR_HEALTH_GRACE_HOURS: string(healthGraceHours)
+    // The worker exports logs through OpenTelemetry, so the run summary's `extra` fields arrive as
+    // customDimensions, which the Azure Monitor alert queries read (modules/monitoring.bicep).
+    PYTHON_ENABLE_OPENTELEMETRY: 'true'
+  }
+}
+
+// Azure Monitor alerting on the detector's own runs: the second, independent path (README "Self-monitoring").
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'detector-monitoring-${suffix}'
+  params: {
+    location: location
+    namePrefix: namePrefix
+    appInsightsId: insights.id
+    silenceHours: frequencyHours + healthGraceHours
+    emailAddresses: monitorEmailAddresses
+    webhookUrls: monitorWebhookUrls
   }
 }
 

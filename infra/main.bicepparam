@@ -18,3 +18,7 @@ param periodHours = 48
 param frequencyHours = 24
 param maxCatchupDays = 14
 param digestThreshold = 50
+param healthGraceHours = 2
+param monitorEmailAddresses = [
+  'oncall@contoso.com'
+]
