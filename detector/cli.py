@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 from .store import EntryStats, StateStore
 from .store.factory import open_store
 from .timestamps import DATE_ORDERS, MIN_TICKS, TICKS_PER_HOUR, Ticks, format_datetime, parse_datetime
+from .triage import PLACEHOLDER_REASON
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -287,17 +289,19 @@ def cmd_rows(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_card(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .deliver.links import DeliveryOptions
     from .deliver.preview import render_page
     from .deliver.teams import build_alert_card, build_digest_card
 
     source, at = _window(args)
     result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at))
     _report_problems(result, err)
-    messages = [(f"{a.caller} on {a.vm_name} ({format_datetime(a.start)})", build_alert_card(a))
+    options = DeliveryOptions.from_settings(Settings.from_env(os.environ))
+    messages = [(f"{a.caller} on {a.vm_name} ({format_datetime(a.start)})", build_alert_card(a, options=options))
                 for a in result.alerts]
     if len(result.alerts) > 1:
         messages.append((f"digest card (sent instead when a run has more than {args.digest_threshold} alerts)",
-                         build_digest_card(result.alerts)))
+                         build_digest_card(result.alerts, options=options)))
     page = render_page(messages, title=f"{RULE.name}: {len(result.alerts)} alert card(s)")
     try:
         args.html.parent.mkdir(parents=True, exist_ok=True)
@@ -318,6 +322,17 @@ def _entries_for(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[s
 
 
 def cmd_allowlist_add(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    reason = args.reason.strip()
+    if reason == PLACEHOLDER_REASON or re.fullmatch(r"<[^<>]*>", reason):
+        err.write(f"detector: allowlist entry {args.id!r} not saved: --reason is still a placeholder; "
+                  "say why this activity is known-good\n")
+        return EXIT_BAD_INPUT
+    settings = Settings.from_env(os.environ)
+    if not _stateful(args, settings):
+        # Never fall back to a local folder here: "saved" would read as if production had changed.
+        err.write(f"detector: allowlist entry {args.id!r} not saved: say where, with --table-endpoint URL "
+                  "(the deployment's allowlist) or --state DIR (a local state folder); nothing was written\n")
+        return EXIT_USAGE
     conditions = [{"field": f, "op": o, "value": v.split(",") if o == "in" else v} for f, o, v in args.when]
     raw: dict[str, Any] = {"id": args.id, "reason": args.reason, "conditions": conditions,
                            "created_by": args.created_by or os.environ.get("USER", "unknown"),
@@ -334,7 +349,7 @@ def cmd_allowlist_add(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     if entry.is_expired(wall_clock()):
         err.write(f"detector: allowlist entry {args.id!r} not saved: it has already expired\n")
         return EXIT_BAD_INPUT
-    store = _store(args, Settings.from_env(os.environ))
+    store = _store(args, settings)
     store.put_allowlist(entry.to_dict())
     out.write(f"saved allowlist entry {entry.id} in {store.describe()}: suppresses alerts where "
               f"{_describe_conditions(entry)}\n")
@@ -408,6 +423,18 @@ def cmd_allowlist_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
     return EXIT_BAD_INPUT if any("invalid" in p.problem for p in loaded.problems) else EXIT_OK
 
 
+# --- status ---------------------------------------------------------------------------------------
+
+def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .status import build_status, render
+
+    settings = Settings.from_env(os.environ)
+    report = build_status(_store(args, settings), now=args.at if args.at is not None else wall_clock(),
+                          frequency_hours=settings.frequency_hours, grace_hours=settings.health_grace_hours)
+    out.write(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json else render(report))
+    return report.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detector", description=f"{RULE.name} ({RULE.severity}).")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -459,6 +486,13 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--no-allowlist", action="store_true")
     card.add_argument("--digest-threshold", type=_positive_int_arg, default=50)
     card.set_defaults(handler=cmd_card)
+
+    status = sub.add_parser("status", help="the detector's health at a glance: last runs, watermark, alerts owed, "
+                            "allowlist to review; exit 0 healthy, 1 degraded, 4 failing")
+    store_options(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--at", type=_time_arg, help="judge as of this time, ISO 8601 (default: now)")
+    status.set_defaults(handler=cmd_status)
 
     allow = sub.add_parser("allowlist", help="manage allowlist entries").add_subparsers(dest="action", required=True)
     add = allow.add_parser("add", help="add or replace an entry (validated before it is saved)")

@@ -248,6 +248,7 @@ def join(run_commands: Iterable[RunCommand], logins: Iterable[UebaEvent]) -> lis
                 rc.start, rc.end, rc.subscription, rc.vm_name, rc.caller, rc.caller_ip,
                 login.time, login.action_type, login.source_ip_location, login.activity_insights,
                 login.users_insights, account_name, upn_suffix, rc.correlation_id, rc.scope, rc.resource_group,
+                login.source_ip, login.investigation_priority,
             ))
     rows.sort(key=_row_sort_key)
     return rows
@@ -260,6 +261,9 @@ class Correlation:
     window: Window
     rows: list[RuleRow]
     stats: CorrelationStats = field(default_factory=CorrelationStats)
+    # What the rule's two halves kept before the join, for triage context (detector/triage.py).
+    run_commands: list[RunCommand] = field(default_factory=list)
+    logins: list[UebaEvent] = field(default_factory=list)
 
 
 def correlate(activity: Iterable[ActivityEvent], ueba: Iterable[UebaEvent], window: Window) -> Correlation:
@@ -269,7 +273,7 @@ def correlate(activity: Iterable[ActivityEvent], ueba: Iterable[UebaEvent], wind
     logins = select_suspicious_logins(ueba, window, stats)
     rows = join(run_commands, logins)
     stats.rows = len(rows)
-    return Correlation(window=window, rows=rows, stats=stats)
+    return Correlation(window=window, rows=rows, stats=stats, run_commands=run_commands, logins=logins)
 
 
 def alert_key(correlation_id: str) -> str:

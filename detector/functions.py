@@ -5,6 +5,13 @@
   service's error code and raises, so the platform records the failure (and retries it).
 * ``redeliver_run``: the frequent timer; sends what the outbox still owes without querying.
 
+Both also watch the detector itself (detector/health.py): a failed run queues one "failing" health
+message per streak, the first success after it one "recovered", and the frequent timer one "not run
+since" when no run completed for the frequency plus DETECTOR_HEALTH_GRACE_HOURS. Health work comes
+after alert work and its errors are logged, never raised: it cannot block or fail an alert.
+The run summary is also logged as flat custom dimensions (``extra``), which Azure Monitor's alert
+queries read (infra/modules/monitoring.bicep).
+
 Azure SDK objects are built lazily here, never at import time (a cold start imports little).
 """
 
@@ -12,15 +19,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import health
+from .deliver import Destination
 from .deliver.factory import build_destinations
+from .deliver.health_card import send_health
 from .deliver.redact import install_log_redaction
 from .errors import DetectorError, SourceError
+from .health_outbox import deliver_health, update
 from .pipeline import RunPolicy, redeliver, run_once, wall_clock
 from .settings import Settings
 from .sources import Source
+from .store import StateStore
 from .store.factory import open_store
+from .timestamps import TICKS_PER_MINUTE, Ticks
 
 logger = logging.getLogger("detector")
 
@@ -41,31 +57,134 @@ def _source(settings: Settings) -> Source:
                               server_timeout=settings.query_timeout_seconds)
 
 
-def daily_run(*, past_due: bool, env: dict[str, str] | None = None) -> dict[str, Any]:
+def daily_run(*, past_due: bool, env: dict[str, str] | None = None,
+              clock: Callable[[], Ticks] = wall_clock) -> dict[str, Any]:
     install_log_redaction()
     if past_due:
         logger.warning("detector: the daily timer is past due; running now (the window catches up)")
-    settings = Settings.from_env(env)
+    at = clock()
+    settings: Settings | None = None
     try:
-        result = run_once(source=_source(settings), store=open_store(settings),
-                          destinations=build_destinations(settings), at=wall_clock(), policy=_policy(settings))
-    except DetectorError as exc:
-        code = exc.code if isinstance(exc, SourceError) else type(exc).__name__
-        logger.error("detector run failed: %s (code %s)", exc, code)
+        settings = Settings.from_env(env)
+        store = open_store(settings)
+        destinations = build_destinations(settings)
+        previous_success = store.get_watermark()
+        result = run_once(source=_source(settings), store=store, destinations=destinations, at=at,
+                          policy=_policy(settings), clock=clock)
+    except Exception as exc:
+        failure = health.classify(exc)
+        if isinstance(exc, DetectorError):
+            code = exc.code if isinstance(exc, SourceError) else type(exc).__name__
+            logger.error("detector run failed: %s (code %s)", exc, code,
+                         extra=health.run_dimensions({"status": "failed"}, failure=failure))
+        else:
+            logger.exception("detector run failed unexpectedly", extra=health.run_dimensions(
+                {"status": "failed"}, failure=failure))
+        _report_failure(settings, env, failure, at=at, clock=clock)
         raise
     summary = result.summary()
     summary["past_due"] = past_due
-    logger.info("detector run summary %s", json.dumps(summary, ensure_ascii=False, sort_keys=True))
+    logger.info("detector run summary %s", json.dumps(summary, ensure_ascii=False, sort_keys=True),
+                extra=health.run_dimensions(summary))
+    _guarded("after a successful run", lambda: _health_after_success(
+        store, destinations, settings, at=at, window=result.window.start, previous_success=previous_success,
+        clock=clock))
     return summary
 
 
-def redeliver_run(*, past_due: bool, env: dict[str, str] | None = None) -> dict[str, Any]:
+def redeliver_run(*, past_due: bool, env: dict[str, str] | None = None,
+                  clock: Callable[[], Ticks] = wall_clock) -> dict[str, Any]:
     install_log_redaction()
     settings = Settings.from_env(env)
-    stats = redeliver(store=open_store(settings), destinations=build_destinations(settings),
-                      policy=_policy(settings))
+    store = open_store(settings)
+    destinations = build_destinations(settings)
+    stats = redeliver(store=store, destinations=destinations, policy=_policy(settings), clock=clock)
     summary = {"delivered": stats.delivered_total, "failed": dict(stats.failed),
                "undelivered": len(stats.undelivered), "claimed_elsewhere": stats.claimed_elsewhere,
                "past_due": past_due}
     logger.info("detector redelivery summary %s", json.dumps(summary, sort_keys=True))
+    _guarded("in the frequent check", lambda: _health_check(store, destinations, settings, clock=clock))
     return summary
+
+
+# --- the detector's own health -----------------------------------------------------------------------
+
+# Enough to reach the destinations and the state when the full settings do not validate.
+_HEALTH_SETTINGS = ("DETECTOR_TEAMS_WEBHOOK_URLS", "DETECTOR_LOGICAPP_WEBHOOK_URLS", "DETECTOR_TABLE_ENDPOINT",
+                    "DETECTOR_TABLE_CONNECTION_STRING", "DETECTOR_STATE_DIR", "DETECTOR_HTTP_TIMEOUT_SECONDS",
+                    "DETECTOR_HTTP_MAX_SECONDS")
+# Failures sent without the state store (it was unreachable), per process: the platform's retries
+# of one failed run usually land on the same warm instance, so they do not repeat the message.
+_SENT_WITHOUT_STATE: set[str] = set()
+
+
+def _guarded(when: str, work: Callable[[], object]) -> None:
+    try:
+        work()
+    except Exception as exc:  # health reporting never fails a run or hides an alert
+        logger.warning("detector health reporting failed %s: %s", when, exc)
+
+
+def _lease(settings: Settings) -> Ticks:
+    return _policy(settings).lease_minutes * TICKS_PER_MINUTE
+
+
+def _owner() -> str:
+    return "health-" + uuid.uuid4().hex
+
+
+def _health_after_success(store: StateStore, destinations: list[Destination], settings: Settings, *, at: Ticks,
+                          window: Ticks, previous_success: Ticks | None, clock: Callable[[], Ticks]) -> None:
+    ids = [d.id for d in destinations]
+    update(store, lambda record: health.after_success(
+        record, at=at, window_start=window, window_end=at, previous_success=previous_success,
+        frequency_hours=settings.frequency_hours, destination_ids=ids))
+    _send(store, destinations, settings, clock)
+
+
+def _health_check(store: StateStore, destinations: list[Destination], settings: Settings, *,
+                  clock: Callable[[], Ticks]) -> None:
+    ids = [d.id for d in destinations]
+    now = clock()
+    last_success = store.get_watermark()
+    update(store, lambda record: health.check_overdue(
+        record, now=now, last_success=last_success, frequency_hours=settings.frequency_hours,
+        grace_hours=settings.health_grace_hours, destination_ids=ids))
+    _send(store, destinations, settings, clock)
+
+
+def _send(store: StateStore, destinations: list[Destination], settings: Settings,
+          clock: Callable[[], Ticks]) -> None:
+    stats = deliver_health(store, destinations, owner=_owner(), clock=clock, lease=_lease(settings))
+    for error in stats.errors:
+        logger.warning("detector health message not delivered (retried later): %s", error)
+
+
+def _report_failure(settings: Settings | None, env: Mapping[str, str] | None, failure: health.Failure, *,
+                    at: Ticks, clock: Callable[[], Ticks]) -> None:
+    def report() -> None:
+        nonlocal settings
+        if settings is None:  # the settings themselves failed: use the few that reach people
+            source = os.environ if env is None else env
+            settings = Settings.from_env({k: v for k, v in source.items() if k in _HEALTH_SETTINGS})
+        destinations = build_destinations(settings)
+        try:
+            store = open_store(settings)
+            ids = [d.id for d in destinations]
+            update(store, lambda record: health.after_failure(record, failure, at=at, destination_ids=ids))
+        except DetectorError as exc:
+            _send_without_state(destinations, failure, at=at, reason=str(exc))
+            return
+        _send(store, destinations, settings, clock)
+    _guarded("after a failed run", report)
+
+
+def _send_without_state(destinations: list[Destination], failure: health.Failure, *, at: Ticks,
+                        reason: str) -> None:
+    logger.warning("detector health state unavailable (%s); sending the failure notice directly", reason)
+    key = f"{failure.stage}:{failure.code}"
+    if key in _SENT_WITHOUT_STATE:
+        return
+    event = health.HealthEvent(health.EVENT_FAILING, at=at, since=at, failure=failure, failed_runs=1)
+    if all(send_health(d, event).ok for d in destinations):
+        _SENT_WITHOUT_STATE.add(key)

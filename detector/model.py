@@ -7,6 +7,7 @@ the CLI, the run state and the webhook payloads.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -49,6 +50,8 @@ UEBA_COLUMNS: tuple[str, ...] = (
     "ActivityInsights",
     "UsersInsights",
 )
+# Read when present, never required (older exports lack them): context for the alert, not the rule.
+UEBA_OPTIONAL_COLUMNS: tuple[str, ...] = ("SourceIPAddress", "InvestigationPriority")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,9 @@ class UebaEvent:
     source_ip_location: str
     activity_insights: JsonValue
     users_insights: JsonValue
+    # Optional columns: context for the responder only; the rule never reads them.
+    source_ip: str = ""
+    investigation_priority: int | None = None
 
 
 class RunCommand(NamedTuple):
@@ -119,6 +125,9 @@ class RuleRow(NamedTuple):
     correlation_id: str
     scope: str
     resource_group: str
+    # Context carried from the UEBA event (not a column of the rule).
+    ueba_source_ip: str = ""
+    ueba_investigation_priority: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The 13 columns of the rule, datetimes as ISO 8601 UTC."""
@@ -144,7 +153,16 @@ class RuleRow(NamedTuple):
         data["CorrelationId"] = self.correlation_id
         data["Scope"] = self.scope
         data["ResourceGroup"] = self.resource_group
+        data["UEBASourceIPAddress"] = self.ueba_source_ip
+        data["UEBAInvestigationPriority"] = self.ueba_investigation_priority
         return data
+
+    def identity(self) -> str:
+        """What makes two rows the same match: everything but the context columns (an alert stored before
+        they were read must not gain a duplicate of each row when they appear)."""
+        data = self.to_state()
+        del data["UEBASourceIPAddress"], data["UEBAInvestigationPriority"]
+        return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
     @classmethod
     def from_state(cls, data: dict[str, Any]) -> RuleRow:
@@ -165,7 +183,77 @@ class RuleRow(NamedTuple):
             correlation_id=data.get("CorrelationId", ""),
             scope=data.get("Scope", ""),
             resource_group=data.get("ResourceGroup", ""),
+            ueba_source_ip=data.get("UEBASourceIPAddress") or "",
+            ueba_investigation_priority=data.get("UEBAInvestigationPriority"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SignInSighting:
+    """A flagged sign-in of the alert's user that is not one of its matches (triage context)."""
+
+    time: Ticks
+    action_type: str
+    location: str
+    source_ip: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"Time": format_datetime(self.time), "ActionType": self.action_type, "Location": self.location,
+                "SourceIPAddress": self.source_ip}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SignInSighting:
+        return cls(parse_datetime(data["Time"]), data["ActionType"], data["Location"], data["SourceIPAddress"])
+
+
+@dataclass(frozen=True, slots=True)
+class RunCommandSighting:
+    """Another Run Command by the same caller in the window (triage context)."""
+
+    start: Ticks
+    vm_name: str
+    resource_group: str
+    correlation_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"StartTime": format_datetime(self.start), "VirtualMachineName": self.vm_name,
+                "ResourceGroup": self.resource_group, "CorrelationId": self.correlation_id}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunCommandSighting:
+        return cls(parse_datetime(data["StartTime"]), data["VirtualMachineName"], data["ResourceGroup"],
+                   data["CorrelationId"])
+
+
+@dataclass(frozen=True, slots=True)
+class TriageContext:
+    """What the run already read around an alert, kept with it for the card and the payload.
+
+    ``detected_at`` is the run time that found it; ``caller_role`` the role in the Run Command's
+    Authorization evidence; the two lists are capped (see detector/triage.py), their full sizes counted.
+    """
+
+    detected_at: Ticks
+    caller_role: str = ""
+    other_sign_ins: tuple[SignInSighting, ...] = ()
+    other_sign_ins_total: int = 0
+    other_run_commands: tuple[RunCommandSighting, ...] = ()
+    other_run_commands_total: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"DetectedAt": format_datetime(self.detected_at), "CallerRole": self.caller_role,
+                "OtherSignIns": [s.to_dict() for s in self.other_sign_ins],
+                "OtherSignInsTotal": self.other_sign_ins_total,
+                "OtherRunCommands": [r.to_dict() for r in self.other_run_commands],
+                "OtherRunCommandsTotal": self.other_run_commands_total}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TriageContext:
+        return cls(detected_at=parse_datetime(data["DetectedAt"]), caller_role=data.get("CallerRole", ""),
+                   other_sign_ins=tuple(SignInSighting.from_dict(s) for s in data.get("OtherSignIns", [])),
+                   other_sign_ins_total=int(data.get("OtherSignInsTotal", 0)),
+                   other_run_commands=tuple(RunCommandSighting.from_dict(r) for r in data.get("OtherRunCommands", [])),
+                   other_run_commands_total=int(data.get("OtherRunCommandsTotal", 0)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +279,10 @@ class Alert:
     account_name: str
     account_upn_suffix: str
     rows: tuple[RuleRow, ...] = field(default_factory=tuple)
+    context: TriageContext | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "AlertKey": self.key,
             "RuleId": self.rule_id,
             "CorrelationId": self.correlation_id,
@@ -209,6 +298,9 @@ class Alert:
             "AccountUPNSuffix": self.account_upn_suffix,
             "Rows": [r.to_state() for r in self.rows],
         }
+        if self.context is not None:
+            data["Context"] = self.context.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Alert:
@@ -227,4 +319,5 @@ class Alert:
             account_name=data["AccountName"],
             account_upn_suffix=data["AccountUPNSuffix"],
             rows=tuple(RuleRow.from_state(r) for r in data["Rows"]),
+            context=TriageContext.from_dict(data["Context"]) if data.get("Context") else None,
         )

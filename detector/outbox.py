@@ -13,9 +13,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .allowlist import Suppression
 from .correlate import build_alerts
@@ -39,17 +38,21 @@ MAX_WRITE_RETRIES = 5
 
 
 def _row_identity(alert: Alert) -> set[str]:
-    return {json.dumps(r.to_state(), sort_keys=True, ensure_ascii=False) for r in alert.rows}
+    return {r.identity() for r in alert.rows}
 
 
 def merge_alerts(old: Alert, new: Alert) -> Alert:
     """The stored alert with the new run's rows added (the same Run Command, seen again)."""
     known = _row_identity(old)
-    extra = [r for r in new.rows if json.dumps(r.to_state(), sort_keys=True, ensure_ascii=False) not in known]
+    extra = [r for r in new.rows if r.identity() not in known]
     if not extra:
         return old
     [merged] = build_alerts(list(old.rows) + extra)
-    return merged
+    # The newer run's triage context (its window saw more); the first detection time stays.
+    context = new.context or old.context
+    if context is not None and old.context is not None:
+        context = replace(context, detected_at=old.context.detected_at)
+    return replace(merged, context=context)
 
 
 @dataclass(slots=True)

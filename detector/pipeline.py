@@ -26,6 +26,7 @@ from .rule import RULE
 from .sources import ReadReport, Source
 from .store import StateStore
 from .timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, TICKS_PER_MINUTE, Ticks, format_datetime, from_datetime
+from .triage import attach_context
 
 
 def wall_clock() -> Ticks:
@@ -94,7 +95,7 @@ def detect(source: Source, window: Window, *, allowlist: Allowlist | None = None
     started = time.perf_counter()
     data = source.fetch(window)
     correlation = correlate(data.activity, data.ueba, window)
-    alerts = build_alerts(correlation.rows)
+    alerts = attach_context(build_alerts(correlation.rows), correlation, detected_at=window.end)
     suppressed: list[Suppression] = []
     problems: list[str] = []
     if allowlist is not None:

@@ -33,8 +33,17 @@ SETTINGS: dict[str, str] = {
     "DETECTOR_DIGEST_THRESHOLD": "more alerts than this in one delivery make one Teams digest card (default 50)",
     "DETECTOR_HTTP_TIMEOUT_SECONDS": "timeout of one webhook request (default 10)",
     "DETECTOR_HTTP_MAX_SECONDS": "cap on the total time spent retrying one webhook message (default 60)",
-    "DETECTOR_QUERY_TIMEOUT_SECONDS": "Log Analytics server timeout per query (default 180, max 600)",
+    "DETECTOR_QUERY_TIMEOUT_SECONDS": "Log Analytics server timeout per query (default 120, max 600)",
     "DETECTOR_SOURCE_DIR": "replay exports from this folder instead of querying Log Analytics (local runs only)",
+    "DETECTOR_TENANT_ID": "Entra tenant GUID: put in portal links and the Logic App payload (optional)",
+    "DETECTOR_WORKSPACE_RESOURCE_ID": "the Sentinel workspace's ARM resource id, for the card's Investigate link "
+                                      "(optional)",
+    "DETECTOR_ONCALL_MENTION_ID": "UPN or Entra object id of the on-call person mentioned on every card (optional)",
+    "DETECTOR_ONCALL_MENTION_NAME": "display name shown for that mention (default: the id)",
+    "DETECTOR_EXCEPTION_REQUEST_URL": "https URL template of the card's Request exception button; {entry}, "
+                                      "{alert_id}, {caller}, {vm} are filled in, URL-encoded (optional)",
+    "DETECTOR_PRIORITY_RESOURCE_GROUPS": "comma-separated resource groups whose VMs raise an alert's triage priority",
+    "DETECTOR_HEALTH_GRACE_HOURS": "hours past the frequency before a missing run is reported (default 2)",
 }
 
 # Settings for laptops and tests only: the Bicep deployment never sets them (a key-based connection
@@ -43,6 +52,9 @@ LOCAL_ONLY: frozenset[str] = frozenset({"DETECTOR_TABLE_CONNECTION_STRING", "DET
                                         "DETECTOR_SOURCE_DIR"})
 DEPLOYED: tuple[str, ...] = tuple(name for name in SETTINGS if name not in LOCAL_ONLY)
 
+_WORKSPACE_RESOURCE = re.compile(r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w.()]+/providers/"
+                                 r"Microsoft\.OperationalInsights/workspaces/[-\w]+$", re.IGNORECASE)
+_TEMPLATE_FIELDS = frozenset({"entry", "alert_id", "caller", "vm"})
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -146,6 +158,23 @@ def _urls(env: Mapping[str, str], name: str) -> tuple[Secret, ...]:
     return tuple(Secret(u) for u in urls)
 
 
+def _template(env: Mapping[str, str], name: str) -> str:
+    """An https URL template whose only ``{fields}`` are the documented ones."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ""
+    if not raw.lower().startswith("https://"):
+        raise ConfigError("must be an https:// URL template", setting=name)
+    if "{" in urlsplit(raw).netloc:
+        # A value from the logs must never choose the host the button opens.
+        raise ConfigError("placeholders may appear in the path or query only, not in the host", setting=name)
+    fields = set(re.findall(r"{([^{}]*)}", raw))
+    unknown = fields - _TEMPLATE_FIELDS
+    if unknown:
+        raise ConfigError(f"unknown placeholder(s) {sorted(unknown)}; use {sorted(_TEMPLATE_FIELDS)}", setting=name)
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     workspace_id: str = ""
@@ -162,8 +191,15 @@ class Settings:
     digest_threshold: int = 50
     http_timeout_seconds: int = 10
     http_max_seconds: int = 60
-    query_timeout_seconds: int = 180
+    query_timeout_seconds: int = 120
     source_dir: str = ""
+    tenant_id: str = ""
+    workspace_resource_id: str = ""
+    oncall_mention_id: str = ""
+    oncall_mention_name: str = ""
+    exception_request_url: str = ""
+    priority_resource_groups: tuple[str, ...] = field(default_factory=tuple)
+    health_grace_hours: int = 2
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -186,7 +222,28 @@ class Settings:
         for name, value in (("DETECTOR_SCHEDULE", schedule), ("DETECTOR_REDELIVER_SCHEDULE", redeliver)):
             if len(value.split()) != 6:
                 raise ConfigError("must be a 6-field NCRONTAB expression, e.g. '0 0 6 * * *'", setting=name)
+        tenant = env.get("DETECTOR_TENANT_ID", "").strip()
+        if tenant and not _GUID.match(tenant):
+            raise ConfigError("must be the tenant GUID", setting="DETECTOR_TENANT_ID")
+        workspace_resource = env.get("DETECTOR_WORKSPACE_RESOURCE_ID", "").strip()
+        if workspace_resource and not _WORKSPACE_RESOURCE.match(workspace_resource):
+            raise ConfigError("must be /subscriptions/<guid>/resourceGroups/<rg>/providers/"
+                              "Microsoft.OperationalInsights/workspaces/<name>",
+                              setting="DETECTOR_WORKSPACE_RESOURCE_ID")
+        mention = env.get("DETECTOR_ONCALL_MENTION_ID", "").strip()
+        mention_name = env.get("DETECTOR_ONCALL_MENTION_NAME", "").strip()
+        for name, value in (("DETECTOR_ONCALL_MENTION_ID", mention), ("DETECTOR_ONCALL_MENTION_NAME", mention_name)):
+            # Shown inside <at>...</at> in a markdown TextBlock: plain text only.
+            if re.search(r"[<>\[\]*_`\\]|[^\S ]", value):
+                raise ConfigError("must be plain text (no markdown, <, > or line breaks)", setting=name)
         return cls(
+            tenant_id=tenant,
+            workspace_resource_id=workspace_resource,
+            oncall_mention_id=mention,
+            oncall_mention_name=mention_name or mention,
+            exception_request_url=_template(env, "DETECTOR_EXCEPTION_REQUEST_URL"),
+            priority_resource_groups=tuple(g.strip().lower() for g in
+                                           env.get("DETECTOR_PRIORITY_RESOURCE_GROUPS", "").split(",") if g.strip()),
             workspace_id=workspace,
             table_endpoint=endpoint,
             table_connection_string=Secret(conn) if conn else None,
@@ -201,8 +258,9 @@ class Settings:
             digest_threshold=_int(env, "DETECTOR_DIGEST_THRESHOLD", 50, 1, 1000),
             http_timeout_seconds=_int(env, "DETECTOR_HTTP_TIMEOUT_SECONDS", 10, 1, 120),
             http_max_seconds=_int(env, "DETECTOR_HTTP_MAX_SECONDS", 60, 1, 900),
-            query_timeout_seconds=_int(env, "DETECTOR_QUERY_TIMEOUT_SECONDS", 180, 10, 600),
+            query_timeout_seconds=_int(env, "DETECTOR_QUERY_TIMEOUT_SECONDS", 120, 10, 600),
             source_dir=env.get("DETECTOR_SOURCE_DIR", "").strip(),
+            health_grace_hours=_int(env, "DETECTOR_HEALTH_GRACE_HOURS", 2, 0, 24 * 7),
         )
 
     def require_workspace(self) -> str:

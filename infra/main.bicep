@@ -1,6 +1,11 @@
 // Run Command / UEBA detector: a timer-triggered Python Function App on Flex Consumption.
 // Managed identity everywhere, no keys: storage with shared-key access off, Key Vault (RBAC) for the
 // webhook URLs, and only the roles the detector needs.
+//
+// Order on a first deployment (no cycle: the compiler's BCP080): storage, vault, insights and plan; the
+// app and its identity; the role assignments (modules, named from scope + principal id + role); and last
+// the app settings (a sites/config resource that depends on every assignment and secret they use), so
+// Key Vault references and identity-based storage resolve on the first start.
 targetScope = 'resourceGroup'
 
 @description('Azure region of the detector.')
@@ -14,13 +19,19 @@ param namePrefix string
 @description('Resource id of the Microsoft Sentinel Log Analytics workspace (it may live in another resource group or subscription).')
 param sentinelWorkspaceResourceId string
 
-@description('Teams Workflows webhook URLs, one per line (secret: stored in Key Vault).')
+@description('Teams Workflows webhook URLs, one per line (secret: stored in Key Vault). Empty: the stored secret is kept.')
 @secure()
 param teamsWebhookUrls string = ''
 
-@description('Logic App HTTP trigger URLs, one per line (secret: stored in Key Vault).')
+@description('Logic App HTTP trigger URLs, one per line (secret: stored in Key Vault). Empty: the stored secret is kept.')
 @secure()
 param logicAppWebhookUrls string = ''
+
+@description('Deliver to Teams: the app setting references the Key Vault secret (which must hold the URLs by then). false: no Teams delivery.')
+param teamsDelivery bool = true
+
+@description('Deliver to a Logic App: the app setting references the Key Vault secret (which must hold the URLs by then). false: no Logic App delivery.')
+param logicAppDelivery bool = true
 
 @description('NCRONTAB schedule of the daily run (UTC).')
 param schedule string = '0 0 6 * * *'
@@ -40,24 +51,63 @@ param maxCatchupDays int = 14
 @description('More alerts than this in one delivery make one Teams digest card.')
 param digestThreshold int = 50
 
+@description('UPN or Entra object id of the on-call person mentioned on every Teams card (empty: no mention)')
+param oncallMentionId string = ''
+
+@description('Display name shown for the on-call mention')
+param oncallMentionName string = ''
+
+@description('https URL template of the cards\' Request exception button ({entry}, {alert_id}, {caller}, {vm})')
+param exceptionRequestUrl string = ''
+
+@description('Comma-separated resource groups whose VMs raise an alert\'s triage priority')
+param priorityResourceGroups string = ''
+
 @description('Object id of a person or group allowed to manage the webhook secrets (optional).')
 param secretsAdminObjectId string = ''
 
+@description('tables: read only AzureActivity and BehaviorAnalytics (table-level RBAC; the deployer needs rights to create a custom role); workspace: Log Analytics Reader on the whole workspace.')
+@allowed([
+  'tables'
+  'workspace'
+])
+param sentinelReadAccess string = 'tables'
+
+@description('Change to give the Key Vault a new name, e.g. when a deleted vault of the old name is still soft-deleted.')
+param keyVaultNameSeed string = ''
+
+@description('Log Analytics server timeout per query, in seconds. At most 170: two queries of five attempts each must fit in half of host.json functionTimeout (README, Deploy to Azure).')
+@minValue(10)
+@maxValue(170)
+param queryTimeoutSeconds int = 120
+
+// The Python the deployment package is built for (scripts/package reads this line).
+var pythonVersion = '3.13'
+
+@description('Hours past the frequency before a missing run is reported (the detector\'s own message and the Azure Monitor alert).')
+@minValue(0)
+@maxValue(24)
+param healthGraceHours int = 2
+
+@description('Email addresses that Azure Monitor alerts when the detector stops running or fails (may be empty).')
+param monitorEmailAddresses array = []
+
+@description('Webhook URLs (e.g. an on-call tool) that Azure Monitor alerts, one per line (secret).')
+@secure()
+param monitorWebhookUrls string = ''
+
 var suffix = uniqueString(resourceGroup().id, namePrefix)
 var storageName = toLower(take('${namePrefix}st${suffix}', 24))
+var vaultName = take('${namePrefix}-kv-${uniqueString(resourceGroup().id, namePrefix, keyVaultNameSeed)}', 24)
 var deploymentContainer = 'deployments'
 var tables = [
   'detectorallowlist'
   'detectoralerts'
   'detectorruns'
 ]
-var roles = {
-  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
-  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
-  keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
-  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
-}
+var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+var teamsSecretName = 'teams-webhook-urls'
+var logicAppSecretName = 'logicapp-webhook-urls'
 var sentinelParts = split(sentinelWorkspaceResourceId, '/')
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -146,7 +196,9 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_189: Flex Consumption without VNet integration resolves Key Vault references over the public endpoint; access is RBAC-only (Key Vault Secrets User for the app).
-  name: take('${namePrefix}-kv-${suffix}', 24)
+  // checkov:skip=CKV_AZURE_110: purge protection would reserve the vault's name for 90 days after the resource group is deleted, so recreating the group would fail; the vault holds only webhook URLs their owners can reissue.
+  // checkov:skip=CKV_AZURE_42: soft delete is on (7 days, azd down --purge or az keyvault purge frees the name); purge protection is off for the reason given under CKV_AZURE_110.
+  name: vaultName
   location: location
   properties: {
     tenantId: subscription().tenantId
@@ -156,8 +208,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     }
     enableRbacAuthorization: true
     enableSoftDelete: true
-    softDeleteRetentionInDays: 90
-    enablePurgeProtection: true
+    softDeleteRetentionInDays: 7
     publicNetworkAccess: 'Enabled'
     networkAcls: {
       // checkov:skip=CKV_AZURE_109: Flex Consumption apps without VNet integration reach Key Vault over the public endpoint; access is RBAC-only.
@@ -167,21 +218,25 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
-resource teamsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+// A secret is written only when a value is given: a redeploy without the URLs keeps the stored (perhaps
+// rotated) secret. The app settings name the secret without a version, so the latest one is used.
+resource teamsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(teamsWebhookUrls)) {
   parent: vault
-  name: 'teams-webhook-urls'
+  name: teamsSecretName
   properties: {
     // checkov:skip=CKV_AZURE_41: webhook URLs are rotated by the flow owner, not on a timer; an expiry would silently stop delivery.
+    // checkov:skip=CKV_AZURE_114: contentType is set below; checkov's parser does not read the body of a conditional resource.
     value: teamsWebhookUrls
     contentType: 'text/plain; one URL per line'
   }
 }
 
-resource logicAppSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+resource logicAppSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(logicAppWebhookUrls)) {
   parent: vault
-  name: 'logicapp-webhook-urls'
+  name: logicAppSecretName
   properties: {
     // checkov:skip=CKV_AZURE_41: webhook URLs are rotated by the flow owner, not on a timer; an expiry would silently stop delivery.
+    // checkov:skip=CKV_AZURE_114: contentType is set below; checkov's parser does not read the body of a conditional resource.
     value: logicAppWebhookUrls
     contentType: 'text/plain; one URL per line'
   }
@@ -209,6 +264,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   name: '${namePrefix}-func-${suffix}'
   location: location
   kind: 'functionapp,linux'
+  tags: {
+    'azd-service-name': 'detector'
+  }
   identity: {
     type: 'SystemAssigned'
   }
@@ -233,82 +291,12 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: pythonVersion
       }
     }
     siteConfig: {
       minTlsVersion: '1.2'
       http20Enabled: true
-      appSettings: [
-        {
-          name: 'AzureWebJobsStorage__accountName'
-          value: storage.name
-        }
-        {
-          name: 'AzureWebJobsStorage__credential'
-          value: 'managedidentity'
-        }
-        {
-          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
-          value: insights.properties.ConnectionString
-        }
-        {
-          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
-          value: 'Authorization=AAD'
-        }
-        {
-          name: 'DETECTOR_WORKSPACE_ID'
-          value: sentinelAccess.outputs.customerId
-        }
-        {
-          name: 'DETECTOR_TABLE_ENDPOINT'
-          value: storage.properties.primaryEndpoints.table
-        }
-        {
-          name: 'DETECTOR_TEAMS_WEBHOOK_URLS'
-          value: '@Microsoft.KeyVault(SecretUri=${teamsSecret.properties.secretUri})'
-        }
-        {
-          name: 'DETECTOR_LOGICAPP_WEBHOOK_URLS'
-          value: '@Microsoft.KeyVault(SecretUri=${logicAppSecret.properties.secretUri})'
-        }
-        {
-          name: 'DETECTOR_SCHEDULE'
-          value: schedule
-        }
-        {
-          name: 'DETECTOR_REDELIVER_SCHEDULE'
-          value: redeliverSchedule
-        }
-        {
-          name: 'DETECTOR_PERIOD_HOURS'
-          value: string(periodHours)
-        }
-        {
-          name: 'DETECTOR_FREQUENCY_HOURS'
-          value: string(frequencyHours)
-        }
-        {
-          name: 'DETECTOR_MAX_CATCHUP_DAYS'
-          value: string(maxCatchupDays)
-        }
-        {
-          name: 'DETECTOR_DIGEST_THRESHOLD'
-          value: string(digestThreshold)
-        }
-        {
-          name: 'DETECTOR_HTTP_TIMEOUT_SECONDS'
-          value: '10'
-        }
-        {
-          name: 'DETECTOR_HTTP_MAX_SECONDS'
-          value: '60'
-        }
-        {
-          name: 'DETECTOR_QUERY_TIMEOUT_SECONDS'
-          value: '300'
-        }
-      ]
     }
   }
 }
@@ -330,66 +318,105 @@ resource scmPolicy 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-
   }
 }
 
-// Least privilege: each role on the one resource that needs it.
-resource tableData 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, app.id, roles.storageTableDataContributor)
-  scope: storage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+// Least privilege: each role on the one resource that needs it (module: names use the principal id).
+module appRoles 'modules/app-roles.bicep' = {
+  name: 'app-roles-${suffix}'
+  params: {
     principalId: app.identity.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource blobData 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, app.id, roles.storageBlobDataOwner)
-  scope: storage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
-    principalId: app.identity.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(vault.id, app.id, roles.keyVaultSecretsUser)
-  scope: vault
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
-    principalId: app.identity.principalId
-    principalType: 'ServicePrincipal'
+    storageAccountName: storage.name
+    vaultName: vault.name
+    insightsName: insights.name
   }
 }
 
 resource secretsAdmin 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(secretsAdminObjectId)) {
-  name: guid(vault.id, secretsAdminObjectId, roles.keyVaultSecretsOfficer)
+  name: guid(vault.id, secretsAdminObjectId, keyVaultSecretsOfficer)
   scope: vault
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsOfficer)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
     principalId: secretsAdminObjectId
   }
 }
 
-resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(insights.id, app.id, roles.monitoringMetricsPublisher)
-  scope: insights
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
-    principalId: app.identity.principalId
-    principalType: 'ServicePrincipal'
-  }
+// The Sentinel workspace, wherever it lives: read directly (its customerId) and granted in a module.
+resource sentinelWorkspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' existing = {
+  name: last(sentinelParts)
+  scope: resourceGroup(sentinelParts[2], sentinelParts[4])
 }
 
-// Log Analytics Reader on the Sentinel workspace, wherever it lives.
 module sentinelAccess 'modules/sentinel-reader.bicep' = {
   name: 'sentinel-reader-${suffix}'
   scope: resourceGroup(sentinelParts[2], sentinelParts[4])
   params: {
     workspaceName: last(sentinelParts)
     principalId: app.identity.principalId
+    access: sentinelReadAccess
+  }
+}
+
+// Every app setting lives here (this resource replaces the whole set), created after the roles and secrets
+// it relies on. The DETECTOR_* names are checked against detector/settings.py by tests/test_infra.py.
+resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_13: this is the 'appsettings' config (a name/value map); checkov applies web-config checks to every sites/config. No HTTP functions to authenticate.
+  // checkov:skip=CKV_AZURE_63: web-config check applied to the appsettings map; HTTP logging concerns the web config, and the app serves no HTTP functions.
+  // checkov:skip=CKV_AZURE_65: web-config check applied to the appsettings map; detailed error pages concern HTTP responses, and the app serves none.
+  // checkov:skip=CKV_AZURE_66: web-config check applied to the appsettings map; failed request tracing concerns HTTP requests, and the app serves none.
+  // checkov:skip=CKV_AZURE_80: web-config check applied to the appsettings map; the app runs Python, not .NET.
+  // checkov:skip=CKV_AZURE_88: web-config check applied to the appsettings map; Flex Consumption keeps the package in the blob deployment container, not Azure Files.
+  // checkov:skip=CKV_AZURE_222: web-config check applied to the appsettings map; see the same skip on the app itself (timer triggers only).
+  parent: app
+  name: 'appsettings'
+  dependsOn: [
+    appRoles
+    sentinelAccess
+    teamsSecret
+    logicAppSecret
+  ]
+  properties: {
+    AzureWebJobsStorage__accountName: storage.name
+    AzureWebJobsStorage__credential: 'managedidentity'
+    APPLICATIONINSIGHTS_CONNECTION_STRING: insights.properties.ConnectionString
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD'
+    DETECTOR_WORKSPACE_ID: sentinelWorkspace.properties.customerId
+    DETECTOR_TABLE_ENDPOINT: storage.properties.primaryEndpoints.table
+    DETECTOR_TEAMS_WEBHOOK_URLS: teamsDelivery ? '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${teamsSecretName}/)' : ''
+    DETECTOR_LOGICAPP_WEBHOOK_URLS: logicAppDelivery ? '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${logicAppSecretName}/)' : ''
+    DETECTOR_SCHEDULE: schedule
+    DETECTOR_REDELIVER_SCHEDULE: redeliverSchedule
+    DETECTOR_PERIOD_HOURS: string(periodHours)
+    DETECTOR_FREQUENCY_HOURS: string(frequencyHours)
+    DETECTOR_MAX_CATCHUP_DAYS: string(maxCatchupDays)
+    DETECTOR_DIGEST_THRESHOLD: string(digestThreshold)
+    DETECTOR_HTTP_TIMEOUT_SECONDS: '10'
+    DETECTOR_HTTP_MAX_SECONDS: '60'
+    DETECTOR_QUERY_TIMEOUT_SECONDS: string(queryTimeoutSeconds)
+    DETECTOR_TENANT_ID: subscription().tenantId
+    DETECTOR_WORKSPACE_RESOURCE_ID: sentinelWorkspaceResourceId
+    DETECTOR_ONCALL_MENTION_ID: oncallMentionId
+    DETECTOR_ONCALL_MENTION_NAME: oncallMentionName
+    DETECTOR_EXCEPTION_REQUEST_URL: exceptionRequestUrl
+    DETECTOR_PRIORITY_RESOURCE_GROUPS: priorityResourceGroups
+    DETECTOR_HEALTH_GRACE_HOURS: string(healthGraceHours)
+    // The worker exports logs through OpenTelemetry, so the run summary's `extra` fields arrive as
+    // customDimensions, which the Azure Monitor alert queries read (modules/monitoring.bicep).
+    PYTHON_ENABLE_OPENTELEMETRY: 'true'
+  }
+}
+
+// Azure Monitor alerting on the detector's own runs: the second, independent path (README "Self-monitoring").
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'detector-monitoring-${suffix}'
+  params: {
+    location: location
+    namePrefix: namePrefix
+    appInsightsId: insights.id
+    silenceHours: frequencyHours + healthGraceHours
+    emailAddresses: monitorEmailAddresses
+    webhookUrls: monitorWebhookUrls
   }
 }
 
 output functionAppName string = app.name
 output principalId string = app.identity.principalId
 output tableEndpoint string = storage.properties.primaryEndpoints.table
+output keyVaultName string = vault.name

@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import replace
+from typing import Any
 
 import jsonschema
 import pytest
 
 from detector.correlate import Window, build_alerts, correlate
-from detector.deliver.http import make_session
+from detector.deliver.http import encode_json, make_session
+from detector.deliver.links import DeliveryOptions
 from detector.deliver.logicapp import LogicAppDestination, build_payload, load_schema
 from detector.deliver.redact import redact, safe_url
-from detector.deliver.teams import TeamsDestination
+from detector.deliver.teams import MAX_MESSAGE_BYTES, TARGET_BYTES, TeamsDestination, alert_message
 from detector.errors import ConfigError
 from detector.model import Alert
 from detector.pipeline import detect
@@ -141,20 +143,91 @@ def test_logic_app_payloads_validate_against_the_schema(server: WebhookServer) -
     assert len(bodies) == len(alerts)
     for body in bodies:
         jsonschema.validate(body, schema)
+        assert body["eventType"] == "alert"
+        assert body["schemaVersion"] == "2.0"
     account = bodies[0]["entities"][0]
-    assert set(account) == {"type", "Name", "UPNSuffix", "FullName"}
+    assert account["Type"] == "account"
+    assert account["$id"] == "1"
+    assert {"Name", "UPNSuffix", "AadUserId", "DisplayName"} <= set(account)
 
 
-def test_schema_rejects_a_broken_payload() -> None:
-    payload = build_payload(one_alert())
-    del payload["entities"][0]["UPNSuffix"]
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(payload, load_schema())
+def _every_payload() -> list[dict[str, Any]]:
+    """Every payload shape the code can build: sample and edge alerts, both events, with and without settings."""
+    from tests.test_cards import OPTIONS, big_alert, cjk_alert, hostile_alert, rich_alert
+    alerts = [*sample_alerts(), one_alert(), rich_alert(), hostile_alert(3), big_alert(40), cjk_alert()]
+    bare = replace(one_alert(), context=None)  # stored before triage context existed
+    return [build_payload(a, event=event, options=options, updated_at=AT if event == "update" else None)
+            for a in [*alerts, bare] for event in ("alert", "update") for options in (OPTIONS, DeliveryOptions())]
 
 
-def test_schema_file_is_versioned() -> None:
-    path = Path(__file__).parents[1] / "detector" / "deliver" / "schemas" / "alert-v1.schema.json"
-    assert json.loads(path.read_text())["properties"]["schemaVersion"]["pattern"] == "^1\\.[0-9]+$"
+def test_every_payload_the_code_can_build_validates_against_alert_v2() -> None:
+    validator = jsonschema.Draft202012Validator(load_schema())
+    payloads = _every_payload()
+    assert len(payloads) > 60
+    for payload in payloads:
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(payload)]
+        assert errors == [], payload["alertId"]
+        json.dumps(payload, allow_nan=False)  # standard JSON
+
+
+def test_payload_v2_carries_what_a_ticket_needs_once() -> None:
+    from tests.test_cards import OPTIONS, TENANT, rich_alert
+    alert = rich_alert()
+    payload = build_payload(alert, event="update", options=OPTIONS, updated_at=AT + 3600 * 10_000_000)
+    assert payload["eventType"] == "update"
+    assert payload["detectedAt"] == "2026-11-20T06:00:00Z"
+    assert payload["updatedAt"] == "2026-11-20T07:00:00Z"
+    assert payload["detectionDelaySeconds"] == 24 * 3600
+    assert payload["tenantId"] == TENANT
+    assert payload["workspaceId"] == OPTIONS.workspace_id
+    assert payload["title"].startswith("Run Command on vm-1 by alice@contoso.com")
+    assert payload["description"].startswith("Alice Admin (alice@contoso.com) ran a Run Command on vm-1")
+    assert payload["severity"] == "High"
+    assert payload["priority"]["level"] == "P1"
+    assert payload["links"]["investigate"].startswith("https://portal.azure.com/#@")
+    assert payload["signIns"][0]["sameIpAsCaller"] is True
+    assert payload["signIns"][0]["secondsBeforeCommand"] == 7200
+    assert payload["context"]["otherRunCommandsTotal"] == 1
+    types = [(e["Type"], e.get("Address") or e.get("AzureID") or e.get("Name")) for e in payload["entities"]]
+    assert types == [("account", "alice"), ("host", alert.scope), ("ip", "20.1.2.3")]  # same IP: listed once
+    assert [e["$id"] for e in payload["entities"]] == ["1", "2", "3"]
+    assert "rows" not in payload
+    assert "matches" not in payload
+    text = json.dumps(payload)
+    assert text.count('"vm-1"') == 3  # runCommand.vmName, the host entity, the proposed exception's condition
+
+
+def test_schema_rejects_broken_payloads() -> None:
+    schema = load_schema()
+    for breaking in (lambda p: p["entities"][0].pop("UPNSuffix"), lambda p: p.update(eventType="incident"),
+                     lambda p: p.update(tenantId="not-a-guid"), lambda p: p.pop("detectedAt"),
+                     lambda p: p["links"].update(vm="javascript:alert(1)")):
+        payload = build_payload(one_alert())
+        breaking(payload)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(payload, schema)
+
+
+def test_both_schema_versions_are_documented() -> None:
+    for version in (1, 2):
+        schema = load_schema(version)
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["properties"]["schemaVersion"]["pattern"] == f"^{version}\\.[0-9]+$"
+    assert load_schema(2)["properties"]["eventType"]["enum"] == ["alert", "update", "health"]
+
+
+def test_the_size_limit_is_checked_on_the_bytes_that_are_sent(server: WebhookServer) -> None:
+    from tests.test_cards import cjk_alert
+    alert = cjk_alert()
+    payload, body = alert_message(alert)
+    assert body == encode_json(payload)
+    [outcome] = teams(server).deliver([alert])
+    assert outcome.ok
+    [raw] = server.raw_bodies("/teams")
+    assert raw == body  # sent as built: not re-serialized as escaped ASCII
+    assert len(raw) <= TARGET_BYTES < MAX_MESSAGE_BYTES
+    escaped = json.dumps(payload).encode()  # what requests' json= would have sent
+    assert len(escaped) > MAX_MESSAGE_BYTES  # the old measure would have passed a message Teams rejects
 
 
 def test_secrets_never_reach_logs(server: WebhookServer, caplog: pytest.LogCaptureFixture) -> None:
@@ -204,3 +277,31 @@ def test_several_destinations_of_each_kind_from_settings() -> None:
     assert [d.id for d in destinations] == ["teams-1", "teams-2", "logicapp-1", "logicapp-2", "logicapp-3"]
     assert destinations[0].digest_threshold == 7  # type: ignore[attr-defined]
     assert "sig" not in repr(destinations)
+
+
+@pytest.mark.parametrize(("setting", "value", "problem"), [
+    ("DETECTOR_TENANT_ID", "contoso.onmicrosoft.com", "GUID"),
+    ("DETECTOR_WORKSPACE_RESOURCE_ID", "0b9e5d5c-1d2e-4f3a-8b7c-6d5e4f3a2b1c", "workspaces/<name>"),
+    ("DETECTOR_EXCEPTION_REQUEST_URL", "http://forms.example.com/?e={entry}", "https"),
+    ("DETECTOR_EXCEPTION_REQUEST_URL", "https://forms.example.com/?e={script}", "unknown placeholder"),
+    ("DETECTOR_EXCEPTION_REQUEST_URL", "https://{caller}.example.com/", "not in the host"),
+    ("DETECTOR_ONCALL_MENTION_ID", "<at>x</at>", "plain text"),
+    ("DETECTOR_ONCALL_MENTION_NAME", "On call\nteam", "plain text"),
+])
+def test_delivery_settings_are_validated(setting: str, value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({setting: value})
+    assert setting in str(info.value)
+    assert problem in str(info.value)
+
+
+def test_delivery_settings_reach_the_destinations() -> None:
+    from detector.deliver.factory import build_destinations
+    settings = Settings.from_env({
+        "DETECTOR_TEAMS_WEBHOOK_URLS": "https://a.example/1?sig=x", "DETECTOR_LOGICAPP_WEBHOOK_URLS": "https://b.example/1",
+        "DETECTOR_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47", "DETECTOR_PRIORITY_RESOURCE_GROUPS": "Prod-Web, db ",
+        "DETECTOR_ONCALL_MENTION_ID": "oncall@contoso.com", "DETECTOR_EXCEPTION_REQUEST_URL": "https://f.example/?e={entry}"})
+    expected = DeliveryOptions(tenant_id="72f988bf-86f1-41af-91ab-2d7cd011db47", mention_id="oncall@contoso.com",
+                               mention_name="oncall@contoso.com", exception_url_template="https://f.example/?e={entry}",
+                               priority_resource_groups=("prod-web", "db"))
+    assert [d.options for d in build_destinations(settings)] == [expected, expected]  # type: ignore[attr-defined]

@@ -66,7 +66,7 @@ def test_past_due_run_delivers_the_sample(tmp_path: Path, monkeypatch: pytest.Mo
         functions()["detector_daily"].get_user_function()(Timer())
         teams, logic = server.bodies("/teams"), server.bodies("/logic")
         assert len(teams) == len(logic) == 6  # 11 matches, 5 allowlisted
-        assert {b["caller"] for b in logic} >= {"alice.admin@contoso.com", "Henry.Ops@Contoso.com"}
+        assert {b["runCommand"]["caller"] for b in logic} >= {"alice.admin@contoso.com", "Henry.Ops@Contoso.com"}
         functions()["detector_daily"].get_user_function()(Timer())  # the overlapping next run sends nothing
         functions()["detector_redeliver"].get_user_function()(Timer())
         assert len(server.bodies("/teams")) == 6
@@ -88,8 +88,13 @@ def test_a_failed_run_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ca
         functions()["detector_daily"].get_user_function()(Timer())
 
 
-def test_a_bad_setting_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_setting_names_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DETECTOR_PERIOD_HOURS", "two days")
+    monkeypatch.setenv("DETECTOR_STATE_DIR", str(tmp_path / "state"))
     from detector.errors import ConfigError
     with pytest.raises(ConfigError, match="DETECTOR_PERIOD_HOURS"):
         functions()["detector_daily"].get_user_function()(Timer())
+    # The failure is still recorded for the health messages, with the settings that do validate.
+    health = json.loads((tmp_path / "state" / "health.json").read_text())["record"]
+    assert (health["status"], health["failure"]["stage"], health["failure"]["code"]) == (
+        "failing", "settings", "DETECTOR_PERIOD_HOURS")

@@ -31,6 +31,7 @@ class Received:
     query: str
     body: Any
     status: int = 0
+    raw: bytes = b""
 
 
 class WebhookServer:
@@ -55,7 +56,7 @@ class WebhookServer:
                 with outer.lock:
                     script = outer.scripts.get(parts.path, [])
                     reply = script.pop(0) if script else Reply()
-                    outer.received.append(Received(parts.path, parts.query, body, reply.status))
+                    outer.received.append(Received(parts.path, parts.query, body, reply.status, raw))
                 if reply.delay:
                     time.sleep(reply.delay)
                 payload = reply.body.encode()
@@ -84,6 +85,11 @@ class WebhookServer:
         """Every body POSTed to ``path``, whatever the answer."""
         with self.lock:
             return [r.body for r in self.received if r.path == path]
+
+    def raw_bodies(self, path: str) -> list[bytes]:
+        """The exact bytes POSTed to ``path``."""
+        with self.lock:
+            return [r.raw for r in self.received if r.path == path]
 
     def accepted(self, path: str) -> list[Any]:
         """Bodies POSTed to ``path`` that were answered 2xx, i.e. delivered."""

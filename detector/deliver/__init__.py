@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ..model import Alert
+
+# What an alert delivery announces: a new alert, or new UEBA matches for an alert already sent. The
+# alert-v2 schema also reserves "health" (the detector's own health reports; their shape comes later).
+AlertEvent = Literal["alert", "update"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,4 +27,4 @@ class Destination(Protocol):
     @property
     def id(self) -> str: ...
 
-    def deliver(self, alerts: Sequence[Alert]) -> list[Outcome]: ...
+    def deliver(self, alerts: Sequence[Alert], *, event: AlertEvent = "alert") -> list[Outcome]: ...

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,7 @@ from . import Outcome
 from .redact import install_log_redaction, redact, safe_url
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}
 
 
 class CappedRetry(Retry):
@@ -75,11 +77,20 @@ class PostResult:
     body: str = ""
 
 
-def post_json(session: requests.Session, url: str, payload: Any, *, timeout: float) -> PostResult:
-    """POST JSON; the result's text never holds the URL."""
+def encode_json(payload: Any) -> bytes:
+    """The exact bytes a webhook receives: compact UTF-8 JSON, standard (no NaN/Infinity).
+
+    Size limits are checked on these bytes and these bytes are sent (requests' ``json=`` would
+    re-serialize as escaped ASCII with spaces, up to twice as large for non-Latin text).
+    """
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def post_body(session: requests.Session, url: str, data: bytes, *, timeout: float) -> PostResult:
+    """POST JSON bytes (from :func:`encode_json`); the result's text never holds the URL."""
     where = safe_url(url)
     try:
-        response = session.post(url, json=payload, timeout=(min(timeout, 10.0), timeout))
+        response = session.post(url, data=data, headers=JSON_HEADERS, timeout=(min(timeout, 10.0), timeout))
     except requests.exceptions.RetryError:
         return PostResult(False, None, f"{where}: gave up after retries (throttled or server errors)")
     except requests.exceptions.Timeout:
@@ -119,8 +130,8 @@ class WebhookDestination:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._id!r})"
 
-    def _post(self, payload: Any) -> Outcome:
-        return self._outcome(post_json(self._session, self._url, payload, timeout=self.timeout))
+    def _post(self, body: bytes) -> Outcome:
+        return self._outcome(post_body(self._session, self._url, body, timeout=self.timeout))
 
     def _outcome(self, result: PostResult) -> Outcome:
         """How an answer reads for this kind of webhook (Teams adds its legacy throttling)."""

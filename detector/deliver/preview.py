@@ -34,9 +34,16 @@ def find_renderer() -> Path:
                       "(or point DETECTOR_ADAPTIVECARDS_JS at adaptivecards.min.js)")
 
 
-def _script_json(value: Any) -> str:
-    # JSON inside <script>: "</" must not close the element.
-    return json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
+def script_json(value: Any) -> str:
+    """JSON inside <script>, inert whatever the log text: no ``<``, ``>`` or ``&`` reach the HTML parser.
+
+    Escaping only ``</`` is not enough: ``<!--<script>`` in a value switches the parser into the
+    "script data double escaped" state, where ``</script>`` no longer ends the element and the
+    rest of the page is swallowed. JSON's ``\\u003c`` escapes keep the same value for JavaScript.
+    """
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
 def render_page(messages: Sequence[tuple[str, dict[str, Any]]], *, title: str, renderer: Path | None = None) -> str:
@@ -55,7 +62,7 @@ h1 {{ font-size: 18px; }} h2 {{ font-size: 13px; color: #555; margin: 24px 0 6px
 <body><h1>{html.escape(title)}</h1><div id="cards"></div>
 <script>{script}</script>
 <script>
-const cards = {_script_json(cards)};
+const cards = {script_json(cards)};
 const host = document.getElementById("cards");
 cards.forEach(function (item, index) {{
   const caption = document.createElement("h2");

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 from .. import kql
 from ..correlate import Window
 from ..errors import InputError
-from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS
+from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS, UEBA_OPTIONAL_COLUMNS
 from ..timestamps import DATE_ORDERS, PORTAL, format_datetime, parse_portal_datetime, portal_date_evidence
 from . import MalformedRow, ReadReport, SourceData
 from .records import RowError, activity_event, ueba_event
@@ -77,6 +77,12 @@ def normalize_header(name: str, path: str, required: tuple[str, ...]) -> str:
             )
         return base
     return name
+
+
+def _column_index(columns: list[str], required: tuple[str, ...]) -> list[tuple[str, int]]:
+    """Where each required column is, plus the optional context columns that are present."""
+    return [(name, columns.index(name)) for name in required] + [
+        (name, columns.index(name)) for name in UEBA_OPTIONAL_COLUMNS if name in columns and name not in required]
 
 
 def _check_columns(columns: list[str], required: tuple[str, ...], path: str) -> None:
@@ -153,7 +159,7 @@ def _read_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> Iter
         except csv.Error as exc:
             raise InputError(f"unreadable CSV header: {exc}", path=str(path), line=1) from None
         _check_columns(header, required, str(path))
-        index = [(name, header.index(name)) for name in required]
+        index = _column_index(header, required)
         width = len(header)
         for line, text in records:
             where = f"line {line}"
@@ -295,7 +301,7 @@ def _iter_rest_tables(
     names = [normalize_header(str(c.get("name", "")) if isinstance(c, dict) else "", str(path), required)
              for c in table["columns"]]
     _check_columns(names, required, str(path))
-    index = [(name, names.index(name)) for name in required]
+    index = _column_index(names, required)
     for number, row in enumerate(table["rows"], start=1):
         where = f"row {number}"
         if not isinstance(row, list) or len(row) != len(names):

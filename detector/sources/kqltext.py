@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS
+from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS, UEBA_OPTIONAL_COLUMNS
 from ..rule import (
     AUTHORIZATION_TERM,
     QUERY,
@@ -70,7 +70,7 @@ def ueba_query(start: Ticks, end: Ticks, callers: Sequence[str]) -> str:
         f"ActivityInsights.{UEBA_INSIGHT} == {string_literal(UEBA_INSIGHT_VALUE)}",
         "| where isnotempty(UserPrincipalName) and isnotempty(SourceIPLocation)",
         f"| where tolower(UserPrincipalName) in ({names})",
-        _project(UEBA_COLUMNS),
+        _project(UEBA_COLUMNS + UEBA_OPTIONAL_COLUMNS),
     ])
 
 

@@ -91,4 +91,18 @@ def ueba_event(row: Mapping[str, Any]) -> UebaEvent:
         source_ip_location=_text(row, "SourceIPLocation"),
         activity_insights=_dynamic(row, "ActivityInsights"),
         users_insights=_dynamic(row, "UsersInsights"),
+        source_ip=_text(row, "SourceIPAddress"),
+        investigation_priority=_priority(row),
     )
+
+
+def _priority(row: Mapping[str, Any]) -> int | None:
+    """``InvestigationPriority`` (int, optional context): anything but a whole number reads as unknown."""
+    value = row.get("InvestigationPriority")
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None

@@ -160,3 +160,18 @@ class FileStore:
         with self._locked():
             runs: list[dict[str, Any]] = self._read("runs.json", {}).get("runs", [])
             return runs
+
+    # --- health (one record, its version as ETag) ---------------------------------------------------
+    def get_health(self) -> tuple[dict[str, Any] | None, str | None]:
+        with self._locked():
+            data = self._read("health.json", None)
+        return (data["record"], str(data["version"])) if data else (None, None)
+
+    def put_health(self, record: dict[str, Any], *, etag: str | None) -> str:
+        with self._locked():
+            current = self._read("health.json", None)
+            if (current is None) != (etag is None) or (current is not None and str(current["version"]) != etag):
+                raise ConflictError("the health record changed since it was read")
+            version = 1 if current is None else int(current["version"]) + 1
+            self._write("health.json", {"version": version, "record": record})
+        return str(version)

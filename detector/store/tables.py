@@ -273,3 +273,39 @@ class TableStore:
             rows.reverse()  # stored newest first; return oldest first like the file store
             return rows
         return self._call("list runs", run)
+
+    # --- health (one entity in the runs table, ETag-conditional) ------------------------------------
+    def get_health(self) -> tuple[dict[str, Any] | None, str | None]:
+        def run() -> tuple[dict[str, Any] | None, str | None]:
+            try:
+                entity = self.runs.get_entity("health", encode_key(RULE.id))
+            except ResourceNotFoundError:
+                return None, None
+            try:
+                record: dict[str, Any] = json.loads(entity["record"])
+            except (KeyError, ValueError):
+                raise StoreError(f"{self._label}: the health record is unreadable") from None
+            return record, str(entity.metadata["etag"])
+        return self._call("read health", run)
+
+    def put_health(self, record: dict[str, Any], *, etag: str | None) -> str:
+        text = json.dumps(record, ensure_ascii=False)
+        if len(text) > _CHUNK:  # never cut JSON in half: refuse, and the caller logs it
+            raise StoreError(f"{self._label}: the health record is too large ({len(text)} characters)")
+        entity = {"PartitionKey": "health", "RowKey": encode_key(RULE.id), "record": text}
+
+        def run() -> str:
+            try:
+                if etag is None:
+                    meta = self.runs.create_entity(entity)
+                else:
+                    meta = self.runs.update_entity(entity, mode=UpdateMode.REPLACE, etag=etag,
+                                                   match_condition=MatchConditions.IfNotModified)
+            except ResourceExistsError:
+                raise ConflictError("the health record appeared since it was read") from None
+            except HttpResponseError as exc:
+                if exc.status_code in (404, 409, 412):
+                    raise ConflictError("the health record changed since it was read") from None
+                raise
+            return str(meta["etag"])
+        return self._call("write health", run)

@@ -1,0 +1,159 @@
+// Azure Monitor watches the detector from outside: a path that works even when the detector cannot
+// send anything itself (a broken deployment, an expired secret, a disabled app).
+// Two scheduled query rules over the Function App's Application Insights `traces`, reading the run
+// summary's custom dimensions (detector/health.py DIMENSIONS), and one action group whose receivers
+// are parameters. The README's "Self-monitoring" section explains both paths.
+
+@description('Azure region of the alert rules.')
+param location string
+
+@description('Short prefix for resource names.')
+param namePrefix string
+
+@description('Resource id of the Function App\'s Application Insights component (the rules\' scope).')
+param appInsightsId string
+
+@description('Hours without a successful run before the alert fires (frequency + grace: 24 + 2).')
+@minValue(2)
+@maxValue(48)
+param silenceHours int = 26
+
+@description('Email addresses of the on-call receivers (may be empty).')
+param emailAddresses array = []
+
+@description('Webhook receivers (e.g. an on-call tool), one URL per line (secret: the URL may carry a key).')
+@secure()
+param webhookUrls string = ''
+
+var webhooks = filter(split(replace(webhookUrls, '\r', ''), '\n'), url => !empty(trim(url)))
+
+// The run summary is logged with these custom dimensions; {silenceHours} is replaced below.
+var noRunQueryTemplate = '''
+traces
+| where timestamp > ago({silenceHours}h)
+| where tostring(customDimensions.detector_event) == "run_summary"
+| where tostring(customDimensions.detector_status) == "succeeded"
+| summarize SuccessfulRuns = count()
+'''
+var failedRunQuery = '''
+traces
+| where tostring(customDimensions.detector_event) == "run_summary"
+| where tostring(customDimensions.detector_status) == "failed"
+| project timestamp, Stage = tostring(customDimensions.detector_error_stage), Code = tostring(customDimensions.detector_error_code), message
+'''
+
+resource onCall 'Microsoft.Insights/actionGroups@2023-01-01' = {
+  name: '${namePrefix}-detector-oncall'
+  location: 'global'
+  properties: {
+    groupShortName: 'detectoroc'
+    enabled: true
+    emailReceivers: [for (address, i) in emailAddresses: {
+      name: 'email-${i + 1}'
+      emailAddress: address
+      useCommonAlertSchema: true
+    }]
+    webhookReceivers: [for (url, i) in webhooks: {
+      name: 'webhook-${i + 1}'
+      serviceUri: url
+      useCommonAlertSchema: true
+    }]
+  }
+}
+
+resource noSuccessfulRun 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-detector-no-successful-run'
+  location: location
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Run Command detector: no successful run for ${silenceHours} hours'
+    description: 'The detector has not completed a run for longer than its frequency plus the grace period: Run Commands are not being checked. See the README, Self-monitoring.'
+    severity: 1
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'P2D'
+    criteria: {
+      allOf: [
+        {
+          query: replace(noRunQueryTemplate, '{silenceHours}', string(silenceHours))
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'SuccessfulRuns'
+          operator: 'LessThan'
+          threshold: 1
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: {
+      actionGroups: [
+        onCall.id
+      ]
+    }
+  }
+}
+
+resource failedRun 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-detector-run-failed'
+  location: location
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Run Command detector: a run failed'
+    description: 'A daily run of the detector failed (the stage and error code are dimensions). See the README, Self-monitoring.'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    criteria: {
+      allOf: [
+        {
+          query: failedRunQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            {
+              name: 'Stage'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+            {
+              name: 'Code'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: false
+    actions: {
+      actionGroups: [
+        onCall.id
+      ]
+    }
+  }
+}
+
+output actionGroupId string = onCall.id
+output ruleIds array = [
+  noSuccessfulRun.id
+  failedRun.id
+]

@@ -1,0 +1,147 @@
+"""``python -m detector status`` on both backends (local files and Table Storage on Azurite): the
+verdict and its exit code (0 healthy, 1 degraded, 4 failing), what each part of the report reads,
+``--json``, and no secret in the output."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detector import health
+from detector.cli import main
+from detector.errors import SourceError
+from detector.health_outbox import update
+from detector.status import build_status
+from detector.store import FAILED, PENDING, DestinationState, StateStore, StoredAlert
+from detector.store.files import FileStore
+from detector.store.tables import TableStore
+from detector.timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, format_datetime, parse_datetime
+from tests.services import AZURITE_KEY, azurite_tables
+from tests.test_delivery import one_alert
+
+NOW = parse_datetime("2026-11-20T07:00:00Z")
+RUN_AT = parse_datetime("2026-11-20T06:00:00Z")
+
+
+@pytest.fixture(params=["files", "tables"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[StateStore, list[str], dict[str, str]]]:
+    """A store, the CLI options that open it, and the environment the CLI needs."""
+    if request.param == "files":
+        yield FileStore(tmp_path / "state"), ["--state", str(tmp_path / "state")], {}
+    else:
+        with azurite_tables() as connection:
+            yield TableStore.from_connection_string(connection), [], {"DETECTOR_TABLE_CONNECTION_STRING": connection}
+
+
+def succeeded(store: StateStore, at: int, run_id: str = "r1") -> None:
+    window = {"start": format_datetime(at - 48 * TICKS_PER_HOUR), "end": format_datetime(at)}
+    store.record_run(run_id, {"run_id": run_id, "status": "succeeded", "window": window, "alerts": 2,
+                              "new_alerts": 1, "suppressed": 1, "delivered": 2, "undelivered": 0,
+                              "duration_seconds": 1.25})
+    store.set_watermark(at)
+
+
+def entry(entry_id: str, *, created: int, expires: int | None = None) -> dict[str, Any]:
+    return {"id": entry_id, "reason": "known-good", "conditions": [{"field": "caller", "op": "equals",
+                                                                    "value": f"{entry_id}@contoso.com"}],
+            "created_by": "t", "created_at": format_datetime(created),
+            "expires_at": format_datetime(expires) if expires is not None else None, "enabled": True}
+
+
+def status(store: StateStore, now: int = NOW) -> Any:
+    return build_status(store, now=now, frequency_hours=24, grace_hours=2)
+
+
+def test_no_run_at_all_is_failing(backend: tuple[StateStore, list[str], dict[str, str]]) -> None:
+    report = status(backend[0])
+    assert (report.verdict, report.exit_code) == ("failing", 4)
+    assert "no successful run recorded" in report.verdict_line()
+
+
+def test_a_recent_successful_run_and_nothing_owed_is_healthy(backend: tuple[StateStore, list[str],
+                                                                             dict[str, str]]) -> None:
+    store = backend[0]
+    succeeded(store, RUN_AT)
+    store.put_allowlist(entry("fresh", created=NOW - 10 * TICKS_PER_DAY))  # young: not stale without hits
+    report = status(store)
+    assert (report.verdict, report.exit_code) == ("healthy", 0)
+    [run] = report.runs
+    assert (run.time, run.status, run.counts["alerts"], run.duration_seconds) == (
+        "2026-11-20T06:00:00Z", "succeeded", 2, 1.25)
+    assert report.late is False
+
+
+def test_owed_alerts_and_allowlist_to_review_make_it_degraded(backend: tuple[StateStore, list[str],
+                                                                             dict[str, str]]) -> None:
+    store = backend[0]
+    succeeded(store, RUN_AT)
+    store.create_alert(StoredAlert(alert=one_alert(), destinations={
+        "teams-1": DestinationState(FAILED, 3, "teams-1: HTTP 503 after retries"),
+        "logicapp-1": DestinationState(PENDING)}, first_seen=RUN_AT, updated=RUN_AT))
+    store.put_allowlist(entry("soon", created=NOW - 10 * TICKS_PER_DAY, expires=NOW + 6 * TICKS_PER_DAY))
+    store.put_allowlist(entry("later", created=NOW - 10 * TICKS_PER_DAY, expires=NOW + 8 * TICKS_PER_DAY))
+    store.put_allowlist(entry("stale", created=NOW - 200 * TICKS_PER_DAY))
+    store.put_allowlist(entry("used", created=NOW - 200 * TICKS_PER_DAY))
+    store.put_allowlist(entry("used-long-ago", created=NOW - 200 * TICKS_PER_DAY))
+    store.record_hits({"used": 1}, NOW - 30 * TICKS_PER_DAY)
+    store.record_hits({"used-long-ago": 1}, NOW - 91 * TICKS_PER_DAY)
+    store.put_allowlist({"id": "broken", "reason": "x", "conditions": [{"field": "nope", "op": "equals",
+                                                                        "value": "x"}]})
+    report = status(store)
+    assert (report.verdict, report.exit_code) == ("degraded", 1)
+    assert report.destinations == {"logicapp-1": {"pending": 1, "failed": 0}, "teams-1": {"pending": 0, "failed": 1}}
+    assert [e["id"] for e in report.expiring] == ["soon"]
+    assert sorted(e["id"] for e in report.unused) == ["stale", "used-long-ago"]
+    assert [p.split(":")[0] for p in report.allowlist_invalid] == ["broken"]
+    line = report.verdict_line()
+    for part in ("teams-1: 0 alert(s) pending, 1 failed", "1 allowlist entry expire within 7 days",
+                 "2 allowlist entries with no hit in 90 days", "1 invalid allowlist entry"):
+        assert part in line
+
+
+def test_a_late_watermark_a_failed_last_run_or_an_open_streak_is_failing(
+        backend: tuple[StateStore, list[str], dict[str, str]]) -> None:
+    store = backend[0]
+    succeeded(store, RUN_AT)
+    assert status(store, RUN_AT + 26 * TICKS_PER_HOUR).verdict == "healthy"  # exactly frequency + grace
+    late = status(store, RUN_AT + 26 * TICKS_PER_HOUR + 1)
+    assert late.verdict == "failing"
+    assert "no successful run since 2026-11-20T06:00:00Z (more than 26 h)" in late.verdict_line()
+    store.record_run("r2", {"run_id": "r2", "status": "failed", "error": "query failed (code PartialError)",
+                            "window": {"start": "2026-11-19T07:00:00Z", "end": "2026-11-21T07:00:00Z"}})
+    failed = status(store, RUN_AT + 2 * TICKS_PER_HOUR)
+    assert failed.verdict == "failing"
+    assert "the last run failed: query failed (code PartialError)" in failed.verdict_line()
+    update(store, lambda r: health.after_failure(r, health.classify(SourceError("x", code="PartialError")),
+                                                 at=RUN_AT + TICKS_PER_HOUR, destination_ids=["teams-1"]))
+    streak = status(store, RUN_AT + 2 * TICKS_PER_HOUR)
+    assert "failing since 2026-11-20T07:00:00Z (1 failed run(s))" in streak.verdict_line()
+    assert streak.to_dict()["health"]["messages_owed"][0]["owed"] == ["teams-1"]
+
+
+def test_the_cli_prints_a_report_or_json_and_exits_with_the_verdict(
+        backend: tuple[StateStore, list[str], dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    store, options, env = backend
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["status", *options, "--at", "2026-11-20T07:00:00Z"], out=out, err=err) == 4
+    assert out.getvalue().rstrip().splitlines()[-1] == "FAILING: no successful run recorded"
+    succeeded(store, RUN_AT)
+    out = io.StringIO()
+    assert main(["status", *options, "--json", "--at", "2026-11-20T07:00:00Z"], out=out, err=err) == 0
+    data = json.loads(out.getvalue())
+    assert (data["verdict"], data["exit_code"], data["watermark"]["late"]) == ("healthy", 0, False)
+    assert data["runs"][0]["window"] == {"start": "2026-11-18T06:00:00Z", "end": "2026-11-20T06:00:00Z"}
+    store.create_alert(StoredAlert(alert=one_alert(), destinations={"teams-1": DestinationState(PENDING)},
+                                   first_seen=RUN_AT, updated=RUN_AT))
+    out = io.StringIO()
+    assert main(["status", *options, "--at", "2026-11-20T07:00:00Z"], out=out, err=err) == 1
+    text = out.getvalue()
+    assert "alerts owed per destination: teams-1 pending 1 failed 0" in text
+    assert AZURITE_KEY not in text + err.getvalue()
