@@ -240,6 +240,43 @@ def allowlist_eval(repeat: int) -> dict[str, Any]:
             "ratio": indexed_t / naive_t, "suppressed": sum(1 for m in indexed if m), "equal": indexed == naive}
 
 
+def hostile_input(repeat: int) -> dict[str, Any]:
+    """Issue 12's hostile shapes.
+
+    The JSON Lines scan on one huge line, 40 MB against 160 MB: linear time gives a ratio near 4 (lines
+    under 32 MB reuse freed heap memory where larger ones map fresh pages, so they are not comparable).
+    The ReDoS allowlist pattern through RE2 on a 10,000-character VM name, against Python's backtracking
+    re on a 20-character one (the detector's engine before).
+    """
+    import re
+    import tempfile
+
+    from detector.allowlist import Allowlist
+    from detector.breadth import corpus
+    from detector.sources.files import PREFILTERS
+    from detector.sources.scan import scan_range
+
+    times: dict[int, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mb in (40, 160):
+            path = Path(tmp) / f"line{mb}.jsonl"
+            piece = b"x\\u0041 runcommand "
+            path.write_bytes(b'{"a":"' + piece * (mb * (1 << 20) // len(piece)) + b'"}\n')
+            size = path.stat().st_size
+            times[mb], _ = median_time(lambda path=path, size=size: scan_range(
+                str(path), 0, size, PREFILTERS["AzureActivity"], True), repeat)
+    pattern = r"([a-z0-9-]+)*\.prod"
+    allowlist = Allowlist.load([{"id": "redos", "reason": "benchmark",
+                                 "conditions": [{"field": "vm_name", "op": "regex", "value": pattern}]}], now=AT)
+    from dataclasses import replace
+    long_alert = replace(corpus()[0], vm_name="a" * 10_000 + "!")
+    re2_t, verdict = median_time(lambda: allowlist.matching(long_alert), repeat)
+    backtracking = re.compile(pattern, re.IGNORECASE)
+    re_t, _ = median_time(lambda: backtracking.fullmatch("a" * 20 + "!"), 1)
+    return {"scan_40mb_line_s": times[40], "scan_160mb_line_s": times[160], "scan_ratio": times[160] / times[40],
+            "redos_re2_10000_chars_s": re2_t, "redos_python_re_20_chars_s": re_t, "redos_suppressed": bool(verdict)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", default="10k,100k,1M")
@@ -274,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"MISMATCH at {name}: DuckDB's rows differ from ours", file=sys.stderr)
     results["imports"] = import_times(max(args.repeat, 5))
     results["allowlist"] = allowlist_eval(args.repeat)
+    results["hostile"] = hostile_input(args.repeat)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(render(results))
     mismatch = any(not e["replay"]["equal"] or not e["correlation"]["equal"] for e in results["scales"].values())
@@ -307,6 +345,11 @@ def render(results: dict[str, Any]) -> str:
     lines += [f"allowlist: {a['alerts']} alerts x {a['entries']} entries in {a['indexed_s']:.3f} s (indexed); checking "
               f"every entry: {a['every_entry_s']:.2f} s ({a['ratio']:.3f}x); same verdicts: {a['equal']}; "
               f"suppressed: {a['suppressed']}"]
+    h = results["hostile"]
+    lines += [f"scan of one huge line: 40 MB {h['scan_40mb_line_s'] * 1000:.0f} ms, 160 MB "
+              f"{h['scan_160mb_line_s'] * 1000:.0f} ms ({h['scan_ratio']:.1f}x for 4x the length); "
+              f"ReDoS pattern: RE2 on 10,000 characters {h['redos_re2_10000_chars_s'] * 1000:.2f} ms, "
+              f"Python re on 20 characters {h['redos_python_re_20_chars_s'] * 1000:.0f} ms"]
     return "\n".join(lines)
 
 

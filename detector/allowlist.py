@@ -5,13 +5,17 @@ required reason, who created it and when, an optional expiry (UTC), an optional 
 window, and an enabled flag. Evaluation is pure; stores keep entries and their hit counts.
 
 Fail closed: an entry that does not validate (unknown field or operator, bad regex or CIDR, an empty
-value, a pattern that matches everything, no conditions, no reason, a bad time zone) suppresses
-nothing and is reported. Disabled and expired entries suppress nothing either.
+value, a regex that matches the empty string, no conditions, no reason, a bad time zone) or that is
+too broad (its conditions together match more than 1% of the breadth corpus, see ``breadth.py``)
+suppresses nothing and is reported. Disabled and expired entries suppress nothing either.
 
 Matching rules (decisions):
 
 * every string operator is case-insensitive; ``regex`` is a full match (anchored at both ends),
-  compiled once per entry with ``re.IGNORECASE``;
+  compiled once per entry by RE2 (``google-re2``), whose matching time is linear in the input: a
+  pattern such as ``([a-z0-9-]+)*\\.prod`` cannot take exponential time on a long VM name. Features
+  RE2 lacks (backreferences, lookaround, possessive quantifiers) make the entry invalid, with RE2's
+  reason;
 * fields about the Run Command (caller, IP, subscription, resource group, VM, ...) are tested against
   the alert; fields about UEBA matches (action type, source location) must hold for **every** UEBA
   match of the alert, so an exception for "sign-ins from Seattle" never hides an alert that also
@@ -33,7 +37,10 @@ from datetime import time as dtime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import re2  # type: ignore[import-untyped]
+
 from . import kql
+from .breadth import CORPUS_SIZE, MAX_MATCHES, MAX_SHARE, corpus
 from .model import Alert
 from .timestamps import Ticks, format_datetime, parse_datetime, to_datetime
 
@@ -58,8 +65,9 @@ _INDEXABLE: tuple[str, ...] = ("caller", "caller_ip", "subscription", "resource_
                                "account_upn_suffix", "correlation_id")
 OPERATORS: tuple[str, ...] = ("equals", "contains", "startswith", "endswith", "in", "cidr", "regex")
 
-# Strings a "match everything" regex would accept; a pattern matching all of them is refused.
-_PROBES = ("", "a", "Z9", "alice@contoso.com", "10.1.2.3", "vm-web-01", "/subscriptions/x", " ", "é", "Lagos, NG")
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.case_sensitive = False
+_RE2_OPTIONS.log_errors = False  # a refused pattern is reported once, as an InvalidEntry, not on stderr
 
 
 class InvalidEntry(ValueError):
@@ -92,6 +100,12 @@ def _address(text: str) -> tuple[int, int] | None:
     return address.version, int(address)
 
 
+@functools.lru_cache(maxsize=4096)
+def _compile_regex(value: str) -> Any:
+    """An RE2 pattern (case-insensitive); ``re2.error`` when RE2 cannot compile it."""
+    return re2.compile(value, _RE2_OPTIONS)
+
+
 def _build_test(operator: str, value: str | tuple[str, ...]) -> Callable[[str], bool]:
     if isinstance(value, tuple):  # only "in" takes a list (parse_condition guarantees it)
         wanted = {kql.tolower(v) for v in value}
@@ -117,7 +131,7 @@ def _build_test(operator: str, value: str | tuple[str, ...]) -> Callable[[str], 
             return any(v == version and number & mask == net for v, net, mask in networks)
         return in_networks
     if operator == "regex":
-        pattern = re.compile(value, re.IGNORECASE)
+        pattern = _compile_regex(value)
         return lambda s: pattern.fullmatch(s) is not None
     raise InvalidEntry(f"unknown operator {operator!r}")
 
@@ -151,11 +165,13 @@ def parse_condition(raw: Any, index: int) -> Condition:
                 raise InvalidEntry(f"{where}: {part.strip()!r} matches every address")
     if operator == "regex" and isinstance(frozen, str):
         try:
-            pattern = re.compile(frozen, re.IGNORECASE)
-        except re.error as exc:
-            raise InvalidEntry(f"{where}: bad regex: {exc}") from None
-        if all(pattern.fullmatch(p) for p in _PROBES[1:]) or pattern.fullmatch(""):
-            raise InvalidEntry(f"{where}: regex {frozen!r} matches (nearly) everything")
+            pattern = _compile_regex(frozen)
+        except re2.error as exc:
+            reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+            raise InvalidEntry(f"{where}: bad regex {frozen!r} for RE2 (linear-time matching: no backreferences "
+                               f"or lookaround): {reason}") from None
+        if pattern.fullmatch("") is not None:
+            raise InvalidEntry(f"{where}: regex {frozen!r} matches (nearly) everything, an empty value included")
     return Condition(field_name=name, operator=operator, value=frozen, _test=_build_test(operator, frozen))
 
 
@@ -189,6 +205,23 @@ class MaintenanceWindow:
                 "end": self.end.strftime("%H:%M"), "timezone": self.timezone}
 
 
+# IANA's geographic areas (and Etc): a canonical zone name is "Area/Location" under one of them, or UTC.
+# This refuses the host's "localtime", "Factory" (no offset at all), "posixrules", the posix/ and right/
+# trees and the old country aliases ("GB", "US/Pacific"), whose meaning depends on the machine's tz data.
+_ZONE_AREAS = ("Africa", "America", "Antarctica", "Arctic", "Asia", "Atlantic", "Australia", "Europe", "Indian",
+               "Pacific", "Etc")
+
+
+def _check_zone(zone: str) -> None:
+    try:
+        _zone(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise InvalidEntry(f"unknown time zone {zone!r}") from None
+    if zone != "UTC" and ("/" not in zone or zone.split("/", 1)[0] not in _ZONE_AREAS):
+        raise InvalidEntry(f"time zone {zone!r} is not a canonical IANA name (Area/Location such as "
+                           f"Europe/Berlin, or UTC)")
+
+
 def _parse_clock(value: Any, what: str) -> dtime:
     if not isinstance(value, str) or not re.fullmatch(r"\d{1,2}:\d{2}", value.strip()):
         raise InvalidEntry(f"maintenance window {what} must be HH:MM, got {value!r}")
@@ -215,10 +248,7 @@ def parse_window(raw: Any) -> MaintenanceWindow:
     zone = raw.get("timezone")
     if not isinstance(zone, str) or not zone:
         raise InvalidEntry("maintenance window needs an IANA timezone, e.g. Europe/Berlin")
-    try:
-        ZoneInfo(zone)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidEntry(f"unknown time zone {zone!r}") from None
+    _check_zone(zone)
     start, end = _parse_clock(raw.get("start"), "start"), _parse_clock(raw.get("end"), "end")
     if start == end:
         raise InvalidEntry("maintenance window start and end are equal")
@@ -234,6 +264,36 @@ def _parse_time(raw: Any, what: str) -> Ticks | None:
         return parse_datetime(raw)
     except ValueError:
         raise InvalidEntry(f"{what} is not an ISO 8601 time: {raw!r}") from None
+
+
+@functools.cache
+def _corpus_index() -> dict[tuple[str, str], list[int]]:
+    """(field, lower-cased value) -> positions in the breadth corpus, for equals/in conditions."""
+    index: dict[tuple[str, str], list[int]] = {}
+    for position, alert in enumerate(corpus()):
+        for name in _INDEXABLE:
+            [value] = _ALERT_FIELDS[name](alert)
+            index.setdefault((name, kql.tolower(value)), []).append(position)
+    return index
+
+
+def _check_breadth(conditions: tuple[Condition, ...]) -> None:
+    """Refuse conditions that, together, match more than :data:`MAX_SHARE` of the breadth corpus."""
+    alerts = corpus()
+    candidates: Iterable[int] = range(len(alerts))
+    for c in conditions:  # an equals/in condition narrows the candidates through the index
+        if c.operator in ("equals", "in") and c.field_name in _INDEXABLE:
+            values = c.value if isinstance(c.value, tuple) else (c.value,)
+            candidates = sorted({p for v in values for p in _corpus_index().get((c.field_name, kql.tolower(v)), ())})
+            break
+    matched = 0
+    for position in candidates:
+        if all(c.holds(alerts[position]) for c in conditions):
+            matched += 1
+            if matched > MAX_MATCHES:
+                raise InvalidEntry(
+                    f"matches (nearly) everything: its conditions match more than {MAX_MATCHES} of the {CORPUS_SIZE} "
+                    f"alerts of the breadth corpus ({MAX_SHARE:.0%}); add a narrower condition, e.g. a caller")
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +322,7 @@ class AllowlistEntry:
         if not isinstance(conditions, list) or not conditions:
             raise InvalidEntry("at least one condition is required (an entry may not match every alert)")
         parsed = tuple(parse_condition(c, i) for i, c in enumerate(conditions))
+        _check_breadth(parsed)
         window = parse_window(raw["window"]) if raw.get("window") else None
         enabled = raw.get("enabled", True)
         if not isinstance(enabled, bool):

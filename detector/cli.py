@@ -18,7 +18,7 @@ from . import kql
 from .allowlist import FIELDS, OPERATORS, Allowlist, AllowlistEntry, InvalidEntry
 from .correlate import Window
 from .deliver.factory import build_destinations
-from .errors import DetectorError, InputError
+from .errors import DetectorError, InputError, UsageError
 from .model import RULE_COLUMNS
 from .pipeline import RunPolicy, RunResult, detect, run_once, wall_clock
 from .rule import RULE
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .sources.loganalytics import LogAnalyticsSource
 from .store import EntryStats, StateStore
 from .store.factory import open_store
-from .timestamps import Ticks, format_datetime, parse_datetime
+from .timestamps import DATE_ORDERS, MIN_TICKS, TICKS_PER_HOUR, Ticks, format_datetime, parse_datetime
 from .triage import PLACEHOLDER_REASON
 
 EXIT_OK = 0
@@ -40,11 +40,59 @@ EXIT_BAD_INPUT = 3
 EXIT_FAILED = 4
 
 
+MAX_PERIOD_HOURS = 24 * 366
+"""The longest query period the CLI takes (a year of exports); the rule's is 48 hours."""
+
+
 def _time_arg(text: str) -> Ticks:
     try:
         return parse_datetime(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time: {text[:60]!r} ({exc}; e.g. 2026-11-20T06:00:00Z)") from None
+
+
+def _hours_arg(text: str) -> int:
+    try:
+        hours = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-20T06:00:00Z)") from None
+        raise argparse.ArgumentTypeError(f"not a whole number of hours: {text[:20]!r}") from None
+    if not 1 <= hours <= MAX_PERIOD_HOURS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_PERIOD_HOURS} hours, got {hours}")
+    return hours
+
+
+def _positive_int_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text[:20]!r}") from None
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 1000000, got {value}")
+    return value
+
+
+def _conflicts(args: argparse.Namespace) -> str | None:
+    """Options that cannot go together (one would be silently ignored): the usage error, or None."""
+    def given(name: str) -> bool:
+        return getattr(args, name, None) not in (None, False)
+    pairs = [("data", "workspace", "--data and --workspace pick two different sources"),
+             ("allowlist", "no_allowlist", "--allowlist and --no-allowlist contradict each other"),
+             ("state", "table_endpoint", "--state and --table-endpoint pick two different state backends"),
+             ("file", "state", "--file and --state pick two different allowlists"),
+             ("file", "table_endpoint", "--file and --table-endpoint pick two different allowlists"),
+             ("workspace", "date_order", "--date-order is for CSV exports (--data), not --workspace"),
+             ("workspace", "check_all_rows", "--check-all-rows is for JSON Lines exports (--data), not --workspace")]
+    for first, second, why in pairs:
+        if given(first) and given(second):
+            return why
+    window = [n for n in ("window_start", "window_end", "window_tz") if given(n)]
+    if window and not given("window_days"):
+        return "--window-start/--window-end/--window-tz need --window-days"
+    at, hours = getattr(args, "at", None), getattr(args, "period_hours", None)
+    if at is not None and hours is not None and at - hours * TICKS_PER_HOUR < MIN_TICKS:
+        return f"--at minus --period-hours ({hours} h) falls before 0001-01-01"
+    return None
 
 
 def _sample_at() -> Ticks:
@@ -63,12 +111,12 @@ def _window(args: argparse.Namespace) -> tuple[FileSource, Ticks]:
     else:
         at = args.at if args.at is not None else wall_clock()
     full_parse = bool(getattr(args, "check_all_rows", False) or getattr(args, "strict", False))
-    return FileSource(data, prefilter=not full_parse), at
+    return FileSource(data, prefilter=not full_parse, date_order=getattr(args, "date_order", None)), at
 
 
 def _read_allowlist_file(path: Path) -> list[dict[str, Any]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = kql.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InputError(f"cannot read allowlist: {exc.strerror}", path=str(path)) from None
     except ValueError as exc:
@@ -160,12 +208,14 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     settings = Settings.from_env(os.environ)
     source: Source
     if args.workspace:
-        if args.data is not None:
-            raise InputError("give --data or --workspace, not both")
         source = _logs_source(args, settings)
         at = args.at if args.at is not None else wall_clock()
     else:
         source, at = _window(args)
+    if _stateful(args, settings) and (args.allowlist or args.no_allowlist):
+        raise UsageError("--allowlist/--no-allowlist are not used with a state backend (--state, --table-endpoint "
+                         "or DETECTOR_* state settings), whose own allowlist applies; import entries with "
+                         "'allowlist add' or disable them, or run without state")
     policy = RunPolicy(period_hours=args.period_hours, frequency_hours=min(settings.frequency_hours, args.period_hours),
                        max_catchup_days=settings.max_catchup_days)
     if _stateful(args, settings):
@@ -179,7 +229,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                                    "suppressed": [{"alert": s.alert.key, "entries": list(s.entry_ids)}
                                                   for s in result.suppressed],
                                    "malformed": [str(m) for m in result.report.malformed]}
-        out.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+        out.write(json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     else:
         _print_table(result, out)
     if args.strict and result.report.malformed_count:
@@ -198,7 +248,7 @@ def _normalize_row(row: dict[str, Any]) -> str:
             out[column] = kql.parse_json(value)
         else:
             out[column] = kql.tostring(value)
-    return json.dumps(out, sort_keys=True, ensure_ascii=False)
+    return json.dumps(out, sort_keys=True, ensure_ascii=False, allow_nan=False)
 
 
 def cmd_parity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -231,7 +281,8 @@ def cmd_rows(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     source, at = _window(args)
     result = detect(source, Window.ending_at(at, hours=args.period_hours))
     _report_problems(result, err)
-    out.write(json.dumps([r.to_dict() for r in result.correlation.rows], indent=2, ensure_ascii=False) + "\n")
+    out.write(json.dumps([r.to_dict() for r in result.correlation.rows], indent=2, ensure_ascii=False,
+                         allow_nan=False) + "\n")
     if args.strict and result.report.malformed_count:
         return EXIT_BAD_INPUT
     return EXIT_OK
@@ -393,8 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "BehaviorAnalytics.<json|jsonl|csv> (default: the embedded sample)")
         p.add_argument("--at", type=_time_arg, help="run time, ISO 8601; the period ends here "
                        "(default: the sample's run time, or now with --data)")
-        p.add_argument("--period-hours", type=int, default=RULE.query_period_hours,
-                       help="query period in hours (default: %(default)s, as the rule)")
+        p.add_argument("--period-hours", type=_hours_arg, default=RULE.query_period_hours,
+                       help=f"query period in hours, 1-{MAX_PERIOD_HOURS} (default: %(default)s, as the rule)")
+        p.add_argument("--date-order", choices=DATE_ORDERS, help="day/month order of a portal CSV export's times "
+                       "(default: found from the file; a file where no day is above 12 needs it)")
         p.add_argument("--strict", action="store_true", help="exit 3 when any row is malformed (implies "
                        "--check-all-rows)")
         p.add_argument("--check-all-rows", action="store_true", help="parse every JSON Lines row, reporting "
@@ -423,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     parity = sub.add_parser("parity", help="send the rule's KQL verbatim and compare its rows with the Python port")
     parity.add_argument("--workspace", required=True, help="Log Analytics workspace GUID")
     parity.add_argument("--at", type=_time_arg, required=True, help="run time, ISO 8601")
-    parity.add_argument("--period-hours", type=int, default=RULE.query_period_hours)
+    parity.add_argument("--period-hours", type=_hours_arg, default=RULE.query_period_hours)
     parity.set_defaults(handler=cmd_parity)
 
     card = sub.add_parser("card", help="render the run's Teams cards into a local HTML preview")
@@ -431,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--html", type=Path, required=True, help="output HTML file")
     card.add_argument("--allowlist", type=Path, help="allowlist JSON file (default for the sample: its example)")
     card.add_argument("--no-allowlist", action="store_true")
-    card.add_argument("--digest-threshold", type=int, default=50)
+    card.add_argument("--digest-threshold", type=_positive_int_arg, default=50)
     card.set_defaults(handler=cmd_card)
 
     status = sub.add_parser("status", help="the detector's health at a glance: last runs, watermark, alerts owed, "
@@ -489,15 +542,23 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     args.logs_client = logs_client
     if args.command == "allowlist" and getattr(args, "window_days", None) is not None:
         args.window_days = [d.strip() for d in args.window_days.split(",") if d.strip()]
-    if getattr(args, "period_hours", 1) <= 0:
-        err.write("detector: --period-hours must be positive\n")
+    conflict = _conflicts(args)
+    if conflict is not None:
+        err.write(f"detector: error: {conflict}\n")
         return EXIT_USAGE
     try:
         code: int = args.handler(args, out, err)
         return code
+    except UsageError as exc:
+        err.write(f"detector: error: {exc}\n")
+        return EXIT_USAGE
     except InputError as exc:
         err.write(f"detector: bad input: {exc}\n")
         return EXIT_BAD_INPUT
     except DetectorError as exc:
         err.write(f"detector: run failed: {exc}\n")
+        return EXIT_FAILED
+    except Exception as exc:  # a bug: one line, never a traceback that could carry a secret (e.g. a URL)
+        err.write(f"detector: run failed: internal error {type(exc).__name__} (a bug; please report the command "
+                  f"that caused it)\n")
         return EXIT_FAILED

@@ -34,6 +34,10 @@ class InputError(DetectorError):
         super().__init__(f"{prefix}: {message}" if prefix else message)
 
 
+class UsageError(DetectorError):
+    """Options that contradict each other or the configuration (the CLI's exit 2)."""
+
+
 class ConfigError(DetectorError):
     """A missing or invalid setting; ``setting`` names it."""
 

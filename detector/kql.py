@@ -101,7 +101,31 @@ def has(haystack: str, needle: str) -> bool:
 
 def to_json_text(value: JsonValue) -> str:
     """Compact JSON text of a dynamic value, as Kusto prints it (no spaces, non-ASCII kept)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def _not_a_number(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of the range of a JSON number")
+    return value
+
+
+def loads(text: str | bytes) -> JsonValue:
+    """Standard JSON only, the one JSON reader for every input the detector parses.
+
+    ``NaN``/``Infinity`` and numbers that overflow to infinity are not numbers (Kusto's parse_json keeps
+    such text as a string), and nesting deeper than Python's parser can follow (a hostile 100,000-deep
+    document) is refused: both raise ``ValueError``, as any other text that is not JSON.
+    """
+    try:
+        return json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def has_any(value: str | Sequence[JsonValue], needles: Iterable[str]) -> bool:
@@ -110,14 +134,36 @@ def has_any(value: str | Sequence[JsonValue], needles: Iterable[str]) -> bool:
     return any(has(text, n) for n in needles)
 
 
+MAX_DYNAMIC_DEPTH = 64
+"""Deepest nesting a dynamic value may have (a decision: real insight objects nest two levels). Deeper
+values are refused where they enter, so printing them later (``--json``, payloads, state) can never hit
+Python's recursion limit."""
+
+
+def too_deep(value: JsonValue, limit: int = MAX_DYNAMIC_DEPTH) -> bool:
+    """Whether ``value`` nests lists/objects more than ``limit`` levels (iterative: no recursion)."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def parse_json(value: JsonValue) -> JsonValue:
-    """``parse_json()``: text that is JSON becomes that value; other text stays the text itself."""
+    """``parse_json()``: text that is JSON becomes that value; other text stays the text itself.
+
+    Text nesting deeper than :data:`MAX_DYNAMIC_DEPTH` stays text too.
+    """
     if not isinstance(value, str):
         return value
     try:
-        return json.loads(value)
+        parsed = loads(value)
     except ValueError:
         return value
+    return value if too_deep(parsed) else parsed
 
 
 def member(value: JsonValue, key: str) -> JsonValue:
@@ -137,6 +183,8 @@ def tostring(value: JsonValue) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return str(int(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")  # as Kusto prints reals
     return to_json_text(value)
 
 

@@ -7,6 +7,7 @@ kept in :class:`Secret` wrappers whose ``repr``/``str`` never show them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -93,13 +94,67 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    labels = ascii_host.rstrip(".").split(".")
+    return len(ascii_host) <= 253 and all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a webhook, or None. The reason never quotes the URL (it holds a ``sig``).
+
+    HTTPS only: the URL's ``sig`` is a bearer secret and would travel in clear over HTTP. The one
+    exception is a loopback address (local tests and tools), where nothing leaves the machine.
+    """
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "contains spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError when not a number or outside 0..65535
+    except ValueError:
+        return "has an invalid port (must be 1-65535) or host"
+    host = parts.hostname or ""
+    if parts.scheme.lower() not in ("https", "http"):
+        return "is not an https:// URL"
+    if not host or not _valid_host(host):
+        return "has no valid host name"
+    if port == 0:
+        return "has an invalid port (must be 1-65535)"
+    if parts.username is not None or parts.password is not None:
+        return "carries a user name or password"
+    if parts.scheme.lower() == "http" and not _is_loopback(host):
+        return "is http://, which would send its sig in clear; use https://"
+    return None
+
+
 def _urls(env: Mapping[str, str], name: str) -> tuple[Secret, ...]:
     raw = env.get(name, "")
     urls = [u.strip() for u in re.split(r"[\n,;]", raw) if u.strip()]
     for i, url in enumerate(urls, start=1):
-        # Only the scheme and position are named: the URL itself is a secret.
-        if not url.lower().startswith(("https://", "http://")):
-            raise ConfigError(f"entry {i} is not an http(s) URL", setting=name)
+        # Only the position and the reason are named: the URL itself is a secret.
+        problem = webhook_url_problem(url)
+        if problem is not None:
+            raise ConfigError(f"entry {i} {problem}", setting=name)
     return tuple(Secret(u) for u in urls)
 
 

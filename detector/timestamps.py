@@ -26,10 +26,19 @@ _ISO = re.compile(
     r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
     r"\s*(Z|z|UTC|[+-]\d{2}(?::?\d{2})?)?"
 )
-# The Azure portal's CSV export: "4/28/2021, 2:32:14.029 PM" (month/day/year, 12-hour clock).
-_PORTAL = re.compile(
-    r"(\d{1,2})/(\d{1,2})/(\d{4}),?\s+(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?\s*([AaPp][Mm])"
+# The Azure portal's CSV export writes times in the browser's locale: en-US "4/28/2021, 2:32:14.029 PM",
+# en-GB "28/04/2021, 14:32:14.029", en-AU "28/04/2021, 2:32:14.029 pm", de-DE "28.04.2021, 14:32:14.029".
+# Groups: first number, separator, second number, year, hour, minute, second, fraction, am/pm.
+PORTAL = re.compile(
+    r"(\d{1,2})([/.])(\d{1,2})\2(\d{4}),?\s+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,7}))?)?"
+    r"\s*(?:([AaPp])\.?[Mm]\.?)?"
 )
+DATE_ORDERS = ("mdy", "dmy")
+
+# Kusto's datetime range: 0001-01-01 to 9999-12-31 (UTC). A time outside it is refused when parsed, so
+# every tick count in the detector can be printed and turned into a Python datetime.
+MIN_TICKS = (date(1, 1, 1).toordinal() - date(1970, 1, 1).toordinal()) * 86_400 * 10_000_000
+MAX_TICKS = (date(9999, 12, 31).toordinal() + 1 - date(1970, 1, 1).toordinal()) * 86_400 * 10_000_000 - 1
 
 
 def _fraction_ticks(digits: str | None) -> int:
@@ -46,10 +55,18 @@ def _compose(year: int, month: int, day: int, hour: int, minute: int, second: in
     return ((days * 86_400 + hour * 3600 + minute * 60 + second) * TICKS_PER_SECOND) + frac
 
 
-def parse_datetime(text: str) -> Ticks:
-    """Parse ISO 8601 (any offset; no offset means UTC) or the portal's export format.
+def _in_range(ticks: Ticks) -> Ticks:
+    if not MIN_TICKS <= ticks <= MAX_TICKS:
+        raise ValueError("outside the datetime range 0001-01-01 .. 9999-12-31 (UTC)")
+    return ticks
 
-    Raises ``ValueError`` with a short reason on anything else.
+
+def parse_datetime(text: str) -> Ticks:
+    """Parse ISO 8601 (any offset; no offset means UTC).
+
+    Raises ``ValueError`` with a short reason on anything else, including a time outside Kusto's
+    range (year 1 to 9999, UTC). Portal CSV times need their file's day/month order: see
+    :func:`parse_portal_datetime`.
     """
     s = text.strip()
     m = _ISO.fullmatch(s)
@@ -62,23 +79,54 @@ def parse_datetime(text: str) -> Ticks:
             digits = zone[1:].replace(":", "")
             offset_min = int(digits[:2]) * 60 + (int(digits[2:4]) if len(digits) > 2 else 0)
             ticks -= sign * offset_min * TICKS_PER_MINUTE
-        return ticks
-    m = _PORTAL.fullmatch(s)
-    if m:
-        mo, d, y, h, mi, sec, frac, ampm = m.groups()
-        hour = int(h)
+        return _in_range(ticks)
+    raise ValueError(f"not a datetime: {text[:60]!r}")
+
+
+def portal_date_evidence(text: str) -> str | None:
+    """What one portal time says about its file's day/month order.
+
+    ``"dmy"`` or ``"mdy"`` when the value settles it (a number above 12, or a dotted date, which no
+    locale writes month first), ``"ambiguous"`` when both orders give valid but different dates,
+    ``None`` when the order does not matter or the text is not a portal time.
+    """
+    m = PORTAL.fullmatch(text.strip())
+    if m is None:
+        return None
+    first, separator, second = int(m.group(1)), m.group(2), int(m.group(3))
+    if separator == ".":
+        return "dmy"
+    if first > 12 >= second:
+        return "dmy"
+    if second > 12 >= first:
+        return "mdy"
+    return "ambiguous" if first != second and first <= 12 and second <= 12 else None
+
+
+def parse_portal_datetime(text: str, order: str) -> Ticks:
+    """Parse a portal CSV time with the file's day/month ``order`` (``"mdy"`` or ``"dmy"``).
+
+    Reads 12-hour clocks (``am``/``PM``, hour 1-12) and 24-hour clocks (no suffix, hour 0-23). A
+    dotted date (``28.04.2021``) is always day first.
+    """
+    m = PORTAL.fullmatch(text.strip())
+    if m is None:
+        raise ValueError(f"not a portal datetime: {text[:60]!r}")
+    first, separator, second, y, h, mi, sec, frac, meridiem = m.groups()
+    month, day = (first, second) if order == "mdy" and separator == "/" else (second, first)
+    hour = int(h)
+    if meridiem:
         if not 1 <= hour <= 12:
             raise ValueError(f"hour {hour} is not on a 12-hour clock")
-        hour = hour % 12 + (12 if ampm.lower() == "pm" else 0)
-        return _compose(int(y), int(mo), int(d), hour, int(mi), int(sec or 0), _fraction_ticks(frac))
-    raise ValueError(f"not a datetime: {text[:60]!r}")
+        hour = hour % 12 + (12 if meridiem.lower() == "p" else 0)
+    return _in_range(_compose(int(y), int(month), int(day), hour, int(mi), int(sec or 0), _fraction_ticks(frac)))
 
 
 def format_datetime(ticks: Ticks) -> str:
     """ISO 8601 UTC with a ``Z``; the fraction keeps its significant digits (up to 7)."""
     seconds, frac = divmod(ticks, TICKS_PER_SECOND)
     dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
-    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:{dt.second:02d}"
     if frac:
         text += "." + f"{frac:07d}".rstrip("0")
     return text + "Z"

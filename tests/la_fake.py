@@ -66,7 +66,16 @@ def make_certificate(directory: Path) -> tuple[Path, Path]:
 
 
 _DATETIMES = re.compile(r"datetime\(([^)]+)\)")
-_STRINGS = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_LISTED = re.compile(r'(tolower\()?"((?:[^"\\]|\\.)*)"')
+
+
+def _kusto_tolower(text: str) -> str:
+    """A tolower() that, like Kusto's, uses Unicode's simple lower-case mappings: U+0130 (İ) becomes a
+    plain ``i``, where Python's str.lower() gives two characters and the detector's kql.tolower keeps
+    ``İ``. Modelled here so the pushdown cannot rely on the two mappings agreeing."""
+    return "".join("i" if c == "\u0130" else (c.lower() if len(c.lower()) == 1 else c) for c in text)
+
+
 _TERM = re.compile(r"(?<![0-9A-Za-z])virtualmachines(?![0-9A-Za-z])")
 
 
@@ -110,12 +119,14 @@ class LogAnalyticsFake:
         elif table == "BehaviorAnalytics":
             rows = [r for r in self.ueba if start <= r["TimeGenerated"] < end]
             if "in (" in query:
-                wanted = {json.loads(f'"{s}"') for s in _STRINGS.findall(query.split("in (", 1)[1])}
+                listed = query.split("in (", 1)[1].split("\n", 1)[0]
+                wanted = {_kusto_tolower(json.loads(f'"{s}"')) if lowered else json.loads(f'"{s}"')
+                          for lowered, s in _LISTED.findall(listed)}
                 rows = [r for r in rows if r["EventSource"] == "Azure AD"
                         and isinstance(r["ActivityInsights"], dict)
                         and r["ActivityInsights"].get("ActionUncommonlyPerformedByUser") == "True"
                         and r["UserPrincipalName"] and r["SourceIPLocation"]
-                        and r["UserPrincipalName"].lower() in wanted]
+                        and _kusto_tolower(r["UserPrincipalName"]) in wanted]
         else:
             raise ValueError(f"the fake does not know table {table!r}")
         schema = dict(TABLES[table])

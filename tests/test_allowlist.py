@@ -29,8 +29,8 @@ def entry(*conditions: tuple[str, str, Any], **extra: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(("cond", "matched"), [
     (("caller", "equals", "ALICE@contoso.com"), True),
     (("caller", "equals", "alice"), False),
-    (("caller", "contains", "LICE@"), True),
-    (("caller", "startswith", "alice@"), True),
+    (("caller", "contains", "LICE@CONTOSO"), True),
+    (("caller", "startswith", "alice@contoso"), True),
     (("caller", "endswith", "@contoso.com"), True),
     (("caller", "endswith", "@fabrikam.com"), False),
     (("caller", "in", ["bob@contoso.com", "Alice@Contoso.com"]), True),
@@ -46,7 +46,7 @@ def entry(*conditions: tuple[str, str, Any], **extra: Any) -> dict[str, Any]:
     (("resource_id", "endswith", "/virtualMachines/vm-1"), True),
     (("account_upn_suffix", "equals", "contoso.com"), True),
     (("ueba_source_location", "equals", "lagos, ng"), True),
-    (("ueba_action_type", "equals", "ResourceAccess"), False),
+    (("ueba_action_type", "equals", "ResourceAccess by runbook"), False),
 ])
 def test_operators(cond: tuple[str, str, Any], matched: bool) -> None:
     allowlist = Allowlist.load([entry(cond)], now=AT)

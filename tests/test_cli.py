@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from detector.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE, main
-from detector.model import RULE_COLUMNS
+from detector.model import ACTIVITY_COLUMNS, RULE_COLUMNS
 
 
 def call(*argv: str) -> tuple[int, str, str]:
@@ -68,11 +68,12 @@ def test_bad_input_exit_code_and_message(tmp_path: Path) -> None:
 
 
 def test_strict_turns_malformed_rows_into_bad_input(tmp_path: Path) -> None:
-    (tmp_path / "AzureActivity.jsonl").write_text("{broken\n", encoding="utf-8")
+    good = json.dumps(dict.fromkeys(ACTIVITY_COLUMNS, "") | {"TimeGenerated": "2026-11-19T06:00:00Z"})
+    (tmp_path / "AzureActivity.jsonl").write_text(f"{good}\n{{broken RUNCOMMAND\n", encoding="utf-8")
     (tmp_path / "BehaviorAnalytics.jsonl").write_text("", encoding="utf-8")
     code, _, err = call("run", "--data", str(tmp_path), "--at", "2026-11-20T06:00:00Z")
     assert code == EXIT_OK
-    assert "line 1: not JSON" in err
+    assert "line 2: not JSON" in err
     code, _, _ = call("run", "--data", str(tmp_path), "--at", "2026-11-20T06:00:00Z", "--strict")
     assert code == EXIT_BAD_INPUT
 

@@ -220,14 +220,28 @@ def test_prefilter_gives_the_full_parse_result_on_the_sample(tmp_path: Path) -> 
 
 def test_prefilter_reports_malformed_candidate_lines_with_numbers(tmp_path: Path) -> None:
     first = json.dumps(dict.fromkeys(("TimeGenerated", "OperationNameValue", "Authorization", "CorrelationId", "Caller", "CallerIpAddress", "ActivityStatusValue"), "x"))
+    good = first.replace('"TimeGenerated": "x"', '"TimeGenerated": "2026-11-19T00:00:00Z"').replace(
+        '"OperationNameValue": "x"', '"OperationNameValue": "x/runcommand"')
     (tmp_path / "AzureActivity.jsonl").write_text(
-        first + '\n{"not": broken}\n{"OperationNameValue": "x/RunCommand/y", broken\n', encoding="utf-8")
+        first + '\n{"not": broken}\n{"OperationNameValue": "x/RunCommand/y", broken\n' + good + "\n",
+        encoding="utf-8")
     (tmp_path / "BehaviorAnalytics.jsonl").write_text("", encoding="utf-8")
     data = FileSource(tmp_path).fetch(Window.ending_at(AT))
-    list(data.activity)
+    assert len(list(data.activity)) == 1
     # Line 1 (the header's part) has a bad time; line 2 cannot match and is not parsed; line 3 is reported.
     assert [m.location for m in data.report.malformed] == ["line 1", "line 3"]
-    assert data.report.rows_read["AzureActivity"] == 3
+    assert data.report.rows_read["AzureActivity"] == 4
+
+
+def test_a_jsonl_file_without_one_readable_row_is_bad_input_with_or_without_the_scan(tmp_path: Path) -> None:
+    # Only line 1 is a scan candidate; a full parse finds lines 2 and 3 unreadable too: both modes refuse.
+    bad_time = json.dumps(dict.fromkeys(("TimeGenerated", "OperationNameValue", "Authorization", "CorrelationId",
+                                         "Caller", "CallerIpAddress", "ActivityStatusValue"), "x"))
+    (tmp_path / "AzureActivity.jsonl").write_text(f'\n{{"not": broken}}\n{bad_time}\n', encoding="utf-8")
+    (tmp_path / "BehaviorAnalytics.jsonl").write_text("", encoding="utf-8")
+    for prefilter in (True, False):
+        with pytest.raises(InputError, match=r"none of its 2 row\(s\) could be read \(first: line 2: not JSON"):
+            list(FileSource(tmp_path, prefilter=prefilter).fetch(Window.ending_at(AT)).activity)
 
 
 def test_object_array_with_bad_items(tmp_path: Path) -> None:

@@ -62,9 +62,11 @@ def test_queries_timespans_and_pushdown(served: tuple[LogAnalyticsFake, LogAnaly
     assert first.timespan == second.timespan == "2026-11-18T06:00:00.000Z/2026-11-20T06:00:00.000Z"
     assert "wait=120" in first.prefer
     assert second.query.startswith("BehaviorAnalytics\n")
-    assert '"henry.ops@contoso.com"' in second.query  # callers lower-cased
-    assert '"user01@contoso.com"' in second.query  # noise run commands are callers too
-    assert '"leo.other@contoso.com"' in second.query
+    # Callers travel as they are; Kusto lower-cases both sides, as the rule's join key does.
+    assert 'tolower("Henry.Ops@Contoso.com")' in second.query
+    assert "| where tolower(UserPrincipalName) in (tolower(" in second.query
+    assert 'tolower("user01@contoso.com")' in second.query  # noise run commands are callers too
+    assert 'tolower("leo.other@contoso.com")' in second.query
     # Only what the correlation needs travels: Run Command rows and flagged sign-ins of those callers.
     in_window_activity = sum(1 for r in WS.activity if WINDOW.contains(r["TimeGenerated"]))
     assert fake.rows_returned < in_window_activity / 5
@@ -181,3 +183,28 @@ def test_window_is_pinned_and_configurable(served: tuple[LogAnalyticsFake, LogAn
     correlate(data.activity, data.ueba, window)
     assert {r.timespan for r in fake.requests} == {"2026-11-19T06:00:00.000Z/2026-11-20T06:00:00.000Z"}
     assert window.end - window.start == 24 * TICKS_PER_HOUR
+
+
+def test_pushdown_keeps_a_caller_whose_case_mappings_differ() -> None:
+    """Python lower-cases U+0130 (İ) to two characters (the detector keeps İ); Kusto's simple mapping gives
+    ``i``. Lower-casing the callers in Python and comparing with Kusto's tolower(UserPrincipalName) dropped
+    this sign-in before the join (the fake lower-cases as Kusto does)."""
+    from tests.builders import SUB
+
+    caller = "\u0130T.ADMIN@contoso.com"
+    at = WS.at
+    scope = f"/subscriptions/{SUB}/resourceGroups/rg-1/providers/Microsoft.Compute/virtualMachines/vm-tr"
+    auth = json.dumps({"scope": scope, "action": "Microsoft.Compute/virtualMachines/runCommand/action"})
+    activity = [{"TimeGenerated": at - 5 * TICKS_PER_HOUR + i, "OperationNameValue": "MICROSOFT.COMPUTE/VIRTUALMACHINES/"
+                 "RUNCOMMAND/ACTION", "Authorization": auth, "CorrelationId": "c-tr", "Caller": caller,
+                 "CallerIpAddress": "20.1.2.3", "ActivityStatusValue": status}
+                for i, status in enumerate(("Started", "Succeeded"))]
+    ueba = [{"TimeGenerated": at - 6 * TICKS_PER_HOUR, "EventSource": "Azure AD", "ActionType": "Sign-in",
+             "UserPrincipalName": caller, "SourceIPLocation": "Ankara, TR",
+             "ActivityInsights": {"ActionUncommonlyPerformedByUser": "True"}, "UsersInsights": {}}]
+    fake = LogAnalyticsFake(activity=activity, ueba=ueba)
+    with log_analytics_fake(fake) as (endpoint, ca):
+        client = make_client(StaticCredential(), endpoint=endpoint, connection_verify=ca)
+        result = detect(LogAnalyticsSource(client, WORKSPACE), WINDOW)
+    assert [(r.caller, r.ueba_source_location) for r in result.correlation.rows] == [(caller, "Ankara, TR")]
+    assert fake.rows_returned == 3  # two Run Command rows and the one sign-in

@@ -3,6 +3,7 @@ card too big or injectable, never lets an allowlist entry match everything."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shlex
@@ -10,12 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detector import kql
 from detector.allowlist import Allowlist
-from detector.correlate import Window, build_alerts, correlate
+from detector.correlate import Window, build_alerts, correlate, is_run_command, is_suspicious_login
 from detector.deliver.teams import MAX_MESSAGE_BYTES, allowlist_command, build_alert_card, build_digest_card
 from detector.errors import InputError
 from detector.model import Alert
@@ -87,18 +89,30 @@ UEBA_COLS = ["TimeGenerated", "EventSource", "ActionType", "UserPrincipalName", 
              "ActivityInsights", "UsersInsights"]
 
 
+LOCATION = re.compile(r"(line|row|item) [1-9][0-9]*")
+
+
 def _run(activity_name: str, activity: bytes, ueba_name: str, ueba_body: bytes, prefilter: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         (d / activity_name).write_bytes(activity)
         (d / ueba_name).write_bytes(ueba_body)
+        error: InputError | None = None
         try:
             source = FileSource(d, prefilter=prefilter)
             data = source.fetch(Window.ending_at(AT))
             result = correlate(data.activity, data.ueba, Window.ending_at(AT))
-        except InputError:
-            return  # a clear error naming the file: allowed
-        assert data.report.malformed_count >= 0
+        except InputError as exc:
+            error = exc
+        if error is not None:  # a clear error naming the file (or the folder): allowed
+            assert error.path is not None
+            assert str(error).startswith(error.path)
+            return
+        # Every malformed row is kept with its file and location (these inputs stay under the report's cap).
+        assert data.report.malformed_count == len(data.report.malformed)
+        for bad in data.report.malformed:
+            assert bad.path in (str(d / activity_name), str(d / ueba_name))
+            assert LOCATION.fullmatch(bad.location), bad.location
         build_alerts(result.rows)
 
 
@@ -231,3 +245,172 @@ def test_cards_stay_small_and_uninjectable(caller: str, vm: str, location: str, 
                 assert "://e" not in text
     argv = shlex.split(allowlist_command(alert))
     assert argv[argv.index("caller") + 2] == alert.caller
+
+
+# --- hostile shapes reach every parser: 100k-deep nesting, UTF-16, huge lines ----------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+ACTIVITY_LINE = json.dumps({"TimeGenerated": "2026-11-19T06:00:00Z", "OperationNameValue": "x/RUNCOMMAND/ACTION",
+                            "Authorization": "{}", "CorrelationId": "c", "Caller": "a@b.c", "CallerIpAddress": "",
+                            "ActivityStatusValue": "Succeeded"})
+HOSTILE_LINES = st.sampled_from([
+    DEEP, '{"x": ' + DEEP + ', "runcommand": 1}', ACTIVITY_LINE.replace('"c"', DEEP),
+    ACTIVITY_LINE.replace('"{}"', json.dumps(DEEP)), ACTIVITY_LINE.replace('"c"', "NaN"),
+    ACTIVITY_LINE.replace('"c"', "-Infinity"), ACTIVITY_LINE.replace('"c"', "1e999"),
+    ACTIVITY_LINE.replace('"a@b.c"', json.dumps("runcommand " * 300_000)),  # a 3 MB line
+    "runcommand" * 200_000, "\\u" * 500_000,  # 2-3 MB lines with a needle or escapes all along
+])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.lists(st.one_of(HOSTILE_LINES, st.just(ACTIVITY_LINE)), min_size=1, max_size=4),
+       st.sampled_from(["utf-8", "utf-16", "utf-16-le", "utf-32"]), st.sampled_from(["jsonl", "json", "csv"]),
+       st.booleans())
+def test_deep_nesting_foreign_encodings_and_huge_lines_never_crash(lines: list[str], encoding: str, ext: str,
+                                                                    prefilter: bool) -> None:
+    body = "\n".join(lines) if ext != "csv" else HEADER + "\r\n" + "\r\n".join(lines)
+    if ext == "json":
+        body = "[" + ",".join(lines) + "]"
+    _run(f"AzureActivity.{ext}", body.encode(encoding), "BehaviorAnalytics.jsonl", b"", prefilter)
+
+
+# --- the JSON Lines prefilter is exactly a full parse ------------------------------------------------
+
+def _escape_some(text: str, picks: list[bool]) -> str:
+    """JSON text with some characters of string contents written as \\u escapes (letters of needles too)."""
+    out = []
+    in_string = False
+    escaped = False
+    for i, ch in enumerate(text):
+        if in_string and not escaped and ch not in '"\\' and picks[i % len(picks)]:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else ch)
+            continue
+        out.append(ch)
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = in_string
+        elif ch == '"':
+            in_string = not in_string
+    return "".join(out)
+
+
+OPERATIONS = st.sampled_from(["MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION",
+                              "Microsoft.Compute/virtualMachines/runCommand/action",
+                              "microsoft.compute/virtualmachines/runcommand/ACTION",
+                              "MICROSOFT.COMPUTE/VIRTUALMACHINESCALESETS/VIRTUALMACHINES/RUNCOMMAND/ACTION",
+                              "MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE", "Microsoft.Storage/write"])
+AUTHS = st.sampled_from([authorization(), authorization().replace("virtualMachines", "virtualMachineScaleSets"),
+                         "not json", ""])
+ACTIVITY_OBJECTS = st.fixed_dictionaries({
+    "TimeGenerated": st.sampled_from(["2026-11-19T06:00:00Z", "2026-11-19T06:00:10Z", "2026-11-19T06:00:20Z",
+                                      "2026-11-30T00:00:00Z", "nope"]),
+    "OperationNameValue": OPERATIONS, "Authorization": AUTHS, "CorrelationId": st.sampled_from(["c-1", "c-2"]),
+    "Caller": st.sampled_from(["alice@contoso.com", "Bob@Contoso.com", "\u00c7a\u011fr\u0131@contoso.com"]),
+    "CallerIpAddress": st.sampled_from(["20.1.2.3", ""]),
+    "ActivityStatusValue": st.sampled_from(["Started", "Succeeded", "Failed", "Success"])})
+UEBA_OBJECTS = st.fixed_dictionaries({
+    "TimeGenerated": st.sampled_from(["2026-11-19T05:30:00Z", "2026-11-19T07:00:00Z", "bad"]),
+    "EventSource": st.sampled_from(["Azure AD", "azure ad", "AzureAD", "Okta"]),
+    "ActionType": st.sampled_from(["Sign-in", "ResourceAccess"]),
+    "UserPrincipalName": st.sampled_from(["alice@contoso.com", "bob@contoso.com", "\u00e7a\u011fr\u0131@contoso.com", ""]),
+    "SourceIPLocation": st.sampled_from(["Lagos, NG", ""]),
+    "ActivityInsights": st.sampled_from([{"ActionUncommonlyPerformedByUser": "True"},
+                                         {"ActionUncommonlyPerformedByUser": "False"},
+                                         {"ActionUncommonlyPerformedByUser": True},
+                                         json.dumps({"ActionUncommonlyPerformedByUser": "True"}), None]),
+    "UsersInsights": st.sampled_from([{"BlastRadius": "High"}, None])})
+
+
+def _lines(objects: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[list[str]]:
+    line = st.one_of(
+        st.tuples(objects, st.lists(st.booleans(), min_size=1, max_size=7), st.booleans()).map(
+            lambda t: _escape_some(json.dumps(t[0], ensure_ascii=t[2]), t[1])),
+        objects.map(lambda o: json.dumps(o, indent=1).replace("\n", " ")),
+        st.sampled_from(["", "   ", "{broken", "[1, 2]", '"runcommand"', "{\"x\": NaN, \"runcommand\": 1}", "null"]))
+    return st.tuples(objects.map(json.dumps), st.lists(line, max_size=12)).map(lambda t: [t[0], *t[1]])
+
+
+def _filtered(directory: Path, prefilter: bool) -> tuple[list[Any], list[Any], list[Any]]:
+    data = FileSource(directory, prefilter=prefilter).fetch(Window.ending_at(AT))
+    activity, ueba_events = list(data.activity), list(data.ueba)
+    rows = correlate(activity, ueba_events, Window.ending_at(AT)).rows
+    return ([e for e in activity if is_run_command(e)], [e for e in ueba_events if is_suspicious_login(e)],
+            [r.to_dict() for r in rows])
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_lines(ACTIVITY_OBJECTS), _lines(UEBA_OBJECTS))
+def test_prefilter_on_and_off_give_identical_rows(activity_lines: list[str], ueba_lines: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        (d / "AzureActivity.jsonl").write_text("\n".join(activity_lines) + "\n", encoding="utf-8")
+        (d / "BehaviorAnalytics.jsonl").write_text("\n".join(ueba_lines), encoding="utf-8")
+        try:
+            full = _filtered(d, prefilter=False)
+        except InputError:
+            with pytest.raises(InputError):
+                _filtered(d, prefilter=True)
+            return
+        assert _filtered(d, prefilter=True) == full
+
+
+def test_escape_helper_hides_needles() -> None:
+    hidden = _escape_some(json.dumps({"OperationNameValue": "RUNCOMMAND"}), [True])
+    assert "RUNCOMMAND" not in hidden
+    assert json.loads(hidden) == {"OperationNameValue": "RUNCOMMAND"}
+
+
+# --- allowlist breadth: broad entries are always refused, narrow ones never --------------------------
+
+NEVER_EMPTY = ("caller", "subscription", "resource_group", "vm_name", "resource_id", "correlation_id",
+               "ueba_action_type", "ueba_source_location")
+V4_HALVES = ["0.0.0.0/1,128.0.0.0/1", "0.0.0.0/2,64.0.0.0/2,128.0.0.0/2,192.0.0.0/2",
+             ",".join(f"{i * 32}.0.0.0/3" for i in range(8))]
+BROAD_CONDITIONS = st.one_of(
+    st.tuples(st.sampled_from(NEVER_EMPTY), st.just("regex"),
+              st.sampled_from([".+", "..+", ".{1,}", "(?s).+", "[^\\x00]+", "(.)+", ".+|x", "\\PC+|.+", ".*."])),
+    st.tuples(st.just("resource_id"), st.just("startswith"), st.sampled_from(["/", "/subscriptions/", "/SUBSCRIPTIONS"])),
+    st.tuples(st.just("resource_id"), st.just("contains"),
+              st.sampled_from(["/", "microsoft.compute", "/virtualMachines/", "resourcegroups"])),
+    st.tuples(st.sampled_from(["subscription", "correlation_id"]), st.just("contains"), st.just("-")),
+    st.tuples(st.just("caller_ip"), st.just("cidr"), st.sampled_from(V4_HALVES)),
+)
+NARROW_TEXT = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=8, max_size=20)
+NARROW_CONDITIONS = st.one_of(
+    st.tuples(st.sampled_from((*NEVER_EMPTY, "account_upn_suffix")), st.sampled_from(["equals", "startswith",
+                                                                                      "contains", "endswith"]),
+              NARROW_TEXT),
+    st.tuples(st.sampled_from(NEVER_EMPTY), st.just("in"), st.lists(NARROW_TEXT, min_size=1, max_size=5)),
+    st.tuples(st.just("vm_name"), st.just("regex"), NARROW_TEXT.map(lambda t: t + "-[0-9]{2}")),
+    st.tuples(st.just("caller_ip"), st.just("cidr"),
+              st.tuples(st.integers(0, 2**32 - 1), st.integers(20, 32)).map(
+                  lambda t: f"{ipaddress.IPv4Address(t[0])}/{t[1]}")),
+)
+WEEKEND = {"weekdays": ["Sat", "Sun"], "start": "00:00", "end": "23:59", "timezone": "Europe/Berlin"}
+
+
+def _entry(conditions: list[tuple[str, str, Any]], window: bool) -> dict[str, Any]:
+    raw: dict[str, Any] = {"id": "e", "reason": "r",
+                           "conditions": [{"field": f, "op": o, "value": v} for f, o, v in conditions]}
+    if window:
+        raw["window"] = WEEKEND  # a window bounds when, not what: it never makes a broad entry narrow
+    return raw
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(BROAD_CONDITIONS, min_size=1, max_size=3), st.booleans())
+def test_broad_entries_are_never_accepted(conditions: list[tuple[str, str, Any]], window: bool) -> None:
+    loaded = Allowlist.load([_entry(conditions, window)], now=AT)
+    assert loaded.active == []
+    [problem] = loaded.problems
+    assert "matches (nearly) everything" in problem.problem
+
+
+@settings(max_examples=150, deadline=None)
+@given(NARROW_CONDITIONS, st.lists(st.one_of(BROAD_CONDITIONS, NARROW_CONDITIONS), max_size=2), st.booleans())
+def test_narrow_entries_are_never_refused(narrow: tuple[str, str, Any], others: list[tuple[str, str, Any]],
+                                          window: bool) -> None:
+    loaded = Allowlist.load([_entry([*others, narrow], window)], now=AT)
+    assert loaded.problems == []
+    assert [e.id for e in loaded.active] == ["e"]

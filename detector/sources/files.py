@@ -22,16 +22,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .. import kql
 from ..correlate import Window
 from ..errors import InputError
 from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS, UEBA_OPTIONAL_COLUMNS
+from ..timestamps import DATE_ORDERS, PORTAL, format_datetime, parse_portal_datetime, portal_date_evidence
 from . import MalformedRow, ReadReport, SourceData
 from .records import RowError, activity_event, ueba_event
 from .scan import LinePrefilter, ScanResult, ScanStream
@@ -86,6 +87,9 @@ def _column_index(columns: list[str], required: tuple[str, ...]) -> list[tuple[s
 
 def _check_columns(columns: list[str], required: tuple[str, ...], path: str) -> None:
     present = set(columns)
+    if len(present) != len(columns):
+        duplicate = next(c for i, c in enumerate(columns) if c in columns[:i])
+        raise InputError("the column appears more than once; keep one", path=path, column=duplicate)
     for column in required:
         if column not in present:
             raise InputError("required column is missing", path=path, column=column)
@@ -143,7 +147,7 @@ def _parse_record(text: str) -> list[str]:
     return next(csv.reader([text], strict=True), [])
 
 
-def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> RowStream:
+def _read_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> Iterator[tuple[str, dict[str, Any]]]:
     with path.open("r", encoding="utf-8-sig", newline="") as handle:
         splitter = _CsvRecords(handle)
         records = iter(splitter)
@@ -179,6 +183,40 @@ def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> RowS
             yield where, {name: fields[i] for name, i in index}
 
 
+def _date_order(path: Path, required: tuple[str, ...]) -> str:
+    """The file's day/month order, from its own portal times (a first pass over the file).
+
+    The first time with a day above 12 (or a dotted date) settles it; a file where every time could
+    be read either way (``4/5/2021``) is refused unless the order is given.
+    """
+    ambiguous = ""
+    for where, row in _read_csv(path, required, ReadReport()):
+        value = row.get("TimeGenerated")
+        evidence = portal_date_evidence(value) if isinstance(value, str) else None
+        if evidence in DATE_ORDERS:
+            return evidence  # later rows that contradict it are malformed rows, each reported
+        if evidence == "ambiguous" and not ambiguous:
+            ambiguous = f"{where}: {str(value).strip()[:40]!r}"
+    if ambiguous:
+        raise InputError(f"cannot tell whether TimeGenerated is month/day or day/month: no day above 12 settles it "
+                         f"(e.g. {ambiguous}); give --date-order mdy or dmy", path=str(path))
+    return "mdy"  # no portal time whose reading depends on the order
+
+
+def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport, date_order: str | None = None) -> RowStream:
+    """Portal CSV rows; portal times are read with the file's day/month order (given or found)."""
+    order = date_order or _date_order(path, required)
+    for where, row in _read_csv(path, required, report):
+        value = row.get("TimeGenerated")
+        if isinstance(value, str) and PORTAL.fullmatch(value.strip()):
+            try:
+                row["TimeGenerated"] = format_datetime(parse_portal_datetime(value, order))
+            except ValueError as exc:
+                report.add_malformed(MalformedRow(str(path), where, f"TimeGenerated ({order}): {exc}"))
+                continue
+        yield where, row
+
+
 PREFILTERS: dict[str, LinePrefilter] = {
     # OperationNameValue =~ ".../RUNCOMMAND/ACTION": the letters of "runcommand" in any case.
     ACTIVITY_TABLE: LinePrefilter((b"runcommand",), lower=True),
@@ -210,7 +248,7 @@ def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, str | bytes]], req
             if not line.strip():
                 continue
             try:
-                yield f"line {number}", json.loads(line)
+                yield f"line {number}", kql.loads(line)
             except ValueError as exc:
                 report.add_malformed(MalformedRow(str(path), f"line {number}", f"not JSON: {exc}"))
     yield from _checked_objects(path, decoded(), required, report)
@@ -227,15 +265,16 @@ def _iter_scanned(path: Path, required: tuple[str, ...], report: ReadReport, tab
     yield from _parse_jsonl_lines(path, numbered(), required, report)
 
 
-def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport) -> RowStream:
+def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport, date_order: str | None = None) -> RowStream:
     with path.open("r", encoding="utf-8-sig") as handle:
         yield from _parse_jsonl_lines(path, enumerate(handle, start=1), required, report)
 
 
-def _iter_json(path: Path, required: tuple[str, ...], report: ReadReport) -> RowStream:
+def _iter_json(path: Path, required: tuple[str, ...], report: ReadReport, date_order: str | None = None) -> RowStream:
     with path.open("r", encoding="utf-8-sig") as handle:
+        text = handle.read()
         try:
-            document = json.load(handle)
+            document = kql.loads(text)
         except ValueError as exc:
             line = getattr(exc, "lineno", None)
             raise InputError(f"not a JSON document: {exc}", path=str(path), line=line) from None
@@ -274,28 +313,84 @@ def _iter_rest_tables(
 _READERS = {"csv": _iter_csv, "jsonl": _iter_jsonl, "json": _iter_json}
 
 
+# Byte-order marks of encodings other than UTF-8 (UTF-32 first: its little-endian mark starts like UTF-16's).
+_FOREIGN_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+                 (b"\xfe\xff", "UTF-16"))
+
+
+def check_utf8_text(path: Path) -> None:
+    """Refuse UTF-16/UTF-32 files (a BOM, or the NUL bytes such text has without one) with a fix.
+
+    Windows PowerShell 5.1 writes UTF-16 with ``>`` and ``Out-File``; read as UTF-8 such a file would
+    give no usable row at all, which must never look like a clean, empty run.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4096)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    encoding = next((name for bom, name in _FOREIGN_BOMS if head.startswith(bom)), None)
+    if encoding is None and b"\x00" in head:
+        encoding = "UTF-16 or UTF-32 (NUL bytes)"
+    if encoding is not None:
+        raise InputError(f"the file is {encoding}, not UTF-8; re-save it as UTF-8 (PowerShell: Get-Content IN | "
+                         f"Set-Content -Encoding utf8 OUT, or Out-File -Encoding utf8)", path=str(path))
+
+
+def _records(path: Path, table: str, rows: RowStream, convert: Callable[[Mapping[str, Any]], _T],
+             report: ReadReport, *, count: bool) -> Iterator[_T]:
+    for where, row in rows:
+        if count:
+            report.count_row(table)
+        try:
+            yield convert(row)
+        except RowError as exc:
+            report.add_malformed(MalformedRow(str(path), where, str(exc)))
+
+
 def read_table(path: Path, table: str, required: tuple[str, ...], convert: Callable[[Mapping[str, Any]], _T],
-               report: ReadReport, *, scanned: Callable[[], Iterator[ScanResult]] | None = None) -> Iterator[_T]:
+               report: ReadReport, *, scanned: Callable[[], Iterator[ScanResult]] | None = None,
+               date_order: str | None = None) -> Iterator[_T]:
     """Stream one export as records; malformed rows go to ``report``.
 
     ``scanned`` (JSON Lines only) gives the prefilter scan of the file: only its candidate lines are
-    parsed, every line is counted.
+    parsed, every line is counted. ``date_order`` (``"mdy"``/``"dmy"``, portal CSV only) overrides
+    the order found from the file's times.
+
+    A file in another encoding than UTF-8, or one that has rows but none of them readable, is an
+    :class:`InputError`: the run must not look clean when the data was never read.
     """
     ext = path.suffix.lstrip(".").lower()
+    malformed_before = len(report.malformed), report.malformed_count
+    converted = 0
     try:
+        check_utf8_text(path)
         rows: RowStream = (_iter_scanned(path, required, report, table, scanned()) if scanned is not None
-                           else _READERS[ext](path, required, report))
-        for where, row in rows:
-            if scanned is None:
-                report.count_row(table)
-            try:
-                yield convert(row)
-            except RowError as exc:
-                report.add_malformed(MalformedRow(str(path), where, str(exc)))
+                           else _READERS[ext](path, required, report, date_order))
+        for record in _records(path, table, rows, convert, report, count=scanned is None):
+            converted += 1
+            yield record
+        if converted:
+            return
+        if scanned is None:
+            malformed = report.malformed_count - malformed_before[1]
+            first = report.malformed[malformed_before[0]:malformed_before[0] + 1]
+        else:
+            # The scan parsed only the candidate lines: decide as a full parse would (only a file with no
+            # usable candidate, i.e. no usable first line, pays for this second pass).
+            full = ReadReport()
+            if any(True for _ in _records(path, table, _iter_jsonl(path, required, full), convert, full,
+                                          count=False)):
+                return
+            malformed, first = full.malformed_count, full.malformed[:1]
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(path)) from None
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    if malformed:
+        detail = f"{first[0].location}: {first[0].reason}" if first else "?"
+        raise InputError(f"none of its {malformed} row(s) could be read (first: {detail}); nothing was checked",
+                         path=str(path))
 
 
 class FileSource:
@@ -305,8 +400,11 @@ class FileSource:
     row (and so reports every malformed row, even one that could never have matched).
     """
 
-    def __init__(self, directory: Path | str, *, prefilter: bool = True) -> None:
+    def __init__(self, directory: Path | str, *, prefilter: bool = True, date_order: str | None = None) -> None:
+        if date_order is not None and date_order not in DATE_ORDERS:
+            raise InputError(f"date order must be one of {', '.join(DATE_ORDERS)}, got {date_order!r}")
         self.prefilter = prefilter
+        self.date_order = date_order
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise InputError("not a folder", path=str(self.directory))
@@ -335,8 +433,8 @@ class FileSource:
 
         return SourceData(
             activity=read_table(self.activity_path, ACTIVITY_TABLE, ACTIVITY_COLUMNS, activity_event, report,
-                                scanned=scanned_for(self.activity_path)),
+                                scanned=scanned_for(self.activity_path), date_order=self.date_order),
             ueba=read_table(self.ueba_path, UEBA_TABLE, UEBA_COLUMNS, ueba_event, report,
-                            scanned=scanned_for(self.ueba_path)),
+                            scanned=scanned_for(self.ueba_path), date_order=self.date_order),
             report=report,
         )

@@ -56,8 +56,13 @@ def activity_query(start: Ticks, end: Ticks) -> str:
 
 
 def ueba_query(start: Ticks, end: Ticks, callers: Sequence[str]) -> str:
-    """Suspicious sign-ins of the given callers (lower-cased), with the rule's BehaviorAnalytics filters."""
-    names = ", ".join(string_literal(c) for c in callers)
+    """Suspicious sign-ins of the given callers, with the rule's BehaviorAnalytics filters.
+
+    The callers are sent as they are and Kusto lower-cases both sides, exactly as the rule's join key
+    (``tolower(Caller) == tolower(UserPrincipalName)``): a caller whose Python and Kusto case mappings
+    differ (``İ``) can never drop a sign-in the join would keep.
+    """
+    names = ", ".join(f"tolower({string_literal(c)})" for c in callers)
     return "\n".join([
         "BehaviorAnalytics",
         _time_filter(start, end),

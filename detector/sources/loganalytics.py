@@ -3,7 +3,8 @@
 * The window is pinned once per run; both tables are queried for the same period.
 * AzureActivity is filtered server-side exactly as the rule's first lines and only the correlation's
   columns come back; BehaviorAnalytics is asked only for the callers the first query returned
-  (lower-cased, in chunks). When the first query returns nothing, the second is not sent.
+  (as they are, lower-cased by Kusto on both sides as in the rule's join; in chunks). When the first
+  query returns nothing, the second is not sent.
 * A partial result or an error raises :class:`SourceError` with the service's code: a failed query
   never reads as "no findings". A result at the service limits (500,000 rows / ~64 MB) is split: the
   time range is halved and each half queried until each fits.
@@ -25,7 +26,6 @@ from typing import Any, TypeVar
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult
 
-from .. import kql
 from ..correlate import Window
 from ..errors import SourceError
 from ..model import UebaEvent
@@ -145,7 +145,8 @@ class LogAnalyticsSource:
         report = ReadReport()
         activity_rows = self.query(activity_query, window)
         activity = list(_convert(activity_rows, activity_event, "AzureActivity", report))
-        callers = sorted({kql.tolower(e.caller) for e in activity if e.caller})
+        # Exact strings, not lower-cased here: the query lower-cases them with Kusto's own tolower.
+        callers = sorted({e.caller for e in activity if e.caller})
         ueba: list[UebaEvent] = []
         for i in range(0, len(callers), CALLERS_PER_QUERY):
             chunk = callers[i:i + CALLERS_PER_QUERY]

@@ -4,9 +4,12 @@ Conversion rules, shared by every source so the same rows give the same results:
 
 * string columns: null -> ``""``; non-strings become their Kusto ``tostring`` form (a JSON object
   in the ``Authorization`` string column, as some tools emit it, becomes compact JSON text);
-* ``TimeGenerated``: ISO 8601, the portal's ``4/28/2021, 2:32:14.029 PM``, or a ``datetime``;
-  missing or unparseable makes the row malformed;
-* dynamic columns: JSON text is parsed (``parse_json``); an empty cell is null; objects pass as is.
+* ``TimeGenerated``: ISO 8601 or a ``datetime`` (the CSV reader turns portal times into ISO 8601 with
+  its file's day/month order); missing or unparseable makes the row malformed;
+* dynamic columns: JSON text is parsed (``parse_json``, standard JSON only, at most 64 levels deep,
+  else it stays text); an empty cell is null; objects pass as is, unless they hold NaN/Infinity (not
+  JSON numbers) or nest deeper than 64 levels: then the row is malformed. So everything the detector
+  writes later is standard JSON and prints without hitting a recursion limit.
 """
 
 from __future__ import annotations
@@ -30,7 +33,19 @@ def _text(row: Mapping[str, Any], column: str) -> str:
         return ""
     if isinstance(value, str):
         return value
+    _check_standard(value, column)
     return kql.tostring(value)
+
+
+def _check_standard(value: Any, column: str) -> None:
+    """Objects and lists from a source must print as standard JSON: no NaN/Infinity, no extreme nesting."""
+    if isinstance(value, dict | list) and kql.too_deep(value):
+        raise RowError(f"{column} nests deeper than {kql.MAX_DYNAMIC_DEPTH} levels")
+    if isinstance(value, dict | list | float):
+        try:
+            kql.to_json_text(value)
+        except ValueError:
+            raise RowError(f"{column} holds NaN or Infinity, which are not JSON numbers") from None
 
 
 def _time(row: Mapping[str, Any], column: str) -> Ticks:
@@ -51,6 +66,7 @@ def _dynamic(row: Mapping[str, Any], column: str) -> kql.JsonValue:
     value = row.get(column)
     if value == "":
         return None
+    _check_standard(value, column)
     return kql.parse_json(value)
 
 

@@ -54,7 +54,14 @@ def _scan_text(block: bytes, pos: int, cut: int, hay: bytes, prefilter: LinePref
         starts.append(block.rfind(b"\n", pos, at) + 1 or pos)
         nl = block.find(b"\n", at, cut)
         at = hay.find(needle, nl + 1, cut)
-    escaped = [block.rfind(b"\n", pos, m.start()) + 1 or pos for m in _ESCAPE.finditer(block, pos, cut)]
+    # Each line is visited once per pattern: after a hit, the search resumes on the next line, so a line
+    # full of needles or escapes costs its length, not its length times its hits (linear scan).
+    escaped: list[int] = []
+    hit = _ESCAPE.search(block, pos, cut)
+    while hit is not None:
+        escaped.append(block.rfind(b"\n", pos, hit.start()) + 1 or pos)
+        nl = block.find(b"\n", hit.end(), cut)
+        hit = _ESCAPE.search(block, nl + 1, cut) if nl >= 0 else None
     if escaped or first:
         starts = sorted(set(starts) | set(escaped))
     counted, line_no = pos, base
@@ -72,7 +79,7 @@ def scan_range(path: str, start: int, end: int, prefilter: LinePrefilter, first:
     """Scan the lines of ``path`` between byte offsets (both on line starts, or the file's end)."""
     out: list[tuple[int, bytes]] = []
     lines = 0
-    carry = b""
+    carry: list[bytes] = []  # pieces of a line that straddles blocks, joined once at its end (linear)
     with open(path, "rb") as handle:
         handle.seek(start)
         remaining = end - start
@@ -85,23 +92,25 @@ def scan_range(path: str, start: int, end: int, prefilter: LinePrefilter, first:
             if carry:  # finish the line that straddles two blocks
                 nl = block.find(b"\n")
                 if nl < 0:
-                    carry += block
+                    carry.append(block)
                     continue
-                line = carry + block[:nl]
+                line = b"".join(carry) + block[:nl]
                 if (first and lines == 0) or prefilter.wants(line):
                     out.append((lines, line))
                 lines += 1
                 first = False if lines else first
-                carry, pos = b"", nl + 1
+                carry, pos = [], nl + 1
             cut = block.rfind(b"\n") + 1
             if cut > pos:
                 hay = block.lower() if prefilter.lower else block
                 lines += _scan_text(block, pos, cut, hay, prefilter, lines, out, first and lines == 0)
                 first = False
-            carry = block[max(cut, pos):]
+            rest = block[max(cut, pos):]
+            carry = [rest] if rest else []
     if carry:
-        if (first and lines == 0) or prefilter.wants(carry):
-            out.append((lines, carry))
+        line = b"".join(carry)
+        if (first and lines == 0) or prefilter.wants(line):
+            out.append((lines, line))
         lines += 1
     return ScanResult(lines, out)
 

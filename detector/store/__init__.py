@@ -72,7 +72,7 @@ class StoredAlert:
 
     def to_record(self) -> dict[str, Any]:
         return {
-            "alert": json.dumps(self.alert.to_dict(), ensure_ascii=False, separators=(",", ":")),
+            "alert": json.dumps(self.alert.to_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False),
             "status": self.status,
             "suppressed_by": ",".join(self.suppressed_by),
             "destinations": json.dumps({k: v.to_dict() for k, v in self.destinations.items()}),

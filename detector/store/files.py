@@ -54,7 +54,7 @@ class FileStore:
     def _write(self, name: str, data: Any) -> None:
         path = self.directory / name
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
         os.replace(tmp, path)  # atomic: a crash never leaves half a file
 
     # --- allowlist -------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ class TableStore:
 
     def put_allowlist(self, entry: dict[str, Any]) -> None:
         entity = {"PartitionKey": "entry", "RowKey": encode_key(str(entry["id"])),
-                  "entry": json.dumps(entry, ensure_ascii=False)}
+                  "entry": json.dumps(entry, ensure_ascii=False, allow_nan=False)}
         self._call("save allowlist entry", lambda: self.allowlist.upsert_entity(entity, mode=UpdateMode.MERGE))
 
     def delete_allowlist(self, entry_id: str) -> bool:
@@ -259,7 +259,7 @@ class TableStore:
         end = summary.get("window", {}).get("end")
         order = _MAX_TICKS - (parse_datetime(end) if end else 0)
         entity = {"PartitionKey": "run", "RowKey": encode_key(f"{order:019d}-{run_id}"), "run_id": run_id,
-                  "summary": json.dumps(summary, ensure_ascii=False)[:_CHUNK]}
+                  "summary": json.dumps(summary, ensure_ascii=False, allow_nan=False)[:_CHUNK]}
         self._call("record run", lambda: self.runs.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
     def list_runs(self) -> list[dict[str, Any]]:

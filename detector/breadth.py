@@ -1,0 +1,115 @@
+"""The breadth corpus: synthetic alerts an allowlist entry is measured against before it may suppress.
+
+An entry that matches more than :data:`MAX_SHARE` of these alerts is refused (fail closed): it
+would hide a large share of real alerts too. The corpus is deterministic (a fixed seed) and mixes
+realistic values (UPNs of many tenants, VM and resource-group names built from many words,
+Azure-shaped resource ids, IPv4 and IPv6 addresses over the whole space, sign-in locations, action
+types) with random text, so a condition only passes when it names something specific.
+
+Decisions: the breadth check looks at the conditions only. A maintenance window or an expiry bounds
+*when* an entry suppresses, not *what*: a broad entry with a weekend window still hides every
+weekend alert, so it is refused as well. Because the corpus is generic, a value that is common only
+in one tenant (its own UPN suffix or subscription id) is not recognised as broad: such a condition
+needs a narrower companion by review, not by this check.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import random
+import string
+import uuid
+
+from .model import Alert, RuleRow
+
+CORPUS_SIZE = 2000
+MAX_SHARE = 0.01
+"""An entry may match at most this share of the corpus (20 of 2,000 alerts)."""
+MAX_MATCHES = int(CORPUS_SIZE * MAX_SHARE)
+
+_SEED = 20261129
+_FIRST = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj",
+          "olivia", "peggy", "rupert", "sybil", "trent", "victor", "walter", "yusuf", "zoe", "amir", "bea", "chen",
+          "dmitri", "eva", "fatima", "goran", "hana", "ines", "jose", "kenji", "lena", "marta", "noor", "oskar")
+_WORDS = ("web", "api", "db", "sql", "app", "cfg", "patch", "backup", "build", "agent", "jump", "bastion", "dc",
+          "file", "print", "mail", "proxy", "cache", "queue", "etl", "ml", "gpu", "test", "dev", "stage", "prod",
+          "shared", "core", "net", "hub", "spoke", "mgmt", "sec", "log", "mon", "batch", "citrix", "sap", "erp",
+          "crm", "hr", "fin", "ops", "edge", "iot", "kube", "node", "win", "linux", "ubuntu", "rhel")
+_TLDS = ("com", "net", "org", "io", "de", "co.uk", "fr", "onmicrosoft.com", "gov", "edu", "ng", "jp", "br")
+_CITIES = ("Seattle, US", "Redmond, US", "New York, US", "London, GB", "Dublin, IE", "Berlin, DE", "Paris, FR",
+           "Lagos, NG", "Nairobi, KE", "Mumbai, IN", "Singapore, SG", "Tokyo, JP", "Sydney, AU", "São Paulo, BR",
+           "Toronto, CA", "Moscow, RU", "Beijing, CN", "Dubai, AE", "Johannesburg, ZA", "Mexico City, MX",
+           "Amsterdam, NL", "Stockholm, SE", "Warsaw, PL", "Madrid, ES", "Seoul, KR", "Jakarta, ID")
+_ACTIONS = ("Sign-in", "ResourceAccess", "Add member to role", "Reset password", "Update user",
+            "Consent to application", "Add service principal credentials", "Register device", "Update application",
+            "Add owner to application", "Disable account", "Add user")
+_RANDOM_CHARS = string.ascii_letters + string.digits + "-_.@/ éüßİıΣçñ中文日本語к"
+
+
+def _random_text(rng: random.Random, low: int = 1, high: int = 24) -> str:
+    return "".join(rng.choice(_RANDOM_CHARS) for _ in range(rng.randint(low, high)))
+
+
+def _name(rng: random.Random) -> str:
+    shape = rng.random()
+    if shape < 0.7:
+        parts = rng.sample(_WORDS, rng.randint(1, 3)) + ([f"{rng.randint(0, 999):0{rng.randint(1, 3)}d}"]
+                                                          if rng.random() < 0.7 else [])
+        return rng.choice(("-", "", "_")).join(parts) if rng.random() < 0.9 else "-".join(parts).upper()
+    return _random_text(rng, 3, 20).replace("/", "-")
+
+
+def _domain(rng: random.Random) -> str:
+    return f"{rng.choice(_WORDS)}{rng.choice(_WORDS)}{rng.randint(0, 99)}.{rng.choice(_TLDS)}"
+
+
+def _caller(rng: random.Random) -> str:
+    shape = rng.random()
+    if shape < 0.75:
+        local = rng.choice((f"{rng.choice(_FIRST)}.{rng.choice(_FIRST)}", rng.choice(_FIRST),
+                            f"{rng.choice(_WORDS)}.{rng.choice(_WORDS)}", f"{rng.choice(_FIRST)}{rng.randint(1, 99)}"))
+        return f"{local}@{_domain(rng)}"
+    if shape < 0.9:
+        return str(uuid.UUID(int=rng.getrandbits(128)))  # a service principal's object id
+    return _random_text(rng)
+
+
+def _ip(rng: random.Random) -> str:
+    shape = rng.random()
+    if shape < 0.7:
+        return str(ipaddress.IPv4Address(rng.getrandbits(32)))
+    if shape < 0.95:
+        return str(ipaddress.IPv6Address(rng.getrandbits(128)))
+    return ""
+
+
+def _alert(rng: random.Random) -> Alert:
+    correlation_id = str(uuid.UUID(int=rng.getrandbits(128)))
+    subscription = str(uuid.UUID(int=rng.getrandbits(128)))
+    resource_group = rng.choice((f"rg-{_name(rng)}", _name(rng), f"{_name(rng)}-rg"))
+    vm_name = _name(rng)
+    scope = (f"/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/"
+             f"Microsoft.Compute/virtualMachines/{vm_name}")
+    caller = _caller(rng)
+    account_name, _, suffix = caller.partition("@")
+    start = rng.randint(1_600_000_000, 1_900_000_000) * 10_000_000
+    rows = tuple(RuleRow(start=start, end=start, subscription=subscription, vm_name=vm_name, caller=caller,
+                         caller_ip="", ueba_time=start - rng.randint(0, 3600) * 10_000_000,
+                         ueba_action_type=rng.choice(_ACTIONS) if rng.random() < 0.8 else _random_text(rng),
+                         ueba_source_location=rng.choice(_CITIES) if rng.random() < 0.7 else _random_text(rng),
+                         ueba_activity_insights=None, ueba_users_insights=None, account_name=account_name,
+                         account_upn_suffix=suffix, correlation_id=correlation_id, scope=scope,
+                         resource_group=resource_group)
+                 for _ in range(rng.randint(1, 3)))
+    return Alert(key=correlation_id, rule_id="breadth-corpus", correlation_id=correlation_id, caller=caller,
+                 caller_ip=_ip(rng), subscription=subscription, resource_group=resource_group, vm_name=vm_name,
+                 scope=scope, start=start, end=start, account_name=account_name, account_upn_suffix=suffix,
+                 rows=rows)
+
+
+@functools.cache
+def corpus() -> tuple[Alert, ...]:
+    """The :data:`CORPUS_SIZE` alerts, built once per process (same seed, same alerts)."""
+    rng = random.Random(_SEED)  # noqa: S311  # nosec B311 - a fixed synthetic corpus, not a secret
+    return tuple(_alert(rng) for _ in range(CORPUS_SIZE))
