@@ -14,6 +14,7 @@ from ..health import EVENT_FAILING, EVENT_NOT_RUN, EVENT_RECOVERED, HealthEvent
 from ..rule import RULE
 from ..timestamps import Ticks, format_datetime
 from . import Destination, Outcome
+from .http import encode_json
 from .logicapp import LogicAppDestination
 from .redact import redact
 from .teams import CARD_VERSION, TeamsDestination, clean
@@ -122,7 +123,7 @@ def build_health_payload(event: HealthEvent) -> dict[str, Any]:
 def send_health(destination: Destination, event: HealthEvent) -> Outcome:
     """Post one health message through the destination's own sender (retries, time cap, redaction)."""
     if isinstance(destination, TeamsDestination):
-        return destination._post(build_health_card(event))
+        return destination._post(encode_json(build_health_card(event)))
     if isinstance(destination, LogicAppDestination):
-        return destination._post(build_health_payload(event))
+        return destination._post(encode_json(build_health_payload(event)))
     return Outcome(False, f"{destination.id}: this destination type takes no health messages")
