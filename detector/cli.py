@@ -164,8 +164,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         at = args.at if args.at is not None else wall_clock()
     else:
         source, at = _window(args)
-    policy = RunPolicy(period_hours=args.period_hours, frequency_hours=min(settings.frequency_hours, args.period_hours),
-                       max_catchup_days=settings.max_catchup_days)
+    policy = RunPolicy.from_settings(settings, period_hours=args.period_hours)
     if _stateful(args, settings):
         store = _store(args, settings)
         result = run_once(source=source, store=store, destinations=build_destinations(settings), at=at, policy=policy)

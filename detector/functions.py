@@ -26,8 +26,7 @@ logger = logging.getLogger("detector")
 
 
 def _policy(settings: Settings) -> RunPolicy:
-    return RunPolicy(period_hours=settings.period_hours, frequency_hours=settings.frequency_hours,
-                     max_catchup_days=settings.max_catchup_days)
+    return RunPolicy.from_settings(settings)
 
 
 def _source(settings: Settings) -> Source:
@@ -55,6 +54,8 @@ def daily_run(*, past_due: bool, env: dict[str, str] | None = None) -> dict[str,
         raise
     summary = result.summary()
     summary["past_due"] = past_due
+    for failure in result.recorded.failed if result.recorded is not None else ():
+        logger.error("detector: alert not recorded (retried by the next run): %s", failure)
     logger.info("detector run summary %s", json.dumps(summary, ensure_ascii=False, sort_keys=True))
     return summary
 
@@ -64,7 +65,7 @@ def redeliver_run(*, past_due: bool, env: dict[str, str] | None = None) -> dict[
     settings = Settings.from_env(env)
     stats = redeliver(store=open_store(settings), destinations=build_destinations(settings),
                       policy=_policy(settings))
-    summary = {"delivered": stats.delivered_total, "failed": dict(stats.failed),
+    summary = {"delivered": stats.delivered_total, "updates": dict(stats.updates), "failed": dict(stats.failed),
                "undelivered": len(stats.undelivered), "claimed_elsewhere": stats.claimed_elsewhere,
                "past_due": past_due}
     logger.info("detector redelivery summary %s", json.dumps(summary, sort_keys=True))

@@ -8,7 +8,7 @@ the CLI, the run state and the webhook payloads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from .kql import JsonValue
 from .timestamps import Ticks, format_datetime, parse_datetime
@@ -119,6 +119,9 @@ class RuleRow(NamedTuple):
     correlation_id: str
     scope: str
     resource_group: str
+    # The group's exact Authorization text (part of the rule's ``summarize`` key, so of the alert's identity).
+    # Not stored per row: the alert holds it once (rows of one alert share it).
+    authorization: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The 13 columns of the rule, datetimes as ISO 8601 UTC."""
@@ -147,7 +150,7 @@ class RuleRow(NamedTuple):
         return data
 
     @classmethod
-    def from_state(cls, data: dict[str, Any]) -> RuleRow:
+    def from_state(cls, data: dict[str, Any], *, authorization: str = "") -> RuleRow:
         return cls(
             start=parse_datetime(data["StartTime"]),
             end=parse_datetime(data["EndTime"]),
@@ -165,16 +168,23 @@ class RuleRow(NamedTuple):
             correlation_id=data.get("CorrelationId", ""),
             scope=data.get("Scope", ""),
             resource_group=data.get("ResourceGroup", ""),
+            authorization=authorization,
         )
+
+
+# What a delivery is: the first message of an alert, or an update carrying new evidence for one already sent.
+DeliveryEvent = Literal["alert", "update"]
 
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One alert per Run Command operation (CorrelationId), carrying all its UEBA matches.
+    """One alert per group of the rule's ``summarize``: CorrelationId + Authorization + Caller.
 
-    ``rows`` are the rule's rows for this operation, ordered by UEBA time. The Run Command fields come
-    from the earliest row; when one CorrelationId spans several Authorization texts (rare), the
-    times are the union of them.
+    Two Run Commands under one CorrelationId (a template touching several VMs, a client reusing its
+    ``x-ms-correlation-request-id``) are two alerts, each checked by the allowlist and delivered on its
+    own. ``rows`` are the rule's rows for this group, ordered by UEBA time. ``omitted_rows`` counts
+    matches that are known but not carried (the run state keeps a bounded number; see outbox.py), so
+    ``match_count`` is the true number of matches.
     """
 
     key: str
@@ -191,6 +201,12 @@ class Alert:
     account_name: str
     account_upn_suffix: str
     rows: tuple[RuleRow, ...] = field(default_factory=tuple)
+    authorization: str = ""
+    omitted_rows: int = 0
+
+    @property
+    def match_count(self) -> int:
+        return len(self.rows) + self.omitted_rows
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -208,10 +224,14 @@ class Alert:
             "AccountName": self.account_name,
             "AccountUPNSuffix": self.account_upn_suffix,
             "Rows": [r.to_state() for r in self.rows],
+            "Authorization": self.authorization,
+            "OmittedRows": self.omitted_rows,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Alert:
+        # Records written before the alert identity included Authorization have neither key: "" and 0.
+        authorization = data.get("Authorization", "")
         return cls(
             key=data["AlertKey"],
             rule_id=data["RuleId"],
@@ -226,5 +246,7 @@ class Alert:
             end=parse_datetime(data["EndTime"]),
             account_name=data["AccountName"],
             account_upn_suffix=data["AccountUPNSuffix"],
-            rows=tuple(RuleRow.from_state(r) for r in data["Rows"]),
+            rows=tuple(RuleRow.from_state(r, authorization=authorization) for r in data["Rows"]),
+            authorization=authorization,
+            omitted_rows=int(data.get("OmittedRows", 0)),
         )

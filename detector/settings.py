@@ -33,6 +33,9 @@ SETTINGS: dict[str, str] = {
     "DETECTOR_HTTP_MAX_SECONDS": "cap on the total time spent retrying one webhook message (default 60)",
     "DETECTOR_QUERY_TIMEOUT_SECONDS": "Log Analytics server timeout per query (default 180, max 600)",
     "DETECTOR_SOURCE_DIR": "replay exports from this folder instead of querying Log Analytics (local runs only)",
+    "DETECTOR_SEND_UPDATES": "send one 'new evidence' update when a delivered alert gains UEBA matches (default true)",
+    "DETECTOR_STATE_RETENTION_DAYS": "days alert and run records are kept after their Run Command (default 30; more "
+                                     "than DETECTOR_MAX_CATCHUP_DAYS plus the query period)",
 }
 
 # Settings for laptops and tests only: the Bicep deployment never sets them (a key-based connection
@@ -80,6 +83,17 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("true", "1", "yes"):
+        return True
+    if raw in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"must be true or false, got {raw[:20]!r}", setting=name)
+
+
 def _urls(env: Mapping[str, str], name: str) -> tuple[Secret, ...]:
     raw = env.get(name, "")
     urls = [u.strip() for u in re.split(r"[\n,;]", raw) if u.strip()]
@@ -108,6 +122,17 @@ class Settings:
     http_max_seconds: int = 60
     query_timeout_seconds: int = 180
     source_dir: str = ""
+    send_updates: bool = True
+    state_retention_days: int = 30
+
+    @property
+    def claim_lease_minutes(self) -> int:
+        """The outbox claim's lease: 10 minutes, or more than twice the longest single send when that is longer.
+
+        A live run renews a claim when half its lease is left, so half a lease must outlast one send.
+        """
+        longest_send = self.http_max_seconds + self.http_timeout_seconds + 10  # + connect timeout
+        return max(10, -(-2 * longest_send // 60) + 1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -130,6 +155,12 @@ class Settings:
         for name, value in (("DETECTOR_SCHEDULE", schedule), ("DETECTOR_REDELIVER_SCHEDULE", redeliver)):
             if len(value.split()) != 6:
                 raise ConfigError("must be a 6-field NCRONTAB expression, e.g. '0 0 6 * * *'", setting=name)
+        max_catchup_days = _int(env, "DETECTOR_MAX_CATCHUP_DAYS", 14, 1, 90)
+        retention = _int(env, "DETECTOR_STATE_RETENTION_DAYS", 30, 2, 3650)
+        if retention * 24 <= max_catchup_days * 24 + period:
+            raise ConfigError(f"must be longer than DETECTOR_MAX_CATCHUP_DAYS ({max_catchup_days}) plus the query "
+                              f"period ({period} h), or a purged alert could be seen, and sent, again",
+                              setting="DETECTOR_STATE_RETENTION_DAYS")
         return cls(
             workspace_id=workspace,
             table_endpoint=endpoint,
@@ -139,7 +170,7 @@ class Settings:
             logicapp_urls=_urls(env, "DETECTOR_LOGICAPP_WEBHOOK_URLS"),
             period_hours=period,
             frequency_hours=frequency,
-            max_catchup_days=_int(env, "DETECTOR_MAX_CATCHUP_DAYS", 14, 1, 90),
+            max_catchup_days=max_catchup_days,
             schedule=schedule,
             redeliver_schedule=redeliver,
             digest_threshold=_int(env, "DETECTOR_DIGEST_THRESHOLD", 50, 1, 1000),
@@ -147,6 +178,8 @@ class Settings:
             http_max_seconds=_int(env, "DETECTOR_HTTP_MAX_SECONDS", 60, 1, 900),
             query_timeout_seconds=_int(env, "DETECTOR_QUERY_TIMEOUT_SECONDS", 180, 10, 600),
             source_dir=env.get("DETECTOR_SOURCE_DIR", "").strip(),
+            send_updates=_bool(env, "DETECTOR_SEND_UPDATES", True),
+            state_retention_days=retention,
         )
 
     def require_workspace(self) -> str:

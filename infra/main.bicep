@@ -308,6 +308,14 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
           name: 'DETECTOR_QUERY_TIMEOUT_SECONDS'
           value: '300'
         }
+        {
+          name: 'DETECTOR_SEND_UPDATES'
+          value: 'true'
+        }
+        {
+          name: 'DETECTOR_STATE_RETENTION_DAYS'
+          value: '30'
+        }
       ]
     }
   }

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError, ResponseError
 from urllib3.util.retry import Retry
 
-from . import Outcome
+from ..model import Alert
+from . import Outcome, OutcomeCallback
 from .redact import install_log_redaction, redact, safe_url
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -121,6 +123,17 @@ class WebhookDestination:
 
     def _post(self, payload: Any) -> Outcome:
         return self._outcome(post_json(self._session, self._url, payload, timeout=self.timeout))
+
+    def _post_each(self, alerts: Sequence[Alert], build: Callable[[Alert], Any],
+                   on_outcome: OutcomeCallback | None) -> list[Outcome]:
+        """One message per alert, each outcome reported as soon as it is known."""
+        outcomes = []
+        for index, alert in enumerate(alerts):
+            outcome = self._post(build(alert))
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(index, outcome)
+        return outcomes
 
     def _outcome(self, result: PostResult) -> Outcome:
         """How an answer reads for this kind of webhook (Teams adds its legacy throttling)."""

@@ -11,17 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..model import Alert
+from ..model import Alert, DeliveryEvent
 from ..rule import RULE
 from ..timestamps import format_datetime
-from . import Outcome
+from . import Outcome, OutcomeCallback
 from .http import WebhookDestination
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1: event (alert | update) and matchCount
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "alert-v1.schema.json"
 
 
-def build_payload(alert: Alert) -> dict[str, Any]:
+def build_payload(alert: Alert, *, event: DeliveryEvent = "alert") -> dict[str, Any]:
     entities: list[dict[str, Any]] = [
         {"type": "account", "Name": alert.account_name, "UPNSuffix": alert.account_upn_suffix,
          "FullName": alert.caller},
@@ -32,7 +32,9 @@ def build_payload(alert: Alert) -> dict[str, Any]:
     return {
         "schemaVersion": SCHEMA_VERSION,
         "kind": "RunCommandDuringSuspiciousLogin",
+        "event": event,  # "update": new evidence for an alert already sent (same alertId)
         "alertId": alert.key,
+        "matchCount": alert.match_count,  # may exceed len(matches) when the run state capped the list
         "rule": {"id": RULE.id, "name": RULE.name, "version": RULE.version, "severity": RULE.severity,
                  "tactics": list(RULE.tactics), "techniques": list(RULE.techniques)},
         "correlationId": alert.correlation_id,
@@ -58,5 +60,6 @@ def load_schema() -> dict[str, Any]:
 class LogicAppDestination(WebhookDestination):
     """A Logic App Request trigger (its callback URL carries a secret ``sig``)."""
 
-    def deliver(self, alerts: Sequence[Alert]) -> list[Outcome]:
-        return [self._post(build_payload(alert)) for alert in alerts]
+    def deliver(self, alerts: Sequence[Alert], *, event: DeliveryEvent = "alert",
+                on_outcome: OutcomeCallback | None = None) -> list[Outcome]:
+        return self._post_each(alerts, lambda alert: build_payload(alert, event=event), on_outcome)

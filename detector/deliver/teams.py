@@ -19,10 +19,10 @@ from urllib.parse import quote
 
 import requests
 
-from ..model import Alert, RuleRow
+from ..model import Alert, DeliveryEvent, RuleRow
 from ..rule import RULE
 from ..timestamps import TICKS_PER_DAY, format_datetime
-from . import Outcome
+from . import Outcome, OutcomeCallback
 from .http import PostResult, WebhookDestination
 
 CARD_VERSION = "1.4"
@@ -148,24 +148,29 @@ def _header(title: str) -> dict[str, Any]:
     ]}
 
 
-def build_alert_card(alert: Alert, *, max_matches: int | None = None, table_endpoint: str = "") -> dict[str, Any]:
+# Title of a message that brings new evidence for an alert already sent (never a copy of the first message).
+UPDATE_TITLE = "New evidence"
+
+
+def build_alert_card(alert: Alert, *, max_matches: int | None = None, table_endpoint: str = "",
+                     event: DeliveryEvent = "alert") -> dict[str, Any]:
     """The Teams message (envelope included) for one alert, under the size limit."""
     limit = len(alert.rows) if max_matches is None else max_matches
     while True:
-        payload = _envelope(_alert_card(alert, limit, table_endpoint))
+        payload = _envelope(_alert_card(alert, limit, table_endpoint, event))
         if _size(payload) <= TARGET_BYTES or limit == 0:
             return payload
         limit = max(0, min(limit - 1, limit // 2 if limit > 8 else limit - 1))
 
 
-def _alert_card(alert: Alert, shown: int, table_endpoint: str) -> dict[str, Any]:
+def _alert_card(alert: Alert, shown: int, table_endpoint: str, event: DeliveryEvent) -> dict[str, Any]:
     rows = alert.rows[:shown]
     body: list[dict[str, Any]] = [
-        _header(RULE.name),
+        _header(f"{UPDATE_TITLE}: {RULE.name}" if event == "update" else RULE.name),
         _rich(_run(clean(alert.caller) or "(no caller)", weight="Bolder"), _run(" ran a VM Run Command on "),
               _run(clean(alert.vm_name) or "(unknown VM)", weight="Bolder"),
-              _run(f" within a suspicious sign-in window ({len(alert.rows)} UEBA match"
-                   f"{'es' if len(alert.rows) != 1 else ''})."), spacing="Medium"),
+              _run(f" within a suspicious sign-in window ({alert.match_count} UEBA match"
+                   f"{'es' if alert.match_count != 1 else ''})."), spacing="Medium"),
         {"type": "Container", "spacing": "Medium", "items": [
             _fact("VM", alert.vm_name), _fact("Subscription", alert.subscription),
             _fact("Resource group", alert.resource_group), _fact("Caller", alert.caller),
@@ -178,7 +183,7 @@ def _alert_card(alert: Alert, shown: int, table_endpoint: str) -> dict[str, Any]
          "wrap": True},
     ]
     body += [_match_block(r) for r in rows]
-    hidden = len(alert.rows) - len(rows)
+    hidden = alert.match_count - len(rows)
     if hidden:
         body.append({"type": "TextBlock", "text": f"+{hidden} more UEBA match{'es' if hidden != 1 else ''} "
                      "(see the Logic App payload or the detector's state)", "isSubtle": True, "wrap": True})
@@ -193,19 +198,20 @@ def _alert_card(alert: Alert, shown: int, table_endpoint: str) -> dict[str, Any]
     return _card(body, portal_links(alert))
 
 
-def build_digest_card(alerts: Sequence[Alert]) -> dict[str, Any]:
+def build_digest_card(alerts: Sequence[Alert], *, event: DeliveryEvent = "alert") -> dict[str, Any]:
     """One message standing for many alerts (a flood would be throttled and unreadable)."""
     shown = len(alerts)
     while True:
-        payload = _envelope(_digest_card(alerts, shown))
+        payload = _envelope(_digest_card(alerts, shown, event))
         if _size(payload) <= TARGET_BYTES or shown == 0:
             return payload
         shown = shown // 2 if shown > 8 else shown - 1
 
 
-def _digest_card(alerts: Sequence[Alert], shown: int) -> dict[str, Any]:
+def _digest_card(alerts: Sequence[Alert], shown: int, event: DeliveryEvent) -> dict[str, Any]:
+    prefix = f"{UPDATE_TITLE} for " if event == "update" else ""
     body: list[dict[str, Any]] = [
-        _header(f"{len(alerts)} alerts: {RULE.name}"),
+        _header(f"{prefix}{len(alerts)} alerts: {RULE.name}"),
         {"type": "TextBlock", "text": "Too many alerts in one run for one card each. Every alert is in the Logic App "
          "payload and the detector's state.", "wrap": True, "spacing": "Medium"},
     ]
@@ -213,7 +219,7 @@ def _digest_card(alerts: Sequence[Alert], shown: int) -> dict[str, Any]:
         body.append({"type": "Container", "separator": True, "spacing": "Small", "items": [_rich(
             _run(format_datetime(alert.start)[:16].replace("T", " ") + "  ", weight="Bolder"),
             _run(clean(alert.caller, 120)), _run("  on  ", isSubtle=True), _run(clean(alert.vm_name, 120)),
-            _run(f"  ({len(alert.rows)} UEBA)", isSubtle=True))]})
+            _run(f"  ({alert.match_count} UEBA)", isSubtle=True))]})
     if shown < len(alerts):
         body.append({"type": "TextBlock", "text": f"+{len(alerts) - shown} more alerts", "isSubtle": True,
                      "wrap": True})
@@ -240,8 +246,13 @@ class TeamsDestination(WebhookDestination):
             return Outcome(False, f"{self._id}: throttled (HTTP 200 with a 429 text); retried by a later run")
         return super()._outcome(result)
 
-    def deliver(self, alerts: Sequence[Alert]) -> list[Outcome]:
+    def deliver(self, alerts: Sequence[Alert], *, event: DeliveryEvent = "alert",
+                on_outcome: OutcomeCallback | None = None) -> list[Outcome]:
         if len(alerts) > self.digest_threshold:
-            outcome = self._post(build_digest_card(alerts))
+            outcome = self._post(build_digest_card(alerts, event=event))
+            if on_outcome is not None:
+                for index in range(len(alerts)):
+                    on_outcome(index, outcome)
             return [outcome] * len(alerts)
-        return [self._post(build_alert_card(a, table_endpoint=self.table_endpoint)) for a in alerts]
+        return self._post_each(alerts, lambda a: build_alert_card(a, table_endpoint=self.table_endpoint, event=event),
+                               on_outcome)
