@@ -17,9 +17,10 @@ import fcntl
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..errors import StoreError
 from ..timestamps import Ticks, format_datetime, parse_datetime
@@ -42,6 +43,8 @@ class FileStore:
     def __init__(self, directory: Path | str) -> None:
         self.directory = Path(directory)
         self.alerts_dir = self.directory / "alerts"
+        self._thread_lock = threading.RLock()
+        self._lock_handle: TextIO | None = None
         for folder in (self.directory, self.alerts_dir):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -55,18 +58,22 @@ class FileStore:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        path = self.directory / ".lock"
-        try:
-            handle = path.open("a")
-        except OSError as exc:
-            what = "it is a directory" if path.is_dir() else exc.strerror
-            raise StoreError(f"cannot open the state lock file {path}: {what}") from None
-        with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        # flock excludes other processes; the thread lock, other threads of this process (flock is per open
+        # file, so threads sharing this store's handle would not exclude each other). The handle stays open:
+        # opening it per operation cost more than the operation.
+        with self._thread_lock:
+            if self._lock_handle is None:
+                path = self.directory / ".lock"
+                try:
+                    self._lock_handle = path.open("a")
+                except OSError as exc:
+                    what = "it is a directory" if path.is_dir() else exc.strerror
+                    raise StoreError(f"cannot open the state lock file {path}: {what}") from None
+            fcntl.flock(self._lock_handle, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
 
     def _read_path(self, path: Path, default: Any) -> Any:
         try:
