@@ -94,6 +94,7 @@ class RunResult:
             out["updates_by_destination"] = dict(self.delivery.updates)
             out["failed_by_destination"] = dict(self.delivery.failed)
             out["undelivered"] = len(self.delivery.undelivered)
+            out["claimed_elsewhere"] = self.delivery.claimed_elsewhere
             out["delivery_errors"] = self.delivery.errors[:20]
         if self.purged is not None:
             out["purged"] = {"alerts": self.purged.alerts, "runs": self.purged.runs,
