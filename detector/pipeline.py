@@ -181,7 +181,8 @@ def run_once(*, source: Source, store: StateStore, destinations: Sequence[Destin
                                              "end": format_datetime(window.end)}})
         raise
     result.recorded = recorded
-    result.alerts, result.suppressed = recorded.open, recorded.suppressed
+    result.alerts = sorted(recorded.open, key=lambda a: (a.start, a.caller, a.correlation_id, a.vm_name, a.key))
+    result.suppressed = recorded.suppressed
     result.warnings += recorded.warnings
     for item in recorded.unsuppressed:
         result.warnings.append(f"alert {item['alert']} is no longer suppressed: {item['reason']}")

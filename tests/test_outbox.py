@@ -649,3 +649,46 @@ def test_summary_explains_record_outcomes_on_a_plain_run(store: StateStore) -> N
     assert stored is not None
     assert stored.destinations["teams-1"].state == DELIVERED
     assert PENDING not in {d.state for d in stored.destinations.values()}
+
+
+# --- settings and the update message --------------------------------------------------------------------
+
+def test_lifetime_and_update_settings_are_validated_and_the_lease_outlasts_two_sends() -> None:
+    from detector.errors import ConfigError
+    from detector.settings import Settings
+    defaults = Settings.from_env({})
+    assert (defaults.send_updates, defaults.state_retention_days, defaults.claim_lease_minutes) == (True, 30, 10)
+    assert RunPolicy.from_settings(defaults) == RunPolicy()
+    assert Settings.from_env({"DETECTOR_SEND_UPDATES": "False"}).send_updates is False
+    with pytest.raises(ConfigError, match="DETECTOR_SEND_UPDATES"):
+        Settings.from_env({"DETECTOR_SEND_UPDATES": "sometimes"})
+    # A lifetime within the catch-up window plus the period could purge a Run Command a later window still sees.
+    with pytest.raises(ConfigError, match="DETECTOR_STATE_RETENTION_DAYS"):
+        Settings.from_env({"DETECTOR_STATE_RETENTION_DAYS": "16"})
+    assert Settings.from_env({"DETECTOR_STATE_RETENTION_DAYS": "17"}).state_retention_days == 17
+    with pytest.raises(ConfigError, match="DETECTOR_STATE_RETENTION_DAYS"):
+        Settings.from_env({"DETECTOR_STATE_RETENTION_DAYS": "30", "DETECTOR_MAX_CATCHUP_DAYS": "29"})
+    slow = Settings.from_env({"DETECTOR_HTTP_MAX_SECONDS": "900", "DETECTOR_HTTP_TIMEOUT_SECONDS": "120"})
+    longest_send_minutes = (900 + 120 + 10) / 60
+    assert slow.claim_lease_minutes / 2 > longest_send_minutes
+
+
+def test_the_update_message_is_marked_as_new_evidence() -> None:
+    import jsonschema
+
+    from detector.correlate import build_alerts
+    from detector.deliver.logicapp import build_payload, load_schema
+    from detector.deliver.teams import build_alert_card, build_digest_card
+    start = DAY0 + 4 * H
+    [alert] = build_alerts(correlate(run_command(start), [ueba(start - H), ueba(start, location="Pune, IN")],
+                                     Window.ending_at(start + H)).rows)
+    first, update = build_alert_card(alert), build_alert_card(alert, event="update")
+    assert "New evidence" not in json.dumps(first)
+    assert update["attachments"][0]["content"]["body"][0]["items"][1]["text"].startswith("New evidence: ")
+    assert "New evidence" in json.dumps(build_digest_card([alert, alert], event="update"))
+    for event in ("alert", "update"):
+        payload = build_payload(alert, event=event)  # type: ignore[arg-type]
+        jsonschema.validate(payload, load_schema())
+        assert (payload["event"], payload["alertId"], payload["matchCount"]) == (event, alert.key, 2)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**build_payload(alert), "event": "resend"}, load_schema())

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -69,6 +70,7 @@ class FileStore:
                 except OSError as exc:
                     what = "it is a directory" if path.is_dir() else exc.strerror
                     raise StoreError(f"cannot open the state lock file {path}: {what}") from None
+                weakref.finalize(self, self._lock_handle.close)
             fcntl.flock(self._lock_handle, fcntl.LOCK_EX)
             try:
                 yield
