@@ -332,11 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", default="10k,100k,1M")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--out", type=Path, help="default: bench/results.json (bench/state-results.json with "
+                        "--only state)")
     parser.add_argument("--state-alerts", default="500,2000,10000",
                         help="alert counts of the run-with-state scenario (Azurite for the Table backend)")
     parser.add_argument("--only", choices=("all", "state"), default="all", help="state: only runs with state")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = ROOT / "bench" / ("state-results.json" if args.only == "state" else "results.json")
     scales = [s.strip() for s in args.scales.split(",") if s.strip()] if args.only == "all" else []
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                            "platform": platform.platform()}, "scales": {}}
