@@ -266,8 +266,16 @@ class TableStore:
                                                              "updated"]):
                 verdict = purge_verdict(dict(entity), before)
                 if verdict == "purge":
-                    with contextlib.suppress(ResourceNotFoundError):
-                        self.alerts.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                    try:  # only the version judged: a record changed since the scan is left for the next purge
+                        self.alerts.delete_entity(entity["PartitionKey"], entity["RowKey"],
+                                                  etag=entity.metadata["etag"],
+                                                  match_condition=MatchConditions.IfNotModified)
+                    except ResourceNotFoundError:
+                        continue
+                    except HttpResponseError as exc:
+                        if exc.status_code != 412:
+                            raise
+                        continue
                     alerts += 1
                 elif verdict == "undelivered":
                     kept += 1
