@@ -278,6 +278,22 @@ class _AcceptAll:
         return out
 
 
+class _CountingStore:
+    """The store, with every operation counted (reads, writes and queries alike): the work per alert."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return method(*args, **kwargs)
+        return counted
+
+
 def state_runs(sizes: list[int]) -> dict[str, Any]:
     """A production run (record, claim, send, mark, purge) per size and backend, against ``detect`` alone.
 
@@ -304,10 +320,12 @@ def state_runs(sizes: list[int]) -> dict[str, Any]:
             entry: dict[str, Any] = {"alerts": n, "detect_s": detect_t}
             for backend in ("file", "table"):
                 folder = Path(tempfile.mkdtemp(prefix="bench-state-"))
-                store: Any = FileStore(folder) if backend == "file" else TableStore.from_connection_string(conn)
+                store: Any = _CountingStore(FileStore(folder) if backend == "file"
+                                            else TableStore.from_connection_string(conn))
                 started = time.perf_counter()
                 first = run_once(source=source, store=store, destinations=[_AcceptAll()], at=AT, clock=lambda: AT)
                 first_t = time.perf_counter() - started
+                first_ops, store.calls = store.calls, 0
                 started = time.perf_counter()
                 second = run_once(source=source, store=store, destinations=[_AcceptAll()], at=AGAIN,
                                   clock=lambda: AGAIN)
@@ -315,7 +333,8 @@ def state_runs(sizes: list[int]) -> dict[str, Any]:
                 assert first.summary()["delivered"] == n
                 assert second.summary()["already_known_alerts"] == n
                 entry[backend] = {"first_run_s": first_t, "per_alert_ms": first_t / n * 1000,
-                                  "second_run_s": second_t, "ratio_vs_detect": first_t / detect_t}
+                                  "second_run_s": second_t, "ratio_vs_detect": first_t / detect_t,
+                                  "store_ops_per_alert": first_ops / n, "store_ops_per_known_alert": store.calls / n}
                 shutil.rmtree(folder, ignore_errors=True)
                 if backend == "table":
                     service = TableServiceClient.from_connection_string(conn)
@@ -382,15 +401,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def render_state(state: dict[str, Any]) -> list[str]:
     lines = ["", "| alerts | detect alone s | file: run s | ms/alert | x detect | known again s "
-             "| table (Azurite): run s | ms/alert | x detect | known again s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| table (Azurite): run s | ms/alert | x detect | known again s | store operations per alert |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in state.values():
         if not isinstance(e, dict):
             continue
         f, t = e["file"], e["table"]
         lines.append(f"| {e['alerts']} | {e['detect_s']:.3f} | {f['first_run_s']:.2f} | {f['per_alert_ms']:.2f} "
                      f"| {f['ratio_vs_detect']:.0f}x | {f['second_run_s']:.2f} | {t['first_run_s']:.2f} "
-                     f"| {t['per_alert_ms']:.2f} | {t['ratio_vs_detect']:.0f}x | {t['second_run_s']:.2f} |")
+                     f"| {t['per_alert_ms']:.2f} | {t['ratio_vs_detect']:.0f}x | {t['second_run_s']:.2f} "
+                     f"| {t['store_ops_per_alert']:.2f} new, {t['store_ops_per_known_alert']:.2f} known |")
     lines.append(f"per-alert time, largest / smallest run: file {state['file_growth']:.2f}x, "
                  f"table {state['table_growth']:.2f}x (1.0 = linear)")
     return lines
