@@ -2,6 +2,7 @@
 
     python -m bench.run                      # 10k, 100k and 1M rows (about 5 GB of files in bench/data)
     python -m bench.run --scales 10k --repeat 3
+    python -m bench.run --only state         # runs with state: 500 / 2,000 / 10,000 alerts, both backends
 
 Times are medians of ``--repeat`` runs and are reported as ratios to DuckDB measured in the same run,
 on the same files and rows, after checking that DuckDB's rows equal ours (equal work).
@@ -25,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.workspace import AT, SCALES, write  # noqa: E402
+from bench.workspace import AT, SCALES, SUBS, write  # noqa: E402
 from detector.correlate import Window, correlate  # noqa: E402
 from detector.model import ActivityEvent, UebaEvent  # noqa: E402
 from detector.sources.files import FileSource  # noqa: E402
@@ -277,15 +278,132 @@ def hostile_input(repeat: int) -> dict[str, Any]:
             "redos_re2_10000_chars_s": re2_t, "redos_python_re_20_chars_s": re_t, "redos_suppressed": bool(verdict)}
 
 
+SUB = SUBS[0]
+AGAIN = AT + 36_000_000_000  # the next run, an hour later: every alert already known
+
+
+def state_workload(n: int) -> tuple[list[ActivityEvent], list[UebaEvent]]:
+    """``n`` Run Commands in one 2-day window, each by its own caller with one flagged sign-in: ``n`` alerts."""
+    activity: list[ActivityEvent] = []
+    ueba: list[UebaEvent] = []
+    hour = 36_000_000_000
+    for i in range(n):
+        start = AT - 46 * hour + i * (40 * hour // n)
+        user = f"user{i:05d}@contoso.com"
+        auth = json.dumps({"scope": f"/subscriptions/{SUB}/resourceGroups/rg-{i % 7}/providers/Microsoft.Compute/"
+                                    f"virtualMachines/vm-{i % 50:02d}",
+                           "action": "Microsoft.Compute/virtualMachines/runCommand/action"}, indent=2)
+        for k, status in enumerate(("Started", "Accepted", "Succeeded")):
+            activity.append(ActivityEvent(start + k * 10_000_000, "MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION",
+                                          auth, f"c-{i:05d}", user, "20.1.2.3", status))
+        ueba.append(UebaEvent(start - hour // 2, "Azure AD", "Sign-in", user, "Lagos, NG",
+                              {"ActionUncommonlyPerformedByUser": "True"}, {"BlastRadius": "High"}))
+    return activity, ueba
+
+
+class _AcceptAll:
+    """A destination that accepts every message at once (the benchmark measures state, not HTTP)."""
+
+    id = "bench-1"
+
+    def deliver(self, alerts: Any, *, event: str = "alert", on_outcome: Any = None) -> list[Any]:
+        from detector.deliver import Outcome
+        out = [Outcome(True)] * len(alerts)
+        if on_outcome is not None:
+            for i, outcome in enumerate(out):
+                on_outcome(i, outcome)
+        return out
+
+
+class _CountingStore:
+    """The store, with every operation counted (reads, writes and queries alike): the work per alert."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._inner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return method(*args, **kwargs)
+        return counted
+
+
+def state_runs(sizes: list[int]) -> dict[str, Any]:
+    """A production run (record, claim, send, mark, purge) per size and backend, against ``detect`` alone.
+
+    The peer is the same run's pure half (read, correlate, allowlist) with no state: the ratio is what
+    keeping state costs per alert. Linear means the per-alert time does not grow with the alert count.
+    """
+    import shutil
+    import tempfile
+
+    from azure.data.tables import TableServiceClient
+
+    from detector.pipeline import detect, run_once
+    from detector.sources.memory import MemorySource
+    from detector.store.files import FileStore
+    from detector.store.tables import TABLE_NAMES, TableStore
+    from tests.services import azurite_tables
+    out: dict[str, Any] = {}
+    with azurite_tables() as conn:
+        for n in sizes:
+            activity, ueba = state_workload(n)
+            source = MemorySource(activity, ueba)
+            detect_t, detected = median_time(lambda source=source: detect(source, Window.ending_at(AT)), 1)
+            assert len(detected.alerts) == n
+            entry: dict[str, Any] = {"alerts": n, "detect_s": detect_t}
+            for backend in ("file", "table"):
+                folder = Path(tempfile.mkdtemp(prefix="bench-state-"))
+                store: Any = _CountingStore(FileStore(folder) if backend == "file"
+                                            else TableStore.from_connection_string(conn))
+                started = time.perf_counter()
+                first = run_once(source=source, store=store, destinations=[_AcceptAll()], at=AT, clock=lambda: AT)
+                first_t = time.perf_counter() - started
+                first_ops, store.calls = store.calls, 0
+                started = time.perf_counter()
+                second = run_once(source=source, store=store, destinations=[_AcceptAll()], at=AGAIN,
+                                  clock=lambda: AGAIN)
+                second_t = time.perf_counter() - started
+                assert first.summary()["delivered"] == n
+                assert second.summary()["already_known_alerts"] == n
+                entry[backend] = {"first_run_s": first_t, "per_alert_ms": first_t / n * 1000,
+                                  "second_run_s": second_t, "ratio_vs_detect": first_t / detect_t,
+                                  "store_ops_per_alert": first_ops / n, "store_ops_per_known_alert": store.calls / n}
+                shutil.rmtree(folder, ignore_errors=True)
+                if backend == "table":
+                    service = TableServiceClient.from_connection_string(conn)
+                    for name in TABLE_NAMES:
+                        service.delete_table(name)
+            out[str(n)] = entry
+    smallest, largest = str(min(sizes)), str(max(sizes))
+    for backend in ("file", "table"):
+        out[f"{backend}_growth"] = out[largest][backend]["per_alert_ms"] / out[smallest][backend]["per_alert_ms"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", default="10k,100k,1M")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--out", type=Path, help="default: bench/results.json (bench/state-results.json with "
+                        "--only state)")
+    parser.add_argument("--state-alerts", default="500,2000,10000",
+                        help="alert counts of the run-with-state scenario (Azurite for the Table backend)")
+    parser.add_argument("--only", choices=("all", "state"), default="all", help="state: only runs with state")
     args = parser.parse_args(argv)
-    scales = [s.strip() for s in args.scales.split(",") if s.strip()]
+    if args.out is None:
+        args.out = ROOT / "bench" / ("state-results.json" if args.only == "state" else "results.json")
+    scales = [s.strip() for s in args.scales.split(",") if s.strip()] if args.only == "all" else []
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                            "platform": platform.platform()}, "scales": {}}
+    results["state"] = state_runs([int(n) for n in args.state_alerts.split(",") if n.strip()])
+    if args.only == "state":
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(render(results))
+        return 0
     for name in scales:
         folder = write(SCALES[name], DATA / name)
         size_mb = sum(f.stat().st_size for f in folder.glob("*.jsonl")) / 1e6
@@ -319,12 +437,33 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if mismatch else 0
 
 
-def render(results: dict[str, Any]) -> str:
-    lines = [f"machine: {results['machine']['cpus']} CPUs, Python {results['machine']['python']}",
-             "",
-             "| scale | JSONL MB | replay ours s | DuckDB s | ratio | correlation ours ms | DuckDB ms | ratio "
-             "| peak RSS ours MB | DuckDB MB | rows equal |",
+def render_state(state: dict[str, Any]) -> list[str]:
+    lines = ["", "| alerts | detect alone s | file: run s | ms/alert | x detect | known again s "
+             "| table (Azurite): run s | ms/alert | x detect | known again s | store operations per alert |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for e in state.values():
+        if not isinstance(e, dict):
+            continue
+        f, t = e["file"], e["table"]
+        lines.append(f"| {e['alerts']} | {e['detect_s']:.3f} | {f['first_run_s']:.2f} | {f['per_alert_ms']:.2f} "
+                     f"| {f['ratio_vs_detect']:.0f}x | {f['second_run_s']:.2f} | {t['first_run_s']:.2f} "
+                     f"| {t['per_alert_ms']:.2f} | {t['ratio_vs_detect']:.0f}x | {t['second_run_s']:.2f} "
+                     f"| {t['store_ops_per_alert']:.2f} new, {t['store_ops_per_known_alert']:.2f} known |")
+    lines.append(f"per-alert time, largest / smallest run: file {state['file_growth']:.2f}x, "
+                 f"table {state['table_growth']:.2f}x (1.0 = linear)")
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"machine: {results['machine']['cpus']} CPUs, Python {results['machine']['python']}"]
+    if "state" in results:
+        lines += render_state(results["state"])
+    if not results["scales"]:
+        return "\n".join(lines)
+    lines += ["",
+              "| scale | JSONL MB | replay ours s | DuckDB s | ratio | correlation ours ms | DuckDB ms | ratio "
+              "| peak RSS ours MB | DuckDB MB | rows equal |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, e in results["scales"].items():
         r, c, m = e["replay"], e["correlation"], e["peak_rss_mb"]
         lines.append(f"| {name} | {e['jsonl_mb']} | {r['ours_s']:.2f} | {r['duckdb_s']:.2f} | {r['ratio']:.2f}x "

@@ -216,8 +216,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--allowlist/--no-allowlist are not used with a state backend (--state, --table-endpoint "
                          "or DETECTOR_* state settings), whose own allowlist applies; import entries with "
                          "'allowlist add' or disable them, or run without state")
-    policy = RunPolicy(period_hours=args.period_hours, frequency_hours=min(settings.frequency_hours, args.period_hours),
-                       max_catchup_days=settings.max_catchup_days)
+    policy = RunPolicy.from_settings(settings, period_hours=args.period_hours)
     if _stateful(args, settings):
         store = _store(args, settings)
         result = run_once(source=source, store=store, destinations=build_destinations(settings), at=at, policy=policy)

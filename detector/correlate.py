@@ -9,6 +9,8 @@ BehaviorAnalytics rows are filtered one at a time and only suspicious sign-ins a
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 import operator
 import re
 from collections.abc import Iterable
@@ -249,6 +251,7 @@ def join(run_commands: Iterable[RunCommand], logins: Iterable[UebaEvent]) -> lis
                 login.time, login.action_type, login.source_ip_location, login.activity_insights,
                 login.users_insights, account_name, upn_suffix, rc.correlation_id, rc.scope, rc.resource_group,
                 login.source_ip, login.investigation_priority,
+                rc.authorization,
             ))
     rows.sort(key=_row_sort_key)
     return rows
@@ -276,25 +279,39 @@ def correlate(activity: Iterable[ActivityEvent], ueba: Iterable[UebaEvent], wind
     return Correlation(window=window, rows=rows, stats=stats, run_commands=run_commands, logins=logins)
 
 
-def alert_key(correlation_id: str) -> str:
-    """The dedup key of an alert: one per rule and Run Command operation."""
+def alert_key(correlation_id: str, authorization: str, caller: str) -> str:
+    """The dedup key of an alert: the rule's own group (CorrelationId, Authorization, Caller), hashed.
+
+    Hashed so the key has a fixed length and no character Table Storage refuses in a RowKey, whatever
+    the logs hold; ``v2`` keeps it apart from the keys written before (``legacy_alert_key``).
+    """
+    group = json.dumps([correlation_id, authorization, caller], ensure_ascii=False)
+    return f"{RULE.id}:v2:{hashlib.sha256(group.encode('utf-8')).hexdigest()[:32]}"
+
+
+def legacy_alert_key(correlation_id: str) -> str:
+    """The key versions before the group identity used (rule id + CorrelationId), read on upgrade only."""
     return f"{RULE.id}:{correlation_id}"
 
 
+def _group_key(row: RuleRow) -> tuple[str, str, str]:
+    return row.correlation_id, row.authorization, row.caller
+
+
 def build_alerts(rows: Iterable[RuleRow]) -> list[Alert]:
-    """One alert per CorrelationId, holding every rule row of that operation."""
-    grouped: dict[str, list[RuleRow]] = {}
+    """One alert per group of the rule's ``summarize`` (CorrelationId, Authorization, Caller), holding its rows."""
+    grouped: dict[tuple[str, str, str], list[RuleRow]] = {}
     for row in rows:
-        grouped.setdefault(row.correlation_id, []).append(row)
+        grouped.setdefault(_group_key(row), []).append(row)
     alerts = []
-    for correlation_id, group in grouped.items():
+    for (correlation_id, authorization, caller), group in grouped.items():
         group.sort(key=lambda r: (r.start, r.ueba_time, r.ueba_action_type, r.ueba_source_location))
         first = group[0]
         alerts.append(Alert(
-            key=alert_key(correlation_id),
+            key=alert_key(correlation_id, authorization, caller),
             rule_id=RULE.id,
             correlation_id=correlation_id,
-            caller=first.caller,
+            caller=caller,
             caller_ip=first.caller_ip,
             subscription=first.subscription,
             resource_group=first.resource_group,
@@ -305,6 +322,7 @@ def build_alerts(rows: Iterable[RuleRow]) -> list[Alert]:
             account_name=first.account_name,
             account_upn_suffix=first.account_upn_suffix,
             rows=tuple(group),
+            authorization=authorization,
         ))
-    alerts.sort(key=lambda a: (a.start, a.caller, a.correlation_id))
+    alerts.sort(key=lambda a: (a.start, a.caller, a.correlation_id, a.vm_name, a.key))
     return alerts

@@ -42,8 +42,7 @@ logger = logging.getLogger("detector")
 
 
 def _policy(settings: Settings) -> RunPolicy:
-    return RunPolicy(period_hours=settings.period_hours, frequency_hours=settings.frequency_hours,
-                     max_catchup_days=settings.max_catchup_days)
+    return RunPolicy.from_settings(settings)
 
 
 def _source(settings: Settings) -> Source:
@@ -84,6 +83,8 @@ def daily_run(*, past_due: bool, env: dict[str, str] | None = None,
         raise
     summary = result.summary()
     summary["past_due"] = past_due
+    for unrecorded in result.recorded.failed if result.recorded is not None else ():
+        logger.error("detector: alert not recorded (retried by the next run): %s", unrecorded)
     logger.info("detector run summary %s", json.dumps(summary, ensure_ascii=False, sort_keys=True),
                 extra=health.run_dimensions(summary))
     _guarded("after a successful run", lambda: _health_after_success(
@@ -99,7 +100,7 @@ def redeliver_run(*, past_due: bool, env: dict[str, str] | None = None,
     store = open_store(settings)
     destinations = build_destinations(settings)
     stats = redeliver(store=store, destinations=destinations, policy=_policy(settings), clock=clock)
-    summary = {"delivered": stats.delivered_total, "failed": dict(stats.failed),
+    summary = {"delivered": stats.delivered_total, "updates": dict(stats.updates), "failed": dict(stats.failed),
                "undelivered": len(stats.undelivered), "claimed_elsewhere": stats.claimed_elsewhere,
                "past_due": past_due}
     logger.info("detector redelivery summary %s", json.dumps(summary, sort_keys=True))

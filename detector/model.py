@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from .kql import JsonValue
 from .timestamps import Ticks, format_datetime, parse_datetime
@@ -128,6 +128,9 @@ class RuleRow(NamedTuple):
     # Context carried from the UEBA event (not a column of the rule).
     ueba_source_ip: str = ""
     ueba_investigation_priority: int | None = None
+    # The group's exact Authorization text (part of the rule's ``summarize`` key, so of the alert's identity).
+    # Not stored per row: the alert holds it once (rows of one alert share it).
+    authorization: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """The 13 columns of the rule, datetimes as ISO 8601 UTC."""
@@ -165,7 +168,7 @@ class RuleRow(NamedTuple):
         return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
     @classmethod
-    def from_state(cls, data: dict[str, Any]) -> RuleRow:
+    def from_state(cls, data: dict[str, Any], *, authorization: str = "") -> RuleRow:
         return cls(
             start=parse_datetime(data["StartTime"]),
             end=parse_datetime(data["EndTime"]),
@@ -185,7 +188,12 @@ class RuleRow(NamedTuple):
             resource_group=data.get("ResourceGroup", ""),
             ueba_source_ip=data.get("UEBASourceIPAddress") or "",
             ueba_investigation_priority=data.get("UEBAInvestigationPriority"),
+            authorization=authorization,
         )
+
+
+# What a delivery is: the first message of an alert, or an update carrying new evidence for one already sent.
+DeliveryEvent = Literal["alert", "update"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,11 +266,13 @@ class TriageContext:
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One alert per Run Command operation (CorrelationId), carrying all its UEBA matches.
+    """One alert per group of the rule's ``summarize``: CorrelationId + Authorization + Caller.
 
-    ``rows`` are the rule's rows for this operation, ordered by UEBA time. The Run Command fields come
-    from the earliest row; when one CorrelationId spans several Authorization texts (rare), the
-    times are the union of them.
+    Two Run Commands under one CorrelationId (a template touching several VMs, a client reusing its
+    ``x-ms-correlation-request-id``) are two alerts, each checked by the allowlist and delivered on its
+    own. ``rows`` are the rule's rows for this group, ordered by UEBA time. ``omitted_rows`` counts
+    matches that are known but not carried (the run state keeps a bounded number; see outbox.py), so
+    ``match_count`` is the true number of matches.
     """
 
     key: str
@@ -280,6 +290,12 @@ class Alert:
     account_upn_suffix: str
     rows: tuple[RuleRow, ...] = field(default_factory=tuple)
     context: TriageContext | None = None
+    authorization: str = ""
+    omitted_rows: int = 0
+
+    @property
+    def match_count(self) -> int:
+        return len(self.rows) + self.omitted_rows
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -297,6 +313,8 @@ class Alert:
             "AccountName": self.account_name,
             "AccountUPNSuffix": self.account_upn_suffix,
             "Rows": [r.to_state() for r in self.rows],
+            "Authorization": self.authorization,
+            "OmittedRows": self.omitted_rows,
         }
         if self.context is not None:
             data["Context"] = self.context.to_dict()
@@ -304,6 +322,8 @@ class Alert:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Alert:
+        # Records written before the alert identity included Authorization have neither key: "" and 0.
+        authorization = data.get("Authorization", "")
         return cls(
             key=data["AlertKey"],
             rule_id=data["RuleId"],
@@ -318,6 +338,8 @@ class Alert:
             end=parse_datetime(data["EndTime"]),
             account_name=data["AccountName"],
             account_upn_suffix=data["AccountUPNSuffix"],
-            rows=tuple(RuleRow.from_state(r) for r in data["Rows"]),
+            rows=tuple(RuleRow.from_state(r, authorization=authorization) for r in data["Rows"]),
             context=TriageContext.from_dict(data["Context"]) if data.get("Context") else None,
+            authorization=authorization,
+            omitted_rows=int(data.get("OmittedRows", 0)),
         )

@@ -2,9 +2,11 @@
 
 ``detect`` is the pure half (no state, no delivery), used by ``rows``, previews and parity.
 ``run_once`` is a production run: it plans the window from the watermark, records alerts before
-sending them, delivers what is owed (this run's alerts and older undelivered ones), then moves the
-watermark. A run whose source fails records itself as failed and raises: it never reads as "no
-findings", and the watermark stays where it was so the next run covers the gap.
+sending them, delivers what is owed (this run's alerts, updates, and older undelivered ones), moves
+the watermark and purges records older than the state lifetime. A run whose source fails records
+itself as failed and raises: it never reads as "no findings", and the watermark stays where it was so
+the next run covers the gap. A run where some alert could not be recorded delivers every other one,
+reports it (status ``partial``) and keeps the watermark, so the next run retries that alert.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from .errors import DetectorError
 from .model import Alert
 from .outbox import DeliveryStats, RecordStats, deliver_pending, record_alerts
 from .rule import RULE
+from .settings import Settings
 from .sources import ReadReport, Source
-from .store import StateStore
+from .store import PurgeStats, StateStore
 from .timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, TICKS_PER_MINUTE, Ticks, format_datetime, from_datetime
 from .triage import attach_context
 
@@ -46,6 +49,7 @@ class RunResult:
     allowlist_problems: list[str] = field(default_factory=list)
     recorded: RecordStats | None = None
     delivery: DeliveryStats | None = None
+    purged: PurgeStats | None = None
     run_id: str = ""
     status: str = "succeeded"
     duration_seconds: float = 0.0
@@ -81,12 +85,21 @@ class RunResult:
             out["updated_alerts"] = self.recorded.updated
             out["already_known_alerts"] = self.recorded.unchanged
             out["newly_suppressed"] = self.recorded.suppressed_new
+            out["unsuppressed"] = list(self.recorded.unsuppressed)
+            out["updates_owed"] = self.recorded.updates_owed
+            out["migrated_from_old_keys"] = self.recorded.migrated
+            out["record_failures"] = self.recorded.failed[:20]
         if self.delivery is not None:
             out["delivered"] = self.delivery.delivered_total
             out["delivered_by_destination"] = dict(self.delivery.delivered)
+            out["updates_by_destination"] = dict(self.delivery.updates)
             out["failed_by_destination"] = dict(self.delivery.failed)
             out["undelivered"] = len(self.delivery.undelivered)
+            out["claimed_elsewhere"] = self.delivery.claimed_elsewhere
             out["delivery_errors"] = self.delivery.errors[:20]
+        if self.purged is not None:
+            out["purged"] = {"alerts": self.purged.alerts, "runs": self.purged.runs,
+                             "undelivered_kept": self.purged.undelivered_kept}
         return out
 
 
@@ -121,6 +134,15 @@ class RunPolicy:
     frequency_hours: int = RULE.query_frequency_hours
     max_catchup_days: int = 14
     lease_minutes: int = 10
+    send_updates: bool = True
+    retention_days: int = 30
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, period_hours: int | None = None) -> RunPolicy:
+        period = period_hours if period_hours is not None else settings.period_hours
+        return cls(period_hours=period, frequency_hours=min(settings.frequency_hours, period),
+                   max_catchup_days=settings.max_catchup_days, lease_minutes=settings.claim_lease_minutes,
+                   send_updates=settings.send_updates, retention_days=settings.state_retention_days)
 
 
 def plan_window(at: Ticks, watermark: Ticks | None, policy: RunPolicy) -> Window:
@@ -150,20 +172,41 @@ def run_once(*, source: Source, store: StateStore, destinations: Sequence[Destin
         allowlist = Allowlist.load(store.list_allowlist(), now=at)
         result = detect(source, window, allowlist=allowlist)
         result.run_id = run_id
-        result.recorded = record_alerts(store, result.alerts, result.suppressed, [d.id for d in destinations],
-                                        now=at)
+        # Every alert is recorded, allowlisted or not: a later match can lift a suppression (outbox.decide).
+        seen = [*result.alerts, *(s.alert for s in result.suppressed)]
+        recorded = record_alerts(store, seen, [d.id for d in destinations], allowlist=allowlist, now=at,
+                                 send_updates=policy.send_updates)
     except DetectorError as exc:
         store.record_run(run_id, {"run_id": run_id, "status": "failed", "error": str(exc)[:1000],
                                   "window": {"start": format_datetime(window.start),
                                              "end": format_datetime(window.end)}})
         raise
-    # Every alert of this window is recorded: the window is done, whatever delivery does next
-    # (undelivered alerts stay in the outbox and are retried).
-    store.set_watermark(window.end)
+    result.recorded = recorded
+    result.alerts = sorted(recorded.open, key=lambda a: (a.start, a.caller, a.correlation_id, a.vm_name, a.key))
+    result.suppressed = recorded.suppressed
+    result.warnings += recorded.warnings
+    for item in recorded.unsuppressed:
+        result.warnings.append(f"alert {item['alert']} is no longer suppressed: {item['reason']}")
+    if recorded.failed:
+        # Held watermark: the next run's window covers this one again and retries what failed.
+        result.status = "partial"
+        result.warnings.append(f"{len(recorded.failed)} alert(s) could not be recorded; the watermark stays so "
+                               "the next run retries them")
+    else:
+        # Every alert of this window is recorded: the window is done, whatever delivery does next
+        # (undelivered alerts stay in the outbox and are retried).
+        store.set_watermark(window.end)
     result.delivery = deliver_pending(store, destinations, owner=run_id, clock=clock,
                                       lease=policy.lease_minutes * TICKS_PER_MINUTE)
     if result.delivery.undelivered:
         result.warnings.append(f"{len(result.delivery.undelivered)} alert(s) not yet delivered; later runs retry")
+    try:
+        result.purged = store.purge(before=at - policy.retention_days * TICKS_PER_DAY)
+    except DetectorError as exc:
+        result.warnings.append(f"old records not purged this run: {exc}")
+    if result.purged is not None and result.purged.undelivered_kept:
+        result.warnings.append(f"{result.purged.undelivered_kept} alert(s) older than the state lifetime are still "
+                               "undelivered (kept, never purged): check the destinations")
     result.duration_seconds = time.perf_counter() - started
     store.record_run(run_id, result.summary())
     return result

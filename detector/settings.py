@@ -44,6 +44,9 @@ SETTINGS: dict[str, str] = {
                                       "{alert_id}, {caller}, {vm} are filled in, URL-encoded (optional)",
     "DETECTOR_PRIORITY_RESOURCE_GROUPS": "comma-separated resource groups whose VMs raise an alert's triage priority",
     "DETECTOR_HEALTH_GRACE_HOURS": "hours past the frequency before a missing run is reported (default 2)",
+    "DETECTOR_SEND_UPDATES": "send one 'new evidence' update when a delivered alert gains UEBA matches (default true)",
+    "DETECTOR_STATE_RETENTION_DAYS": "days alert and run records are kept after their Run Command (default 30; more "
+                                     "than DETECTOR_MAX_CATCHUP_DAYS plus the query period)",
 }
 
 # Settings for laptops and tests only: the Bicep deployment never sets them (a key-based connection
@@ -147,6 +150,17 @@ def webhook_url_problem(url: str) -> str | None:
     return None
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("true", "1", "yes"):
+        return True
+    if raw in ("false", "0", "no"):
+        return False
+    raise ConfigError(f"must be true or false, got {raw[:20]!r}", setting=name)
+
+
 def _urls(env: Mapping[str, str], name: str) -> tuple[Secret, ...]:
     raw = env.get(name, "")
     urls = [u.strip() for u in re.split(r"[\n,;]", raw) if u.strip()]
@@ -200,6 +214,17 @@ class Settings:
     exception_request_url: str = ""
     priority_resource_groups: tuple[str, ...] = field(default_factory=tuple)
     health_grace_hours: int = 2
+    send_updates: bool = True
+    state_retention_days: int = 30
+
+    @property
+    def claim_lease_minutes(self) -> int:
+        """The outbox claim's lease: 10 minutes, or more than twice the longest single send when that is longer.
+
+        A live run renews a claim when half its lease is left, so half a lease must outlast one send.
+        """
+        longest_send = self.http_max_seconds + self.http_timeout_seconds + 10  # + connect timeout
+        return max(10, -(-2 * longest_send // 60) + 1)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -236,6 +261,12 @@ class Settings:
             # Shown inside <at>...</at> in a markdown TextBlock: plain text only.
             if re.search(r"[<>\[\]*_`\\]|[^\S ]", value):
                 raise ConfigError("must be plain text (no markdown, <, > or line breaks)", setting=name)
+        max_catchup_days = _int(env, "DETECTOR_MAX_CATCHUP_DAYS", 14, 1, 90)
+        retention = _int(env, "DETECTOR_STATE_RETENTION_DAYS", 30, 2, 3650)
+        if retention * 24 <= max_catchup_days * 24 + period:
+            raise ConfigError(f"must be longer than DETECTOR_MAX_CATCHUP_DAYS ({max_catchup_days}) plus the query "
+                              f"period ({period} h), or a purged alert could be seen, and sent, again",
+                              setting="DETECTOR_STATE_RETENTION_DAYS")
         return cls(
             tenant_id=tenant,
             workspace_resource_id=workspace_resource,
@@ -252,7 +283,7 @@ class Settings:
             logicapp_urls=_urls(env, "DETECTOR_LOGICAPP_WEBHOOK_URLS"),
             period_hours=period,
             frequency_hours=frequency,
-            max_catchup_days=_int(env, "DETECTOR_MAX_CATCHUP_DAYS", 14, 1, 90),
+            max_catchup_days=max_catchup_days,
             schedule=schedule,
             redeliver_schedule=redeliver,
             digest_threshold=_int(env, "DETECTOR_DIGEST_THRESHOLD", 50, 1, 1000),
@@ -261,6 +292,8 @@ class Settings:
             query_timeout_seconds=_int(env, "DETECTOR_QUERY_TIMEOUT_SECONDS", 120, 10, 600),
             source_dir=env.get("DETECTOR_SOURCE_DIR", "").strip(),
             health_grace_hours=_int(env, "DETECTOR_HEALTH_GRACE_HOURS", 2, 0, 24 * 7),
+            send_updates=_bool(env, "DETECTOR_SEND_UPDATES", True),
+            state_retention_days=retention,
         )
 
     def require_workspace(self) -> str:

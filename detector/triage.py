@@ -159,7 +159,7 @@ def why_line(alert: Alert) -> str:
     delta = alert.start - row.ueba_time
     when = ("at the same time as" if delta == 0
             else f"{duration(delta)} {'after' if delta > 0 else 'before'}")
-    more = len(alert.rows) - 1
+    more = alert.match_count - 1
     extra = f" (+{more} more flagged sign-in{'s' if more != 1 else ''})" if more else ""
     return (f"{who} ran a Run Command on {where} {when} a flagged sign-in from "
             f"{row.ueba_source_location or 'an unknown place'}{extra}, {ip_relation(alert, row)}.")

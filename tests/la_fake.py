@@ -98,6 +98,7 @@ class LogAnalyticsFake:
     partial_error_on: str | None = None  # table name whose queries answer a partial error
     requests: list[Request] = field(default_factory=list)
     rows_returned: int = 0
+    served_faults: list[str] = field(default_factory=list)  # what the fake actually answered wrong, in order
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- query evaluation (independent of the detector's code) ------------------------------------
@@ -151,7 +152,9 @@ class LogAnalyticsFake:
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
         with self.lock:
             if self.failures:
-                return self.failures.pop(0)
+                failure = self.failures.pop(0)
+                self.served_faults.append(f"HTTP {failure[0]}")
+                return failure
         query = body["query"]
         columns, rows = self.evaluate(query)
         table = query.split("\n", 1)[0].strip()
@@ -159,6 +162,8 @@ class LogAnalyticsFake:
                                               "columns": [{"name": n, "type": t} for n, t in columns],
                                               "rows": [[r.get(n) for n, _ in columns] for r in rows]}]}
         if self.partial_error_on == table:
+            with self.lock:
+                self.served_faults.append("partial result")
             result["error"] = {"code": "PartialError", "message": "There were some errors when processing your query.",
                                "details": [{"code": "EngineError", "message": "Something went wrong",
                                             "innererror": {"code": "-2133196797", "message": "Query timed out"}}]}

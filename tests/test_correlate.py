@@ -6,6 +6,7 @@ import pytest
 
 from detector.correlate import (
     Window,
+    alert_key,
     build_alerts,
     correlate,
     is_run_command,
@@ -14,7 +15,7 @@ from detector.correlate import (
 )
 from detector.model import ActivityEvent, UebaEvent
 from detector.rule import RULE
-from tests.builders import AT, RUN_COMMAND, SUB, T0, H, activity, authorization, run_command, ueba
+from tests.builders import AT, RUN_COMMAND, SUB, T0, VM_SCOPE, H, activity, authorization, run_command, ueba
 
 WINDOW = Window.ending_at(AT)
 
@@ -203,9 +204,27 @@ def test_one_alert_per_correlation_id_with_all_matches() -> None:
     result = correlate(events, logins, WINDOW)
     alerts = build_alerts(result.rows)
     assert [(a.correlation_id, len(a.rows)) for a in alerts] == [("c-1", 2), ("c-2", 2)]
-    assert alerts[0].key == f"{RULE.id}:c-1"
+    assert alerts[0].key == alert_key("c-1", authorization(), "alice@contoso.com")
+    assert alerts[0].key.startswith(f"{RULE.id}:v2:")
     assert alerts[0].resource_group == "rg-1"
     assert alerts[0].vm_name == "vm-1"
+
+
+def test_one_correlation_id_over_two_vms_and_two_callers_is_three_alerts() -> None:
+    """The rule's own group (CorrelationId, Authorization, Caller) is the alert: nothing is merged away."""
+    dc = authorization(VM_SCOPE.replace("rg-1", "rg-dc").replace("vm-1", "dc-01"))
+    events = (run_command(T0, correlation_id="shared") + run_command(T0, correlation_id="shared", auth=dc)
+              + run_command(T0, correlation_id="shared", caller="bob@contoso.com", auth=dc))
+    logins = [ueba(T0), ueba(T0, upn="bob@contoso.com", location="Seattle, US")]
+    alerts = build_alerts(correlate(events, logins, WINDOW).rows)
+    assert sorted((a.caller, a.vm_name, a.resource_group) for a in alerts) == [
+        ("alice@contoso.com", "dc-01", "rg-dc"), ("alice@contoso.com", "vm-1", "rg-1"),
+        ("bob@contoso.com", "dc-01", "rg-dc")]
+    assert len({a.key for a in alerts}) == 3
+    assert all(a.authorization and all(r.authorization == a.authorization for r in a.rows) for a in alerts)
+    # The same group always gets the same key (dedup across runs), whatever the order of the rows.
+    again = build_alerts(reversed(correlate(events, logins, WINDOW).rows))
+    assert [a.key for a in again] == [a.key for a in alerts]
 
 
 def test_alert_round_trips_through_dict() -> None:

@@ -13,10 +13,11 @@ import pytest
 
 from detector.correlate import Window
 from detector.model import ACTIVITY_COLUMNS, Alert
-from detector.outbox import merge_alerts
+from detector.outbox import decide
 from detector.pipeline import detect
 from detector.sample.exports import WRITERS
 from detector.sources.files import FileSource
+from detector.store import StoredAlert
 from tests.builders import AT, T0, run_command
 from tests.test_cards import rich_alert
 
@@ -96,8 +97,17 @@ def test_a_stored_alert_keeps_its_context_and_older_state_still_loads() -> None:
     assert older.context is None
     assert older.rows[0].ueba_source_ip == ""
     # The next run sees the same matches, now with their IPs: nothing new, no duplicated rows.
-    assert merge_alerts(older, alert) == older
+    stored = StoredAlert(alert=older, first_seen=AT, updated=AT)
+    assert decide(stored, alert, None, [], now=AT, send_updates=True).outcome == "unchanged"
     later = replace(alert, rows=(*alert.rows, alert.rows[0]._replace(ueba_time=alert.rows[0].ueba_time + 1)))
-    merged = merge_alerts(older, later)
+    decision = decide(stored, later, None, [], now=AT, send_updates=True)
+    assert decision.outcome == "updated"
+    assert decision.record is not None
+    merged = decision.record.alert
     assert len(merged.rows) == len(older.rows) + 1
-    assert merged.context == alert.context  # the newer run's context, first detection time kept
+    assert merged.context == alert.context  # the newer run's context
+    detected_later = replace(later, context=replace(alert.context, detected_at=AT + 1))
+    again = decide(decision.record, replace(detected_later, rows=(*later.rows, later.rows[0]._replace(
+        ueba_time=later.rows[0].ueba_time + 2))), None, [], now=AT, send_updates=True)
+    assert again.record is not None
+    assert again.record.alert.context == alert.context

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError, ReadTimeoutError, ResponseError
 from urllib3.util.retry import Retry
 
-from . import Outcome
+from ..model import Alert
+from . import Outcome, OutcomeCallback
 from .redact import install_log_redaction, redact, safe_url
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -132,6 +134,17 @@ class WebhookDestination:
 
     def _post(self, body: bytes) -> Outcome:
         return self._outcome(post_body(self._session, self._url, body, timeout=self.timeout))
+
+    def _post_each(self, alerts: Sequence[Alert], build: Callable[[Alert], bytes],
+                   on_outcome: OutcomeCallback | None) -> list[Outcome]:
+        """One message per alert (``build`` gives the exact bytes), each outcome reported as soon as it is known."""
+        outcomes = []
+        for index, alert in enumerate(alerts):
+            outcome = self._post(build(alert))
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(index, outcome)
+        return outcomes
 
     def _outcome(self, result: PostResult) -> Outcome:
         """How an answer reads for this kind of webhook (Teams adds its legacy throttling)."""

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..model import Alert
+from ..model import Alert, DeliveryEvent
 from ..rule import RULE
 from ..timestamps import TICKS_PER_SECOND, Ticks, format_datetime
 from ..triage import assess, closest_match, delay, object_id, plain_insights, proposed_entry, same_ip, why_line
 from ..triage import display_name as user_display_name
-from . import AlertEvent, Outcome
+from . import Outcome, OutcomeCallback
 from .http import WebhookDestination, encode_json
 from .links import NO_OPTIONS, DeliveryOptions, alert_links
 
@@ -53,7 +53,7 @@ def _entities(alert: Alert) -> list[dict[str, Any]]:
     return entities
 
 
-def build_payload(alert: Alert, *, event: AlertEvent = "alert", options: DeliveryOptions = NO_OPTIONS,
+def build_payload(alert: Alert, *, event: DeliveryEvent = "alert", options: DeliveryOptions = NO_OPTIONS,
                   updated_at: Ticks | None = None) -> dict[str, Any]:
     """The alert-v2 payload. ``updated_at``: when an update event's alert changed (default: detection)."""
     priority = assess(alert, priority_resource_groups=options.priority_resource_groups)
@@ -77,6 +77,7 @@ def build_payload(alert: Alert, *, event: AlertEvent = "alert", options: Deliver
         "detectionDelaySeconds": lag // TICKS_PER_SECOND if lag is not None else None,
         "tenantId": options.tenant_id or None,
         "workspaceId": options.workspace_id or None,
+        "matchCount": alert.match_count,  # may exceed len(signIns) when the run state capped the list
         "rule": {"id": RULE.id, "name": RULE.name, "version": RULE.version, "severity": RULE.severity,
                  "tactics": list(RULE.tactics), "techniques": list(RULE.techniques)},
         "runCommand": {"correlationId": alert.correlation_id, "startTime": format_datetime(alert.start),
@@ -115,5 +116,7 @@ class LogicAppDestination(WebhookDestination):
         super().__init__(*args, **kwargs)
         self.options = options
 
-    def deliver(self, alerts: Sequence[Alert], *, event: AlertEvent = "alert") -> list[Outcome]:
-        return [self._post(encode_json(build_payload(alert, event=event, options=self.options))) for alert in alerts]
+    def deliver(self, alerts: Sequence[Alert], *, event: DeliveryEvent = "alert",
+                on_outcome: OutcomeCallback | None = None) -> list[Outcome]:
+        return self._post_each(
+            alerts, lambda alert: encode_json(build_payload(alert, event=event, options=self.options)), on_outcome)

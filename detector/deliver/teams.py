@@ -28,7 +28,7 @@ from typing import Any
 
 import requests
 
-from ..model import Alert, RuleRow
+from ..model import Alert, DeliveryEvent, RuleRow
 from ..rule import RULE
 from ..timestamps import format_datetime
 from ..triage import (
@@ -43,7 +43,7 @@ from ..triage import (
     relation,
     why_line,
 )
-from . import AlertEvent, Outcome
+from . import Outcome, OutcomeCallback
 from .http import PostResult, WebhookDestination, encode_json
 from .links import NO_OPTIONS, AlertLinks, DeliveryOptions, alert_links
 
@@ -234,7 +234,7 @@ def _context_block(alert: Alert) -> list[dict[str, Any]]:
     return [{"type": "Container", "spacing": "Medium", "items": items}]
 
 
-def _header(alert: Alert, priority: Priority, event: AlertEvent) -> dict[str, Any]:
+def _header(alert: Alert, priority: Priority, event: DeliveryEvent) -> dict[str, Any]:
     label = f"{priority.level} · {priority.word} · triage priority; rule severity {RULE.severity}"
     items: list[dict[str, Any]] = [
         _rich(_run(clean(why_line(alert), 700), weight="Bolder")),
@@ -304,7 +304,7 @@ def _fit(build: Callable[[int], dict[str, Any]], count: int) -> tuple[dict[str, 
     return best, best_body
 
 
-def _alert_card(alert: Alert, shown: int, options: DeliveryOptions, event: AlertEvent) -> dict[str, Any]:
+def _alert_card(alert: Alert, shown: int, options: DeliveryOptions, event: DeliveryEvent) -> dict[str, Any]:
     priority = assess(alert, priority_resource_groups=options.priority_resource_groups)
     links = alert_links(alert, options)
     first = closest_match(alert)
@@ -316,7 +316,7 @@ def _alert_card(alert: Alert, shown: int, options: DeliveryOptions, event: Alert
                           spacing="Small"))
     body.append(_heading("Flagged sign-ins (UEBA)"))
     body += [_sign_in_block(alert, r) for r in rows]
-    hidden = len(alert.rows) - len(rows)
+    hidden = alert.match_count - len(rows)
     if hidden:
         body.append({"type": "TextBlock", "text": f"+{hidden} more UEBA match{'es' if hidden != 1 else ''} "
                      "(see Investigate or the Logic App payload)", "isSubtle": True, "wrap": True})
@@ -329,18 +329,18 @@ def _alert_card(alert: Alert, shown: int, options: DeliveryOptions, event: Alert
     return _card(body, _primary_actions(links), summary=clean(why_line(alert), 700), entities=entities)
 
 
-def alert_message(alert: Alert, *, event: AlertEvent = "alert",
+def alert_message(alert: Alert, *, event: DeliveryEvent = "alert",
                   options: DeliveryOptions = NO_OPTIONS) -> tuple[dict[str, Any], bytes]:
     """The Teams message for one alert and the exact bytes to send, under the size limit."""
     return _fit(lambda shown: _alert_card(alert, shown, options, event), len(alert.rows))
 
 
-def build_alert_card(alert: Alert, *, event: AlertEvent = "alert",
+def build_alert_card(alert: Alert, *, event: DeliveryEvent = "alert",
                      options: DeliveryOptions = NO_OPTIONS) -> dict[str, Any]:
     return alert_message(alert, event=event, options=options)[0]
 
 
-def _digest_card(alerts: Sequence[Alert], shown: int, options: DeliveryOptions, event: AlertEvent) -> dict[str, Any]:
+def _digest_card(alerts: Sequence[Alert], shown: int, options: DeliveryOptions, event: DeliveryEvent) -> dict[str, Any]:
     kind = "updated alerts" if event == "update" else "alerts"
     body: list[dict[str, Any]] = [
         {"type": "Container", "style": "attention", "bleed": True, "items": [
@@ -375,13 +375,13 @@ def _digest_card(alerts: Sequence[Alert], shown: int, options: DeliveryOptions, 
     return _card(body, [], summary=f"{len(alerts)} {kind}: {RULE.name}")
 
 
-def digest_message(alerts: Sequence[Alert], *, event: AlertEvent = "alert",
+def digest_message(alerts: Sequence[Alert], *, event: DeliveryEvent = "alert",
                    options: DeliveryOptions = NO_OPTIONS) -> tuple[dict[str, Any], bytes]:
     """One message standing for many alerts (a flood would be throttled and unreadable)."""
     return _fit(lambda shown: _digest_card(alerts, shown, options, event), len(alerts))
 
 
-def build_digest_card(alerts: Sequence[Alert], *, event: AlertEvent = "alert",
+def build_digest_card(alerts: Sequence[Alert], *, event: DeliveryEvent = "alert",
                       options: DeliveryOptions = NO_OPTIONS) -> dict[str, Any]:
     return digest_message(alerts, event=event, options=options)[0]
 
@@ -406,9 +406,13 @@ class TeamsDestination(WebhookDestination):
             return Outcome(False, f"{self._id}: throttled (HTTP 200 with a 429 text); retried by a later run")
         return super()._outcome(result)
 
-    def deliver(self, alerts: Sequence[Alert], *, event: AlertEvent = "alert") -> list[Outcome]:
+    def deliver(self, alerts: Sequence[Alert], *, event: DeliveryEvent = "alert",
+                on_outcome: OutcomeCallback | None = None) -> list[Outcome]:
         if len(alerts) > self.digest_threshold:
             outcome = self._post(digest_message(alerts, event=event, options=self.options)[1])
+            if on_outcome is not None:
+                for index in range(len(alerts)):
+                    on_outcome(index, outcome)
             return [outcome] * len(alerts)
-        return [self._post(alert_message(a, event=event, options=self.options)[1]) for a in alerts]
+        return self._post_each(alerts, lambda a: alert_message(a, event=event, options=self.options)[1], on_outcome)
 

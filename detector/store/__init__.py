@@ -3,6 +3,11 @@
 Records are plain JSON-able dicts at this boundary, so both backends store the same thing. Every
 alert record carries an ETag; ``replace_alert`` succeeds only when the record has not changed since
 it was read, so two runs racing on one alert cannot both claim it (optimistic concurrency).
+
+Records are bounded whatever the logs hold (Table Storage: 1 MiB per entity, 64 KiB per property,
+255 properties): an alert keeps at most ``MAX_ALERT_CHARS`` of JSON (its rows are cut, earliest
+kept, and the rest counted in ``Alert.omitted_rows``) and at most ``MAX_EVIDENCE`` row fingerprints.
+Both backends apply the same bounds, so they behave alike.
 """
 
 from __future__ import annotations
@@ -22,6 +27,12 @@ FAILED = "failed"
 OPEN = "open"
 SUPPRESSED = "suppressed"
 
+# Bounds of one alert record (see the module docstring). The alert JSON is measured ASCII-escaped, the
+# form Table Storage keeps (one character = one UTF-16 unit); 250,000 + 10,000 x 17 characters stay
+# under 1 MiB as UTF-16 with room for the other properties.
+MAX_ALERT_CHARS = 250_000
+MAX_EVIDENCE = 10_000
+
 
 class ConflictError(StoreError):
     """The record changed (or appeared) since it was read; re-read and decide again."""
@@ -29,20 +40,30 @@ class ConflictError(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class DestinationState:
+    """One destination's view of one alert: the first message, then any "new evidence" update owed."""
+
     state: str = PENDING
     attempts: int = 0
     last_error: str = ""
     delivered_at: Ticks | None = None
+    update_owed: bool = False
+    updates_sent: int = 0
+
+    @property
+    def owes(self) -> bool:
+        return self.state != DELIVERED or self.update_owed
 
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state, "attempts": self.attempts, "last_error": self.last_error,
-                "delivered_at": format_datetime(self.delivered_at) if self.delivered_at is not None else None}
+                "delivered_at": format_datetime(self.delivered_at) if self.delivered_at is not None else None,
+                "update_owed": self.update_owed, "updates_sent": self.updates_sent}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DestinationState:
         at = data.get("delivered_at")
         return cls(state=data["state"], attempts=int(data.get("attempts", 0)), last_error=data.get("last_error", ""),
-                   delivered_at=parse_datetime(at) if at else None)
+                   delivered_at=parse_datetime(at) if at else None, update_owed=bool(data.get("update_owed", False)),
+                   updates_sent=int(data.get("updates_sent", 0)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +78,8 @@ class StoredAlert:
     updated: Ticks = 0
     claim_owner: str = ""
     claim_until: Ticks = 0
+    # Fingerprints of every match ever seen (kept or omitted), so a later run knows which are new.
+    evidence: tuple[str, ...] = ()
     etag: str | None = None
 
     @property
@@ -65,7 +88,7 @@ class StoredAlert:
 
     @property
     def pending(self) -> bool:
-        return self.status == OPEN and any(d.state != DELIVERED for d in self.destinations.values())
+        return self.status == OPEN and any(d.owes for d in self.destinations.values())
 
     def with_changes(self, **changes: Any) -> StoredAlert:
         return replace(self, **changes)
@@ -81,6 +104,9 @@ class StoredAlert:
             "claim_owner": self.claim_owner,
             "claim_until": format_datetime(self.claim_until),
             "pending": self.pending,
+            "evidence": ",".join(self.evidence),
+            # Fixed width, so the purge can compare it as text; the Run Command's last event.
+            "alert_end": f"{self.alert.end:019d}",
         }
 
     @classmethod
@@ -96,10 +122,37 @@ class StoredAlert:
                 updated=parse_datetime(record["updated"]),
                 claim_owner=record.get("claim_owner", ""),
                 claim_until=parse_datetime(record["claim_until"]) if record.get("claim_until") else 0,
+                evidence=tuple(x for x in (record.get("evidence") or "").split(",") if x),
                 etag=etag,
             )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise StoreError(f"unreadable alert record: {exc}") from None
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise StoreError(f"unreadable alert record: {type(exc).__name__} {exc}") from None
+
+
+def purge_verdict(record: dict[str, Any], cutoff: Ticks) -> str:
+    """``purge``, ``keep`` or ``undelivered`` for a stored alert record at the purge ``cutoff``.
+
+    A record may go when it is delivered or suppressed and its Run Command ended before ``cutoff``
+    (no later window can reach it). Records written before ``alert_end`` existed are judged by their
+    last change (always later). An undelivered alert is never purged: it is reported instead.
+    """
+    end = record.get("alert_end")
+    if end:
+        old = int(end) < cutoff
+    else:
+        updated = record.get("updated")
+        old = bool(updated) and parse_datetime(str(updated)) < cutoff
+    if not old:
+        return "keep"
+    return "undelivered" if record.get("pending") else "purge"
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeStats:
+    alerts: int = 0
+    runs: int = 0
+    # Undelivered alerts older than the lifetime: kept (never lost silently) and reported.
+    undelivered_kept: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +178,9 @@ class StateStore(Protocol):
     def create_alert(self, stored: StoredAlert) -> StoredAlert: ...
     def replace_alert(self, stored: StoredAlert) -> StoredAlert: ...
     def list_pending(self) -> list[StoredAlert]: ...
+    def purge(self, *, before: Ticks) -> PurgeStats:
+        """Delete alert records (see :func:`purge_due`) and run records whose window ended before ``before``."""
+        ...
 
     # runs
     def get_watermark(self) -> Ticks | None: ...

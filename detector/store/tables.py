@@ -24,14 +24,18 @@ from ..deliver.redact import safe_url
 from ..errors import StoreError
 from ..rule import RULE
 from ..timestamps import Ticks, format_datetime, parse_datetime
-from . import ConflictError, EntryStats, StoredAlert
+from . import ConflictError, EntryStats, PurgeStats, StoredAlert, purge_verdict
 
 _T = TypeVar("_T")
 ALLOWLIST_TABLE = "detectorallowlist"
 ALERTS_TABLE = "detectoralerts"
 RUNS_TABLE = "detectorruns"
 TABLE_NAMES = (ALLOWLIST_TABLE, ALERTS_TABLE, RUNS_TABLE)
-_CHUNK = 30_000  # characters per string property (the service allows 64 KiB, i.e. 32K UTF-16 units)
+_CHUNK = 30_000  # ASCII characters per string property (the service allows 64 KiB, i.e. 32K UTF-16 units)
+# Service limits checked before writing (Azurite does not enforce them all): a record over them is a
+# StoreError for that one alert, never a failed run. Sizes as the service counts them: UTF-16 strings.
+MAX_ENTITY_BYTES = 1024 * 1024 - 4096  # margin for system properties and per-property overhead
+MAX_PROPERTIES = 252  # 255 including PartitionKey, RowKey and Timestamp
 _MAX_TICKS = 10**19 - 1
 _FORBIDDEN_KEY_CHARS = re.compile(r"[/\\#?%\x00-\x1f\x7f-\x9f]")
 
@@ -48,15 +52,25 @@ def _describe_error(exc: AzureError) -> str:
     return type(exc).__name__
 
 
-def _split(text: str) -> dict[str, Any]:
+def _split(name: str, text: str) -> dict[str, Any]:
+    """One long text as ASCII-only chunks (JSON escapes keep every character one UTF-16 unit)."""
     chunks = [text[i:i + _CHUNK] for i in range(0, len(text), _CHUNK)] or [""]
-    props: dict[str, Any] = {f"alert_{i}": chunk for i, chunk in enumerate(chunks)}
-    props["alert_chunks"] = len(chunks)
+    props: dict[str, Any] = {f"{name}_{i}": chunk for i, chunk in enumerate(chunks)}
+    props[f"{name}_chunks"] = len(chunks)
     return props
 
 
-def _join(entity: dict[str, Any]) -> str:
-    return "".join(entity[f"alert_{i}"] for i in range(int(entity["alert_chunks"])))
+def _join(entity: dict[str, Any], name: str) -> str:
+    count = entity.get(f"{name}_chunks")
+    return "".join(entity[f"{name}_{i}"] for i in range(int(count))) if count is not None else ""
+
+
+def _entity_bytes(entity: dict[str, Any]) -> int:
+    size = 0
+    for key, value in entity.items():
+        size += 8 + 2 * len(key)
+        size += len(value.encode("utf-16-le")) if isinstance(value, str) else 8
+    return size
 
 
 class TableStore:
@@ -186,14 +200,22 @@ class TableStore:
     def _entity(stored: StoredAlert) -> dict[str, Any]:
         record = stored.to_record()
         entity: dict[str, Any] = {"PartitionKey": encode_key(RULE.id), "RowKey": encode_key(stored.key)}
-        entity.update({k: v for k, v in record.items() if k != "alert"})
-        entity.update(_split(record["alert"]))
+        entity.update({k: v for k, v in record.items() if k not in ("alert", "evidence")})
+        alert_text = json.dumps(json.loads(record["alert"]), ensure_ascii=True, separators=(",", ":"))
+        entity.update(_split("alert", alert_text))
+        entity.update(_split("evidence", record["evidence"]))
+        size = _entity_bytes(entity)
+        if size > MAX_ENTITY_BYTES or len(entity) > MAX_PROPERTIES or \
+                any(isinstance(v, str) and len(v) > 32_000 for v in entity.values()):
+            raise StoreError(f"alert {stored.key}: record of {size} bytes and {len(entity)} properties is over "
+                             "Table Storage's entity limits")
         return entity
 
     @staticmethod
     def _stored(entity: Any) -> StoredAlert:
         record = dict(entity)
-        record["alert"] = _join(record)
+        record["alert"] = _join(record, "alert")
+        record["evidence"] = _join(record, "evidence")
         return StoredAlert.from_record(record, entity.metadata["etag"])
 
     def get_alert(self, key: str) -> StoredAlert | None:
@@ -234,6 +256,40 @@ class TableStore:
             return [self._stored(e) for e in self.alerts.query_entities(
                 query, parameters={"pk": encode_key(RULE.id), "pending": True})]
         return self._call("list pending alerts", run)
+
+    def purge(self, *, before: Ticks) -> PurgeStats:
+        def run() -> PurgeStats:
+            alerts = kept = 0
+            # A full scan of a few properties: the table holds one lifetime of alerts (bounded by this purge).
+            for entity in self.alerts.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(RULE.id)},
+                                                     select=["PartitionKey", "RowKey", "pending", "alert_end",
+                                                             "updated"]):
+                verdict = purge_verdict(dict(entity), before)
+                if verdict == "purge":
+                    try:  # only the version judged: a record changed since the scan is left for the next purge
+                        self.alerts.delete_entity(entity["PartitionKey"], entity["RowKey"],
+                                                  etag=entity.metadata["etag"],
+                                                  match_condition=MatchConditions.IfNotModified)
+                    except ResourceNotFoundError:
+                        continue
+                    except HttpResponseError as exc:
+                        if exc.status_code != 412:
+                            raise
+                        continue
+                    alerts += 1
+                elif verdict == "undelivered":
+                    kept += 1
+            # Run rows sort newest first (RowKey = max - window end): older ones have larger keys.
+            oldest_kept = f"{_MAX_TICKS - before:019d}-~"
+            runs = 0
+            for entity in self.runs.query_entities("PartitionKey eq @pk and RowKey gt @rk",
+                                                   parameters={"pk": "run", "rk": oldest_kept},
+                                                   select=["PartitionKey", "RowKey"]):
+                with contextlib.suppress(ResourceNotFoundError):
+                    self.runs.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                runs += 1
+            return PurgeStats(alerts=alerts, runs=runs, undelivered_kept=kept)
+        return self._call("purge old records", run)
 
     # --- runs --------------------------------------------------------------------------------------
     def get_watermark(self) -> Ticks | None:
