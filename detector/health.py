@@ -18,7 +18,7 @@ holds it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -296,7 +296,7 @@ def drop_destinations(record: HealthRecord, configured: Sequence[str]) -> Health
     return replace(record, messages=tuple(kept))
 
 
-def run_dimensions(summary: dict[str, Any], *, failure: Failure | None = None) -> dict[str, str | int | float]:
+def run_dimensions(summary: Mapping[str, Any], *, failure: Failure | None = None) -> dict[str, str | int | float]:
     """The run summary as flat custom dimensions (logging ``extra``) for Application Insights."""
     window = summary.get("window") or {}
     return {

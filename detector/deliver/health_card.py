@@ -11,12 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..health import EVENT_FAILING, EVENT_NOT_RUN, EVENT_RECOVERED, HealthEvent
+from ..redact import redact
 from ..rule import RULE
 from ..timestamps import Ticks, format_datetime
 from . import Destination, Outcome
 from .http import encode_json
 from .logicapp import LogicAppDestination
-from .redact import redact
 from .teams import CARD_VERSION, TeamsDestination, clean
 
 SCHEMA_VERSION = "1.0"

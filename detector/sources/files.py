@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import kql
-from ..correlate import Window
 from ..errors import InputError
 from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS, UEBA_OPTIONAL_COLUMNS
 from ..timestamps import DATE_ORDERS, PORTAL, format_datetime, parse_portal_datetime, portal_date_evidence
+from ..window import SEED_SELECTION, ActivitySelection, Window
 from . import MalformedRow, ReadReport, SourceData
 from .records import RowError, activity_event, ueba_event
 from .scan import LinePrefilter, ScanResult, ScanStream
@@ -217,13 +217,18 @@ def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport, date_or
         yield where, row
 
 
-PREFILTERS: dict[str, LinePrefilter] = {
-    # OperationNameValue =~ ".../RUNCOMMAND/ACTION": the letters of "runcommand" in any case.
-    ACTIVITY_TABLE: LinePrefilter((b"runcommand",), lower=True),
-    # EventSource == "Azure AD" and the insight == "True": both exact, case-sensitive. The rarer needle
-    # comes first: it drives the scan.
-    UEBA_TABLE: LinePrefilter((b"True", b"Azure AD"), lower=False),
-}
+# EventSource == "Azure AD" and the insight == "True": both exact, case-sensitive. The rarer needle
+# comes first: it drives the scan.
+UEBA_PREFILTER = LinePrefilter((b"True", b"Azure AD"), lower=False)
+
+
+def prefilters(selection: ActivitySelection) -> dict[str, LinePrefilter]:
+    """Per table, the needles a usable line holds; AzureActivity's from the selected rules (lower-cased: the
+    operation name is compared case-insensitively), none when they share no needle (every line parsed)."""
+    out = {UEBA_TABLE: UEBA_PREFILTER}
+    if selection.needle is not None:
+        out[ACTIVITY_TABLE] = LinePrefilter((selection.needle,), lower=True)
+    return out
 
 
 def _checked_objects(path: Path, items: Iterable[tuple[str, Any]], required: tuple[str, ...],
@@ -400,10 +405,12 @@ class FileSource:
     row (and so reports every malformed row, even one that could never have matched).
     """
 
-    def __init__(self, directory: Path | str, *, prefilter: bool = True, date_order: str | None = None) -> None:
+    def __init__(self, directory: Path | str, *, prefilter: bool = True, date_order: str | None = None,
+                 selection: ActivitySelection = SEED_SELECTION) -> None:
         if date_order is not None and date_order not in DATE_ORDERS:
             raise InputError(f"date order must be one of {', '.join(DATE_ORDERS)}, got {date_order!r}")
         self.prefilter = prefilter
+        self.prefilters = prefilters(selection)
         self.date_order = date_order
         self.directory = Path(directory)
         if not self.directory.is_dir():
@@ -416,8 +423,8 @@ class FileSource:
 
     def fetch(self, window: Window) -> SourceData:
         report = ReadReport()
-        jobs = [(p, PREFILTERS[t]) for p, t in ((self.activity_path, ACTIVITY_TABLE), (self.ueba_path, UEBA_TABLE))
-                if self.prefilter and p.suffix.lower() == ".jsonl"]
+        jobs = [(p, self.prefilters[t]) for p, t in ((self.activity_path, ACTIVITY_TABLE), (self.ueba_path, UEBA_TABLE))
+                if self.prefilter and t in self.prefilters and p.suffix.lower() == ".jsonl"]
         streams: list[ScanStream] = []
 
         def scanned_for(path: Path) -> Callable[[], Iterator[ScanResult]] | None:

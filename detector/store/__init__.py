@@ -13,6 +13,7 @@ Both backends apply the same bounds, so they behave alike.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -185,7 +186,7 @@ class StateStore(Protocol):
     # runs
     def get_watermark(self) -> Ticks | None: ...
     def set_watermark(self, end: Ticks) -> None: ...
-    def record_run(self, run_id: str, summary: dict[str, Any]) -> None: ...
+    def record_run(self, run_id: str, summary: Mapping[str, Any]) -> None: ...
     def list_runs(self) -> list[dict[str, Any]]: ...
 
     # the detector's own health (detector/health.py): one record and its ETag; ``put_health`` with

@@ -13,18 +13,22 @@ import contextlib
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
-from ..deliver.redact import safe_url
 from ..errors import StoreError
-from ..rule import RULE
+from ..model import SEED_RULE_ID
+from ..redact import safe_url
 from ..timestamps import Ticks, format_datetime, parse_datetime
 from . import ConflictError, EntryStats, PurgeStats, StoredAlert, purge_verdict
+
+# Every alert lives in one partition, and the watermark and health rows are keyed the same: the seed rule's
+# id, which is what state written before there were several rules uses. An alert's own rule is in its key.
+STATE_KEY = SEED_RULE_ID
 
 _T = TypeVar("_T")
 ALLOWLIST_TABLE = "detectorallowlist"
@@ -199,7 +203,7 @@ class TableStore:
     @staticmethod
     def _entity(stored: StoredAlert) -> dict[str, Any]:
         record = stored.to_record()
-        entity: dict[str, Any] = {"PartitionKey": encode_key(RULE.id), "RowKey": encode_key(stored.key)}
+        entity: dict[str, Any] = {"PartitionKey": encode_key(STATE_KEY), "RowKey": encode_key(stored.key)}
         entity.update({k: v for k, v in record.items() if k not in ("alert", "evidence")})
         alert_text = json.dumps(json.loads(record["alert"]), ensure_ascii=True, separators=(",", ":"))
         entity.update(_split("alert", alert_text))
@@ -221,7 +225,7 @@ class TableStore:
     def get_alert(self, key: str) -> StoredAlert | None:
         def run() -> StoredAlert | None:
             try:
-                entity = self.alerts.get_entity(encode_key(RULE.id), encode_key(key))
+                entity = self.alerts.get_entity(encode_key(STATE_KEY), encode_key(key))
             except ResourceNotFoundError:
                 return None
             return self._stored(entity)
@@ -254,14 +258,14 @@ class TableStore:
         def run() -> list[StoredAlert]:
             query = "PartitionKey eq @pk and pending eq @pending"
             return [self._stored(e) for e in self.alerts.query_entities(
-                query, parameters={"pk": encode_key(RULE.id), "pending": True})]
+                query, parameters={"pk": encode_key(STATE_KEY), "pending": True})]
         return self._call("list pending alerts", run)
 
     def purge(self, *, before: Ticks) -> PurgeStats:
         def run() -> PurgeStats:
             alerts = kept = 0
             # A full scan of a few properties: the table holds one lifetime of alerts (bounded by this purge).
-            for entity in self.alerts.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(RULE.id)},
+            for entity in self.alerts.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(STATE_KEY)},
                                                      select=["PartitionKey", "RowKey", "pending", "alert_end",
                                                              "updated"]):
                 verdict = purge_verdict(dict(entity), before)
@@ -295,7 +299,7 @@ class TableStore:
     def get_watermark(self) -> Ticks | None:
         def run() -> Ticks | None:
             try:
-                entity = self.runs.get_entity("watermark", encode_key(RULE.id))
+                entity = self.runs.get_entity("watermark", encode_key(STATE_KEY))
             except ResourceNotFoundError:
                 return None
             return parse_datetime(entity["end"])
@@ -308,10 +312,10 @@ class TableStore:
             entity["end"] = format_datetime(end)
             return True
         self._call("move watermark", lambda: self._read_modify_write(
-            self.runs, "watermark", encode_key(RULE.id), create={"end": format_datetime(end)}, change=forward,
+            self.runs, "watermark", encode_key(STATE_KEY), create={"end": format_datetime(end)}, change=forward,
             what="move the watermark"))
 
-    def record_run(self, run_id: str, summary: dict[str, Any]) -> None:
+    def record_run(self, run_id: str, summary: Mapping[str, Any]) -> None:
         end = summary.get("window", {}).get("end")
         order = _MAX_TICKS - (parse_datetime(end) if end else 0)
         entity = {"PartitionKey": "run", "RowKey": encode_key(f"{order:019d}-{run_id}"), "run_id": run_id,
@@ -334,7 +338,7 @@ class TableStore:
     def get_health(self) -> tuple[dict[str, Any] | None, str | None]:
         def run() -> tuple[dict[str, Any] | None, str | None]:
             try:
-                entity = self.runs.get_entity("health", encode_key(RULE.id))
+                entity = self.runs.get_entity("health", encode_key(STATE_KEY))
             except ResourceNotFoundError:
                 return None, None
             try:
@@ -348,7 +352,7 @@ class TableStore:
         text = json.dumps(record, ensure_ascii=False)
         if len(text) > _CHUNK:  # never cut JSON in half: refuse, and the caller logs it
             raise StoreError(f"{self._label}: the health record is too large ({len(text)} characters)")
-        entity = {"PartitionKey": "health", "RowKey": encode_key(RULE.id), "record": text}
+        entity = {"PartitionKey": "health", "RowKey": encode_key(STATE_KEY), "record": text}
 
         def run() -> str:
             try:
