@@ -259,7 +259,8 @@ def cmd_parity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     total = 0
     for rule in _rules(args):
         report = compare(source, window, rule)
-        counts = (f"parity {rule.id}: {report.workspace_rows} rows from the rule's KQL, {report.port_rows} from "
+        out.write(f"rule {rule.id} ({'extended' if rule.extended else 'Sentinel'}): {rule.name}\n")
+        counts = (f"parity: {report.workspace_rows} rows from the rule's KQL, {report.port_rows} from "
                   f"the Python port")
         if not report.differences:
             out.write(f"{counts}; no difference\n")
@@ -269,7 +270,7 @@ def cmd_parity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                             ("only in the Python port", report.only_port)):
             for row, count in sorted(rows.items()):
                 out.write(f"{label}{f' x{count}' if count > 1 else ''}: {row}\n")
-        out.write(f"parity {rule.id}: {report.differences} difference(s)\n")
+        out.write(f"parity: {report.differences} difference(s)\n")
         total += report.differences
     return EXIT_FAILED if total else EXIT_OK
 
