@@ -114,9 +114,11 @@ def test_extended_rules_use_the_seeds_window(rule: registry.Rule, offset_hours: 
 def test_every_rule_has_its_own_stable_identity_and_the_shared_correlation() -> None:
     ids = [rule.id for rule in registry.ALL_RULES]
     assert len(set(ids)) == len(ids)
-    assert RULE.id == SEED_RULE_ID == "11bda520-a965-4654-9a45-d09f372f71aa" and not RULE.extended
+    assert RULE.id == SEED_RULE_ID == "11bda520-a965-4654-9a45-d09f372f71aa"
+    assert not RULE.extended
     for rule in registry.EXTENDED:
-        assert rule.extended and rule.origin == "extended"
+        assert rule.extended
+        assert rule.origin == "extended"
         assert re.fullmatch(r"ext-[a-z0-9-]+", rule.id), rule.id  # not a Sentinel GUID
         assert (rule.query_period_hours, rule.query_frequency_hours) == (DEFAULT_PERIOD_HOURS, DEFAULT_FREQUENCY_HOURS)
         assert (rule.query_period_hours, rule.query_frequency_hours) == (RULE.query_period_hours,
@@ -184,7 +186,8 @@ def test_selection_drives_the_pushdown_and_the_prefilter() -> None:
     assert everything.needle is None  # "runcommand" and "extensions" share no needle: every line is parsed
     assert selection_of(registry.EXTENDED[:3]).needle == b"runcommand"
     text = activity_query(WINDOW.start, WINDOW.end, everything)
-    assert "| where OperationNameValue in~ (" in text and "| where Authorization has_any (" in text
+    assert "| where OperationNameValue in~ (" in text
+    assert "| where Authorization has_any (" in text
     for rule in registry.ALL_RULES:
         assert all(f'"{op}"' in text for op in rule.operations)
 
@@ -198,9 +201,11 @@ def call(*argv: str, logs_client: object = None) -> tuple[int, str, str]:
 def test_rows_without_options_is_the_seed_rules_output() -> None:
     golden = json.loads((ROOT / "tests" / "fixtures" / "sample_rows.json").read_text(encoding="utf-8"))
     code, out, _ = call("rows")
-    assert code == EXIT_OK and json.loads(out) == golden
+    assert code == EXIT_OK
+    assert json.loads(out) == golden
     code, out, _ = call("rows", "--rule", "seed")
-    assert code == EXIT_OK and json.loads(out) == golden
+    assert code == EXIT_OK
+    assert json.loads(out) == golden
     code, out, _ = call("rows", "--rule", "all")
     rows = json.loads(out)
     assert [{k: v for k, v in r.items() if k != "RuleId"} for r in rows if r["RuleId"] == SEED_RULE_ID] == golden
@@ -235,9 +240,11 @@ def test_cli_rule_option_comma_lists_and_errors() -> None:
     assert code == EXIT_OK
     assert {a["RuleId"] for a in json.loads(out)["alerts"]} == {"ext-arc-run-command", "ext-vm-extension-write"}
     code, _, err = call("run", "--rule", "sentinel-everything")
-    assert code == EXIT_USAGE and "unknown rule 'sentinel-everything'" in err
+    assert code == EXIT_USAGE
+    assert "unknown rule 'sentinel-everything'" in err
     code, out, _ = call("run", "--rule", "all")
-    assert "extended rule, not Sentinel's" in out and "ext-arc-run-command" in out
+    assert "extended rule, not Sentinel's" in out
+    assert "ext-arc-run-command" in out
 
 
 def _sample_alerts() -> list[Alert]:
@@ -262,15 +269,19 @@ def test_cards_and_payloads_say_whose_rule_it_is() -> None:
         text = json.dumps(card, ensure_ascii=False)
         payload = build_payload(alert)
         jsonschema.validate(payload, schema)
-        assert payload["rule"]["id"] == rule.id and payload["severity"] == rule.severity
+        assert payload["rule"]["id"] == rule.id
+        assert payload["severity"] == rule.severity
         assert payload["title"].startswith(rule.action)
         if rule.extended:
             assert "not a Microsoft Sentinel rule" in text
             assert payload["rule"]["origin"] == "extended"
             assert "not a Microsoft Sentinel rule" in payload["rule"]["provenance"]
             assert rule.verb in payload["description"]
+            assert payload["runCommand"]["resourceId"] == alert.scope
+            assert alert.scope in text
         else:
-            assert "not a Microsoft Sentinel rule" not in text and "Extended rule" not in text
+            assert "not a Microsoft Sentinel rule" not in text
+            assert "Extended rule" not in text
             assert payload["rule"]["origin"] == "sentinel"
             assert " ran a Run Command on " in payload["description"]
         seen.add(rule.id)
@@ -280,7 +291,8 @@ def test_cards_and_payloads_say_whose_rule_it_is() -> None:
     assert "extended rules, not Sentinel's" in json.dumps(digest)
     cards.append(digest["attachments"][0]["content"])
     for report in check_with_adaptivecards(cards):
-        assert report["events"] == [] and report["failures"] == []
+        assert report["events"] == []
+        assert report["failures"] == []
 
 
 def test_an_allowlist_entry_can_name_a_rule() -> None:
@@ -291,7 +303,8 @@ def test_an_allowlist_entry_can_name_a_rule() -> None:
              "conditions": [{"field": "rule_id", "op": "equals", "value": "ext-vm-extension-write"}]}
     kept, suppressed = apply(Allowlist.load([entry], now=parse_datetime(MANIFEST["at"])), alerts)
     assert {s.alert.rule_id for s in suppressed} == {"ext-vm-extension-write"}
-    assert len(kept) + len(suppressed) == len(alerts) and len(suppressed) == 2
+    assert len(kept) + len(suppressed) == len(alerts)
+    assert len(suppressed) == 2
 
 
 def test_parity_per_rule_against_the_workspace() -> None:
@@ -324,4 +337,5 @@ def test_parity_per_rule_against_the_workspace() -> None:
         code, out, _ = call("parity", "--workspace", "11111111-2222-3333-4444-555555555555", "--at",
                             "2026-11-20T06:00:00Z", "--rule", f"{arc.id},{managed.id}", logs_client=client)
         assert code == EXIT_FAILED
-        assert "only in the Python port" in out and "vm-web-12" in out
+        assert "only in the Python port" in out
+        assert "vm-web-12" in out

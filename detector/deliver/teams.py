@@ -188,7 +188,8 @@ def _details(alert: Alert, rows: Sequence[RuleRow], links: AlertLinks, table_end
     role = alert.context.caller_role if alert.context else ""
     items: list[dict[str, Any]] = [
         _fact("Subscription", alert.subscription), _fact("Resource group", alert.resource_group),
-        _fact("VM", alert.vm_name), _fact("Caller IP", alert.caller_ip), _fact("Caller role", role),
+        _fact("VM", alert.vm_name), *([_fact("Resource", alert.scope, mono=True)] if rule.extended else []),
+        _fact("Caller IP", alert.caller_ip), _fact("Caller role", role),
         _fact("Correlation id", alert.correlation_id, mono=True),
         _fact("Started", _utc(alert.start)), _fact("Ended", _utc(alert.end)),
         _rich(_run(f"Rule: {rule.name} ({rule.severity}); MITRE {', '.join(rule.tactics)}, "

@@ -374,8 +374,8 @@ def _extended_scenarios(b: _Builder, t0: Ticks, kim_scale: tuple[str, Ticks, str
     t = b.ueba(upn=u, time=t0 + 31 * h, location="Sao Paulo, BR")
     cid = b.operation(caller=u, operation="Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommands/write",
                       action="Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommands/write",
-                      scope=arm("Microsoft.Compute", "virtualMachineScaleSets/vmss-api/virtualMachines/7/runCommands/rc1",
-                                "rg-prod-app"),
+                      scope=arm("Microsoft.Compute",
+                                "virtualMachineScaleSets/vmss-api/virtualMachines/7/runCommands/rc1", "rg-prod-app"),
                       start=t0 + 32 * h, sub=SUB_PROD, rg="rg-prod-app")
     b.expect_extended("ext-vmss-run-command", "managed run command on a VMSS instance", cid, u, "vmss-api/7", [t])
     b.note("managed run command on a VMSS instance", False, "seed: not its operation; ext-vmss-run-command alerts")
