@@ -339,3 +339,25 @@ def test_parity_per_rule_against_the_workspace() -> None:
         assert code == EXIT_FAILED
         assert "only in the Python port" in out
         assert "vm-web-12" in out
+
+
+def test_the_function_runs_the_rules_its_setting_names(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from detector.functions import daily_run
+    from detector.sample.generate import build, write
+    from detector.timestamps import format_datetime, from_datetime
+    at = from_datetime(datetime.now(UTC).replace(microsecond=0))
+    write(build(at=format_datetime(at)), tmp_path / "data")  # the sample, shifted to end now
+    env = {"DETECTOR_SOURCE_DIR": str(tmp_path / "data"), "DETECTOR_STATE_DIR": str(tmp_path / "state")}
+    seed_only = daily_run(past_due=False, env=env)
+    assert seed_only["rules"] == [SEED_RULE_ID]
+    assert seed_only["alerts_by_rule"] == {SEED_RULE_ID: len(MANIFEST["alerts"])}
+    everything = daily_run(past_due=False, env={**env, "DETECTOR_RULES": "all",
+                                                "DETECTOR_STATE_DIR": str(tmp_path / "state2")})
+    assert everything["rules"] == [r.id for r in registry.ALL_RULES]
+    expected = {SEED_RULE_ID: len(MANIFEST["alerts"])}
+    for e in MANIFEST["extended_alerts"]:
+        expected[e["rule"]] = expected.get(e["rule"], 0) + 1
+    assert everything["alerts_by_rule"] == expected
+    assert everything["new_alerts"] == sum(expected.values())
