@@ -361,3 +361,49 @@ def test_the_function_runs_the_rules_its_setting_names(tmp_path: Path) -> None:
         expected[e["rule"]] = expected.get(e["rule"], 0) + 1
     assert everything["alerts_by_rule"] == expected
     assert everything["new_alerts"] == sum(expected.values())
+
+
+def _detector_imports(path: Path) -> set[str]:
+    """The detector modules ``path`` imports (first component under detector/), from its source."""
+    import ast
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = path.relative_to(ROOT / "detector").parts[:-1]
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = list(package[:len(package) - node.level + 1])
+            parts = [*base, *(node.module.split(".") if node.module else [])]
+            names = [parts[0]] if parts else [alias.name for alias in node.names]
+            out.update(names)
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("detector."):
+            out.add((node.module or "").split(".")[1])
+    return out
+
+
+LATER_THAN = {
+    # module (or package) -> detector modules later in the flow that it must never import
+    "window.py": {"rule", "rules", "sources", "correlate", "alerts", "allowlist", "outbox", "store", "deliver",
+                  "pipeline", "parity", "settings", "cli", "functions", "triage"},
+    "sources": {"rule", "rules", "correlate", "alerts", "allowlist", "triage", "outbox", "store", "deliver",
+                "pipeline", "parity", "settings", "cli", "functions"},
+    "correlate.py": {"alerts", "allowlist", "triage", "outbox", "store", "deliver", "pipeline", "parity", "sources",
+                     "settings", "cli", "functions"},
+    "alerts.py": {"correlate", "allowlist", "triage", "outbox", "store", "deliver", "pipeline", "parity", "sources"},
+    "store": {"deliver", "outbox", "pipeline", "rule", "rules", "cli", "functions"},
+    "outbox.py": {"correlate", "pipeline", "cli", "functions"},
+    "deliver": {"pipeline", "outbox", "cli", "functions", "correlate"},
+}
+
+
+def test_the_layout_has_no_back_edges() -> None:
+    problems = []
+    for name, forbidden in LATER_THAN.items():
+        target = ROOT / "detector" / name
+        for path in ([target] if target.is_file() else sorted(target.rglob("*.py"))):
+            bad = _detector_imports(path) & forbidden
+            if bad:
+                problems.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
+    assert problems == []
+    # The check sees an edge when there is one.
+    assert "correlate" in _detector_imports(ROOT / "detector" / "triage.py")
+    assert {"window", "model"} <= _detector_imports(ROOT / "detector" / "sources" / "files.py")
