@@ -407,3 +407,23 @@ def test_the_layout_has_no_back_edges() -> None:
     # The check sees an edge when there is one.
     assert "correlate" in _detector_imports(ROOT / "detector" / "triage.py")
     assert {"window", "model"} <= _detector_imports(ROOT / "detector" / "sources" / "files.py")
+
+
+@pytest.mark.parametrize("names", [["all"], ["ext-vm-extension-write"], ["ext-arc-run-command,ext-vmss-run-command"]])
+def test_the_jsonl_prefilter_keeps_every_line_the_selected_rules_use(tmp_path: Path, names: list[str]) -> None:
+    from detector.pipeline import detect
+    from detector.sample.exports import write_jsonl
+    from detector.sample.generate import build
+    from detector.sources.files import FileSource
+    ws = build()
+    write_jsonl(tmp_path / "AzureActivity.jsonl", "AzureActivity", ws.activity)
+    write_jsonl(tmp_path / "BehaviorAnalytics.jsonl", "BehaviorAnalytics", ws.ueba)
+    rules = registry.select(names)
+    window = Window.ending_at(ws.at)
+
+    def alerts(prefilter: bool) -> list[tuple[str, str]]:
+        source = FileSource(tmp_path, prefilter=prefilter, selection=selection_of(rules))
+        return [(a.rule_id, a.key) for a in detect(source, window, rules=rules).alerts]
+    fast = alerts(True)
+    assert fast == alerts(False)
+    assert {rule_id for rule_id, _ in fast} == {r.id for r in rules}
