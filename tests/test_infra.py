@@ -81,6 +81,7 @@ FIXTURE_FAULTS = {
     "runtime_value_in_name.bicep": "name must be known at the start of the deployment, but reads app.identity.principalId",
     "module_missing_param.bicep": "required param 'principalId' not given",
     "unknown_name.bicep": "unknown name 'locaton'",
+    "lambda_unknown_name.bicep": "unknown name 'ulr'",
     "app_setting_not_a_string.bicep": "DETECTOR_PERIOD_HOURS: expects string, got int",
     "output_type_mismatch.bicep": "output retryCount: declared string, but the value is int",
     "property_read_typo.bicep": "insights.properties.ConnectionStrng: no such property",
