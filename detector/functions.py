@@ -1,16 +1,17 @@
 """The Function App's two jobs, kept out of function_app.py so that file stays a few lines.
 
 * ``daily_run``: settings -> source (Log Analytics, or exports when DETECTOR_SOURCE_DIR is set) ->
-  ``run_once`` -> one structured summary line for Application Insights. A failed run logs the
-  service's error code and raises, so the platform records the failure (and retries it).
+  ``run_once`` -> one summary line for Application Insights. A failed run logs one failure line
+  (stage, the service's error code) and raises, so the platform records the failure (and retries it).
 * ``redeliver_run``: the frequent timer; sends what the outbox still owes without querying.
 
 Both also watch the detector itself (detector/health.py): a failed run queues one "failing" health
 message per streak, the first success after it one "recovered", and the frequent timer one "not run
 since" when no run completed for the frequency plus DETECTOR_HEALTH_GRACE_HOURS. Health work comes
 after alert work and its errors are logged, never raised: it cannot block or fail an alert.
-The run summary is also logged as flat custom dimensions (``extra``), which Azure Monitor's alert
-queries read (infra/modules/monitoring.bicep).
+The summary and failure lines are "<prefix> <one-line JSON>" messages (health.log_message): Application
+Insights keeps a log record's message, and Azure Monitor's alert queries (infra/modules/monitoring.bicep)
+parse it back.
 
 Azure SDK objects are built lazily here, never at import time (a cold start imports little).
 """
@@ -29,7 +30,7 @@ from .deliver import Destination
 from .deliver.factory import build_destinations
 from .deliver.health_card import send_health
 from .deliver.redact import install_log_redaction
-from .errors import DetectorError, SourceError
+from .errors import DetectorError
 from .health_outbox import deliver_health, update
 from .pipeline import RunPolicy, redeliver, run_once, wall_clock
 from .settings import Settings
@@ -72,21 +73,16 @@ def daily_run(*, past_due: bool, env: dict[str, str] | None = None,
                           policy=_policy(settings), clock=clock)
     except Exception as exc:
         failure = health.classify(exc)
-        if isinstance(exc, DetectorError):
-            code = exc.code if isinstance(exc, SourceError) else type(exc).__name__
-            logger.error("detector run failed: %s (code %s)", exc, code,
-                         extra=health.run_dimensions({"status": "failed"}, failure=failure))
-        else:
-            logger.exception("detector run failed unexpectedly", extra=health.run_dimensions(
-                {"status": "failed"}, failure=failure))
+        logger.error("%s", health.log_message(health.FAILURE_PREFIX, health.failure_fields(failure)))
+        if not isinstance(exc, DetectorError):  # a bug: its traceback, on a line of its own
+            logger.exception("detector: traceback of the unexpected %s", type(exc).__name__)
         _report_failure(settings, env, failure, at=at, clock=clock)
         raise
     summary = result.summary()
     summary["past_due"] = past_due
     for unrecorded in result.recorded.failed if result.recorded is not None else ():
         logger.error("detector: alert not recorded (retried by the next run): %s", unrecorded)
-    logger.info("detector run summary %s", json.dumps(summary, ensure_ascii=False, sort_keys=True),
-                extra=health.run_dimensions(summary))
+    logger.info("%s", health.log_message(health.SUMMARY_PREFIX, summary))
     _guarded("after a successful run", lambda: _health_after_success(
         store, destinations, settings, at=at, window=result.window.start, previous_success=previous_success,
         clock=clock))
