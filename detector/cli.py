@@ -541,6 +541,13 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     args.logs_client = logs_client
     if args.command == "allowlist" and getattr(args, "window_days", None) is not None:
         args.window_days = [d.strip() for d in args.window_days.split(",") if d.strip()]
+        if not args.window_days:  # e.g. --window-days "$DAYS" with DAYS unset: never drop the window silently
+            err.write("detector: error: --window-days names no weekday (e.g. Sat,Sun)\n")
+            return EXIT_USAGE
+    if getattr(args, "expires", None) is not None and not args.expires.strip():
+        # A blank expiry would save an entry that never expires.
+        err.write("detector: error: --expires is empty; give an ISO 8601 UTC time or leave the option out\n")
+        return EXIT_USAGE
     conflict = _conflicts(args)
     if conflict is not None:
         err.write(f"detector: error: {conflict}\n")

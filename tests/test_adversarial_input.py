@@ -1,0 +1,51 @@
+"""Adversarial review of issues 12, 13 and 15: inputs that broke a README promise, one test per defect."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detector.cli import EXIT_USAGE, main
+
+
+def call(*argv: str, **kw: Any) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), out=out, err=err, **kw)
+    return code, out.getvalue(), err.getvalue()
+
+
+def saved_entries(state: Path) -> list[dict[str, Any]]:
+    path = state / "allowlist.json"
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text(encoding="utf-8"))
+    entries: list[dict[str, Any]] = data["entries"] if isinstance(data, dict) else data
+    return entries
+
+
+@pytest.mark.parametrize("days", ["", ",", " , "])
+def test_an_empty_window_days_is_a_usage_error_not_an_always_on_entry(tmp_path: Path, days: str) -> None:
+    # `--window-days "$DAYS"` with DAYS unset used to save the entry without its window: it suppressed
+    # around the clock instead of in the maintenance window.
+    code, out, err = call("allowlist", "add", "--state", str(tmp_path), "--id", "maint", "--reason", "patching",
+                          "--when", "caller", "equals", "a@contoso.com", "--when", "vm_name", "equals", "vm1",
+                          "--window-days", days, "--window-start", "22:00", "--window-end", "04:00",
+                          "--window-tz", "Europe/Berlin")
+    assert code == EXIT_USAGE, out
+    assert err.count("\n") == 1
+    assert "--window-days" in err
+    assert saved_entries(tmp_path) == []
+
+
+@pytest.mark.parametrize("expires", ["", "  "])
+def test_a_blank_expiry_is_a_usage_error_not_a_permanent_entry(tmp_path: Path, expires: str) -> None:
+    code, out, err = call("allowlist", "add", "--state", str(tmp_path), "--id", "tmp", "--reason", "migration",
+                          "--when", "caller", "equals", "a@contoso.com", "--expires", expires)
+    assert code == EXIT_USAGE, out
+    assert err.count("\n") == 1
+    assert "--expires" in err
+    assert saved_entries(tmp_path) == []
