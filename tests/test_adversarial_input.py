@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from detector.cli import EXIT_USAGE, main
+from detector.timestamps import parse_datetime
 
 
 def call(*argv: str, **kw: Any) -> tuple[int, str, str]:
@@ -49,3 +50,13 @@ def test_a_blank_expiry_is_a_usage_error_not_a_permanent_entry(tmp_path: Path, e
     assert err.count("\n") == 1
     assert "--expires" in err
     assert saved_entries(tmp_path) == []
+
+
+@pytest.mark.parametrize("text", ["2026-11-20T06:00:00+99:99", "2026-11-20T06:00:00+24:00",
+                                  "2026-11-20T06:00:00-05:60", "2026-11-20T06:00:00+9999"])
+def test_an_impossible_utc_offset_is_not_a_time(text: str) -> None:
+    # +99:99 used to shift the time by 100 h 39 min, silently: a misread date.
+    with pytest.raises(ValueError, match="UTC offset out of range"):
+        parse_datetime(text)
+    assert parse_datetime("2026-11-20T06:00:00+14:00") == parse_datetime("2026-11-19T16:00:00Z")
+    assert parse_datetime("2026-11-20T06:00:00-0930") == parse_datetime("2026-11-20T15:30:00Z")
