@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import requests
+
 from .errors import ConfigError
 from .rule import RULE
 
@@ -147,6 +149,12 @@ def webhook_url_problem(url: str) -> str | None:
         return "carries a user name or password"
     if parts.scheme.lower() == "http" and not _is_loopback(host):
         return "is http://, which would send its sig in clear; use https://"
+    try:
+        # The sender's own parser (IDNA 2008): a host that Python's IDNA 2003 codec takes but requests
+        # refuses (a symbol, a full-width letter) would fail at every send instead of at start-up.
+        requests.models.PreparedRequest().prepare_url(url, None)
+    except requests.exceptions.RequestException:
+        return "has a host name that cannot be sent to (not a valid IDNA name)"
     return None
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from detector.cli import EXIT_USAGE, main
+from detector.errors import ConfigError
+from detector.settings import Settings
 from detector.timestamps import parse_datetime
 
 
@@ -60,3 +62,15 @@ def test_an_impossible_utc_offset_is_not_a_time(text: str) -> None:
         parse_datetime(text)
     assert parse_datetime("2026-11-20T06:00:00+14:00") == parse_datetime("2026-11-19T16:00:00Z")
     assert parse_datetime("2026-11-20T06:00:00-0930") == parse_datetime("2026-11-20T15:30:00Z")
+
+
+@pytest.mark.parametrize("url", ["https://\u2603.net/workflows/x?sig=SECRETSIG",
+                                 "https://\uff41.example.com/workflows/x?sig=SECRETSIG"])
+def test_a_webhook_host_that_requests_cannot_send_to_is_refused_at_start_up(url: str) -> None:
+    # Python's IDNA 2003 codec accepted these hosts; requests (IDNA 2008) refuses them at every send, so
+    # the destination failed in every run instead of at start-up.
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DETECTOR_TEAMS_WEBHOOK_URLS": url})
+    assert "SECRETSIG" not in str(caught.value)
+    assert "DETECTOR_TEAMS_WEBHOOK_URLS" in str(caught.value)
+    Settings.from_env({"DETECTOR_TEAMS_WEBHOOK_URLS": "https://fa\u00df.example.de/workflows/x?sig=S"})
