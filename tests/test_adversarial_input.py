@@ -8,11 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ClientAuthenticationError
 
-from detector.cli import EXIT_USAGE, main
+from detector.cli import EXIT_FAILED, EXIT_USAGE, main
 from detector.errors import ConfigError
 from detector.settings import Settings
+from detector.sources.loganalytics import make_client
 from detector.timestamps import parse_datetime
+from tests.la_fake import LogAnalyticsFake, log_analytics_fake
+
+WORKSPACE = "00000000-0000-0000-0000-0000000000aa"
 
 
 def call(*argv: str, **kw: Any) -> tuple[int, str, str]:
@@ -74,3 +79,22 @@ def test_a_webhook_host_that_requests_cannot_send_to_is_refused_at_start_up(url:
     assert "SECRETSIG" not in str(caught.value)
     assert "DETECTOR_TEAMS_WEBHOOK_URLS" in str(caught.value)
     Settings.from_env({"DETECTOR_TEAMS_WEBHOOK_URLS": "https://fa\u00df.example.de/workflows/x?sig=S"})
+
+
+class RefusingCredential:
+    """What DefaultAzureCredential does without az login or a managed identity: it raises."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        raise ClientAuthenticationError("DefaultAzureCredential failed to retrieve a token")
+
+
+def test_no_credentials_reads_as_an_authentication_failure_not_http_none() -> None:
+    fake = LogAnalyticsFake(activity=[], ueba=[])
+    with log_analytics_fake(fake) as (endpoint, ca):
+        client = make_client(RefusingCredential(), endpoint=endpoint, connection_verify=ca)
+        code, _, err = call("run", "--workspace", WORKSPACE, "--at", "2026-11-20T06:00:00Z", logs_client=client)
+    assert code == EXIT_FAILED
+    assert err.count("\n") == 1, err
+    assert "authentication to Log Analytics failed" in err
+    assert "HTTP None" not in err
+    assert fake.requests == []
