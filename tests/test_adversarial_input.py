@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
 
+from detector.allowlist import Allowlist
 from detector.cli import EXIT_FAILED, EXIT_USAGE, main
 from detector.errors import ConfigError
 from detector.settings import Settings
 from detector.sources.loganalytics import make_client
 from detector.timestamps import parse_datetime
+from tests.builders import AT
 from tests.la_fake import LogAnalyticsFake, log_analytics_fake
 
 WORKSPACE = "00000000-0000-0000-0000-0000000000aa"
@@ -98,3 +100,21 @@ def test_no_credentials_reads_as_an_authentication_failure_not_http_none() -> No
     assert "authentication to Log Analytics failed" in err
     assert "HTTP None" not in err
     assert fake.requests == []
+
+
+@pytest.mark.parametrize("ranges", ["2000::/5", "2800::/5", "2000::/5,2800::/5", "2000::/3", "2400::/6"])
+def test_ipv6_ranges_covering_much_of_the_real_address_space_are_refused(ranges: str) -> None:
+    # Real callers' IPv6 addresses are global unicast (2000::/3); the corpus drew them over all 2^128, so
+    # 2000::/5 (APNIC, ARIN and 2001::/16) matched almost nothing in it and was accepted.
+    loaded = Allowlist.load([{"id": "v6", "reason": "r", "conditions": [
+        {"field": "caller_ip", "op": "cidr", "value": ranges}]}], now=AT)
+    assert loaded.active == []
+    [problem] = loaded.problems
+    assert "matches (nearly) everything" in problem.problem
+
+
+@pytest.mark.parametrize("ranges", ["2001:db8::/32", "2a01:111::/32", "2603:1000::/24,2a01:4180::/48"])
+def test_an_organisation_sized_ipv6_range_stays_allowed(ranges: str) -> None:
+    loaded = Allowlist.load([{"id": "v6", "reason": "r", "conditions": [
+        {"field": "caller_ip", "op": "cidr", "value": ranges}]}], now=AT)
+    assert loaded.problems == []
