@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +16,13 @@ from azure.core.exceptions import ClientAuthenticationError
 
 from detector.allowlist import Allowlist
 from detector.cli import EXIT_FAILED, EXIT_USAGE, main
+from detector.deliver.links import DeliveryOptions
+from detector.deliver.teams import allowlist_command, build_alert_card
 from detector.errors import ConfigError
 from detector.settings import Settings
 from detector.sources.loganalytics import make_client
 from detector.timestamps import parse_datetime
+from detector.triage import PLACEHOLDER_REASON, proposed_entry
 from tests.builders import AT
 from tests.la_fake import LogAnalyticsFake, log_analytics_fake
 
@@ -118,3 +125,26 @@ def test_an_organisation_sized_ipv6_range_stays_allowed(ranges: str) -> None:
     loaded = Allowlist.load([{"id": "v6", "reason": "r", "conditions": [
         {"field": "caller_ip", "op": "cidr", "value": ranges}]}], now=AT)
     assert loaded.problems == []
+
+
+@pytest.mark.parametrize("caller", ["-ops@contoso.com", "alice@contoso.com"])
+def test_the_cards_allowlist_command_works_when_pasted_or_is_not_offered(tmp_path: Path, caller: str) -> None:
+    # A value starting with "-" is read by argparse as an option: the pasted command failed with
+    # "argument --when: expected 3 arguments".
+    from tests.builders import ueba
+    from tests.test_cards import T0, alert_from
+    alert = alert_from([ueba(T0 - 10_000_000, upn=caller)], caller=caller)
+    card_text = json.dumps(build_alert_card(alert, options=DeliveryOptions()), ensure_ascii=False)
+    command = allowlist_command(alert)
+    offered = "python -m detector allowlist add" in card_text
+    assert offered == (caller == "alice@contoso.com")
+    if offered:
+        pasted = command.replace(PLACEHOLDER_REASON, "reviewed: known admin").replace(
+            "python -m detector", f"{shlex.quote(sys.executable)} -m detector", 1)
+        pasted = re.sub(r"--expires \S+", "--expires 2999-01-01T00:00:00Z", pasted)  # the fixed sample time ages
+        done = subprocess.run(["bash", "-c", f"{pasted} --state {shlex.quote(str(tmp_path))}"], capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 0, done.stderr
+        assert [e["id"] for e in saved_entries(tmp_path)] == [proposed_entry(alert)["id"]]
+    else:
+        assert "proposedException" in card_text
