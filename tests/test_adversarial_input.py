@@ -16,8 +16,9 @@ from azure.core.exceptions import ClientAuthenticationError
 
 from detector.allowlist import Allowlist
 from detector.cli import EXIT_FAILED, EXIT_USAGE, main
-from detector.deliver.links import DeliveryOptions
-from detector.deliver.teams import allowlist_command, build_alert_card
+from detector.deliver.http import encode_json
+from detector.deliver.links import DeliveryOptions, alert_links
+from detector.deliver.teams import MAX_MESSAGE_BYTES, alert_message, allowlist_command, build_alert_card
 from detector.errors import ConfigError
 from detector.settings import Settings
 from detector.sources.loganalytics import make_client
@@ -148,3 +149,20 @@ def test_the_cards_allowlist_command_works_when_pasted_or_is_not_offered(tmp_pat
         assert [e["id"] for e in saved_entries(tmp_path)] == [proposed_entry(alert)["id"]]
     else:
         assert "proposedException" in card_text
+
+
+def test_a_card_whose_links_carry_long_log_values_stays_under_the_teams_limit() -> None:
+    # The Request exception URL carries the proposed entry percent-encoded (9 bytes per CJK character),
+    # outside the part of the card that is trimmed to fit: a 2,000-character location made a 33 KB
+    # message that Teams refuses (413) at every retry.
+    from tests.builders import ueba
+    from tests.test_cards import OPTIONS, T0, alert_from
+    long_text = "東京都千代田区" * 300
+    alert = alert_from([ueba(T0 - 10_000_000, location=long_text, action_type=long_text)])
+    message, body = alert_message(alert, options=OPTIONS)
+    assert len(body) <= MAX_MESSAGE_BYTES
+    assert body == encode_json(message)
+    links = alert_links(alert, OPTIONS)
+    assert links.request_exception == ""  # too long to be a working link: left out, not sent broken
+    assert links.vm.startswith("https://")
+    assert links.investigate.startswith("https://")
