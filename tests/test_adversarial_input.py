@@ -166,3 +166,30 @@ def test_a_card_whose_links_carry_long_log_values_stays_under_the_teams_limit() 
     assert links.request_exception == ""  # too long to be a working link: left out, not sent broken
     assert links.vm.startswith("https://")
     assert links.investigate.startswith("https://")
+
+
+def test_log_text_cannot_drive_the_analysts_terminal(tmp_path: Path) -> None:
+    # The table printed log values raw: an ESC sequence in a caller cleared the screen, set the window
+    # title (OSC; some terminals also write the clipboard with OSC 52), and U+202E reversed the text.
+    run_command = "MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION"
+    caller = "alice\x1b[2J\x1b]52;c;Y3VybA==\x07\u202e@contoso.com"
+    scope = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm\x1b[31m-1"
+    activity = [{"TimeGenerated": t, "OperationNameValue": run_command, "Authorization": json.dumps({"scope": scope}),
+                 "CorrelationId": "c-1", "Caller": caller, "CallerIpAddress": "20.1.2.3", "ActivityStatusValue": s}
+                for t, s in (("2026-11-19T06:00:00Z", "Started"), ("2026-11-19T06:00:30Z", "Succeeded"))]
+    ueba = {"TimeGenerated": "2026-11-19T05:30:00Z", "EventSource": "Azure AD", "ActionType": "Sign-in",
+            "UserPrincipalName": caller, "SourceIPLocation": "Lagos\x1b[5m, NG",
+            "ActivityInsights": {"ActionUncommonlyPerformedByUser": "True"}, "UsersInsights": {}}
+    (tmp_path / "AzureActivity.jsonl").write_text("".join(json.dumps(r) + "\n" for r in activity), encoding="utf-8")
+    (tmp_path / "BehaviorAnalytics.jsonl").write_text(json.dumps(ueba) + "\n", encoding="utf-8")
+    allowlist = tmp_path / "allowlist.json"
+    allowlist.write_text(json.dumps([{"id": "e1", "reason": "r", "conditions": [
+        {"field": "caller", "op": "equals", "value": caller}, {"field": "vm_name", "op": "startswith", "value": "vm"}]}]),
+        encoding="utf-8")
+    for argv in (["run"], ["run", "--allowlist", str(allowlist)], ["allowlist", "check", "--file", str(allowlist)]):
+        code, out, err = call(*argv, "--data", str(tmp_path), "--at", "2026-11-20T06:00:00Z")
+        assert code == 0, err
+        assert "alice" in out
+        for shown in (out, err):
+            assert not [ch for ch in shown if ch in "\x1b\x07\u202e"], argv
+        assert "\\x1b" in out
