@@ -26,6 +26,7 @@ from detector.timestamps import parse_datetime
 from detector.triage import PLACEHOLDER_REASON, proposed_entry
 from tests.builders import AT
 from tests.la_fake import LogAnalyticsFake, log_analytics_fake
+from tests.test_package import ROOT, funcignore_keeps
 
 WORKSPACE = "00000000-0000-0000-0000-0000000000aa"
 
@@ -193,3 +194,16 @@ def test_log_text_cannot_drive_the_analysts_terminal(tmp_path: Path) -> None:
         for shown in (out, err):
             assert not [ch for ch in shown if ch in "\x1b\x07\u202e"], argv
         assert "\\x1b" in out
+
+
+@pytest.mark.parametrize("path", [".detector-state/allowlist.json", ".detector-state/alerts/c-1.json",
+                                  ".detector-state/runs.json", "out/cards.html", "local.settings.json"])
+def test_what_the_readmes_commands_leave_in_the_working_copy_is_never_published_or_committed(path: str) -> None:
+    # `python -m detector allowlist add --state .detector-state ...` (README) and every state-less
+    # `allowlist list/check` leave alert records (callers, IPs) and the allowlist in .detector-state/,
+    # which `func azure functionapp publish` uploaded and `git add -A` committed.
+    patterns = [line.strip() for line in (ROOT / ".funcignore").read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert not funcignore_keeps(path, patterns)
+    ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT, check=False)
+    assert ignored.returncode == 0, f"{path} is not in .gitignore"
