@@ -207,3 +207,34 @@ def test_what_the_readmes_commands_leave_in_the_working_copy_is_never_published_
     assert not funcignore_keeps(path, patterns)
     ignored = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=ROOT, check=False)
     assert ignored.returncode == 0, f"{path} is not in .gitignore"
+
+
+def _export(folder: Path, *, run_at: str, sign_in_at: str) -> Path:
+    folder.mkdir()
+    scope = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm-1"
+    rows = [{"TimeGenerated": run_at, "OperationNameValue": "MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION",
+             "Authorization": json.dumps({"scope": scope}), "CorrelationId": "c-1", "Caller": "alice@contoso.com",
+             "CallerIpAddress": "20.1.2.3", "ActivityStatusValue": "Succeeded"}]
+    ueba = {"TimeGenerated": sign_in_at, "EventSource": "Azure AD", "ActionType": "Sign-in",
+            "UserPrincipalName": "alice@contoso.com", "SourceIPLocation": "Lagos, NG",
+            "ActivityInsights": {"ActionUncommonlyPerformedByUser": "True"}, "UsersInsights": {}}
+    (folder / "AzureActivity.jsonl").write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
+    (folder / "BehaviorAnalytics.jsonl").write_text(json.dumps(ueba) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(("run_at", "sign_in_at", "at"), [
+    ("9999-12-31T06:00:00Z", "9999-12-31T05:30:00Z", "9999-12-31T23:00:00Z"),
+    ("0001-01-01T00:30:00Z", "0001-01-01T00:10:00Z", "0001-01-02T12:00:00Z")])
+def test_alerts_at_the_edges_of_kustos_time_range_still_make_cards(tmp_path: Path, run_at: str, sign_in_at: str,
+                                                                   at: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The proposed exception (+30 days) and the Investigate range (an hour either side) ran past
+    # 9999-12-31 or before 0001-01-01: `card` stopped with "internal error OverflowError".
+    monkeypatch.setenv("DETECTOR_WORKSPACE_RESOURCE_ID", "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/soc/providers/"
+                       "Microsoft.OperationalInsights/workspaces/sentinel")  # so the Investigate link is built
+    data = _export(tmp_path / "data", run_at=run_at, sign_in_at=sign_in_at)
+    page = tmp_path / "cards.html"
+    code, out, err = call("card", "--data", str(data), "--at", at, "--period-hours", "36", "--html", str(page))
+    assert code == 0, err
+    assert "wrote 1 card(s)" in out
+    assert "LogsBlade" in page.read_text(encoding="utf-8")

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from ..model import Alert
 from ..settings import Settings
 from ..sources.kqltext import datetime_literal, string_literal
-from ..timestamps import TICKS_PER_HOUR, format_datetime
+from ..timestamps import MAX_TICKS, MIN_TICKS, TICKS_PER_HOUR, format_datetime
 from ..triage import object_id, proposed_entry
 
 PORTAL = "https://portal.azure.com/"
@@ -83,7 +83,7 @@ def _portal(tenant_id: str) -> str:
 
 def investigate_range(alert: Alert) -> tuple[int, int]:
     times = [alert.start, alert.end, *(r.ueba_time for r in alert.rows)]
-    return min(times) - MARGIN, max(times) + MARGIN
+    return max(min(times) - MARGIN, MIN_TICKS), min(max(times) + MARGIN, MAX_TICKS)  # within Kusto's range
 
 
 def investigate_query(alert: Alert) -> str:
