@@ -116,7 +116,7 @@ def _window(args: argparse.Namespace) -> tuple[FileSource, Ticks]:
 
 def _read_allowlist_file(path: Path) -> list[dict[str, Any]]:
     try:
-        data = kql.loads(path.read_text(encoding="utf-8"))
+        data = kql.loads(path.read_text(encoding="utf-8"), unique_keys=True)
     except OSError as exc:
         raise InputError(f"cannot read allowlist: {exc.strerror}", path=str(path)) from None
     except ValueError as exc:

@@ -238,3 +238,16 @@ def test_alerts_at_the_edges_of_kustos_time_range_still_make_cards(tmp_path: Pat
     assert code == 0, err
     assert "wrote 1 card(s)" in out
     assert "LogsBlade" in page.read_text(encoding="utf-8")
+
+
+def test_an_allowlist_file_with_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    # {"enabled": false, "enabled": true}: a reviewer reading the first key sees a disabled entry, the
+    # parser kept the last and the entry suppressed alerts. Which copy counts is ambiguous: refuse it.
+    path = tmp_path / "allowlist.json"
+    path.write_text('[{"id": "a", "reason": "r", "conditions": [{"field": "caller", "op": "equals", '
+                    '"value": "a@contoso.com"}], "enabled": false, "enabled": true}]', encoding="utf-8")
+    code, out, err = call("allowlist", "check", "--file", str(path))
+    assert code == 3, out
+    assert err.count("\n") == 1
+    assert "'enabled'" in err
+    assert str(path) in err
