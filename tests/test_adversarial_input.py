@@ -251,3 +251,17 @@ def test_an_allowlist_file_with_a_key_given_twice_is_refused(tmp_path: Path) -> 
     assert err.count("\n") == 1
     assert "'enabled'" in err
     assert str(path) in err
+
+
+def test_an_export_entirely_outside_the_window_is_not_a_clean_empty_run(tmp_path: Path) -> None:
+    # Without --at, a replay ends the period now: last week's export read 2 rows, found "no alerts" and
+    # exited 0 without a word.
+    data = _export(tmp_path / "data", run_at="2026-11-19T06:00:00Z", sign_in_at="2026-11-19T05:30:00Z")
+    code, out, err = call("run", "--data", str(data), "--at", "2026-12-24T06:00:00Z")
+    assert code == 0
+    assert "no alerts" in out
+    assert "warning: none of the 1 AzureActivity row(s) falls in the window" in err
+    assert "--at" in err
+    code, out, err = call("run", "--data", str(data), "--at", "2026-11-20T06:00:00Z")
+    assert code == 0
+    assert "none of the" not in err
