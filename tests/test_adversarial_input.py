@@ -265,3 +265,23 @@ def test_an_export_entirely_outside_the_window_is_not_a_clean_empty_run(tmp_path
     code, out, err = call("run", "--data", str(data), "--at", "2026-11-20T06:00:00Z")
     assert code == 0
     assert "none of the" not in err
+
+
+def test_one_nul_byte_in_a_utf8_export_costs_a_row_not_the_file(tmp_path: Path) -> None:
+    # Any NUL in the first 4 KB made the whole file "UTF-16 or UTF-32" (exit 3): one logged value
+    # holding a NUL (a user agent, say) stopped every replay of that export.
+    data = _export(tmp_path / "data", run_at="2026-11-19T06:00:00Z", sign_in_at="2026-11-19T05:30:00Z")
+    with (data / "AzureActivity.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write('{"TimeGenerated": "2026-11-19T07:00:00Z", "HTTPRequest": "agent\x00", "Caller": "x"}\n')
+    code, out, err = call("run", "--data", str(data), "--at", "2026-11-20T06:00:00Z", "--check-all-rows")
+    assert code == 0, err
+    assert "UTF-16" not in err
+    assert "line 2" in err
+    assert "alice@contoso.com" in out
+    utf16 = tmp_path / "utf16"
+    utf16.mkdir()
+    for name in ("AzureActivity.jsonl", "BehaviorAnalytics.jsonl"):  # UTF-16 without a BOM is still refused
+        (utf16 / name).write_bytes((data / name).read_text(encoding="utf-8").encode("utf-16-le"))
+    code, _, err = call("run", "--data", str(utf16), "--at", "2026-11-20T06:00:00Z")
+    assert code == 3
+    assert "UTF-16 or UTF-32" in err
