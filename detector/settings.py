@@ -242,8 +242,10 @@ class Settings:
             raise ConfigError("must be the workspace GUID (properties.customerId), not a resource id",
                               setting="DETECTOR_WORKSPACE_ID")
         endpoint = env.get("DETECTOR_TABLE_ENDPOINT", "").strip()
-        if endpoint and not endpoint.lower().startswith(("https://", "http://")):
-            raise ConfigError("must be an https:// table endpoint", setting="DETECTOR_TABLE_ENDPOINT")
+        endpoint_problem = webhook_url_problem(endpoint) if endpoint else None
+        if endpoint_problem is not None:  # the same rules: the managed identity's token must not travel in clear
+            raise ConfigError(f"must be an https:// table endpoint with a valid host and port; it {endpoint_problem}",
+                              setting="DETECTOR_TABLE_ENDPOINT")
         conn = env.get("DETECTOR_TABLE_CONNECTION_STRING", "").strip()
         period = _int(env, "DETECTOR_PERIOD_HOURS", RULE.query_period_hours, 1, 24 * 14)
         frequency = _int(env, "DETECTOR_FREQUENCY_HOURS", RULE.query_frequency_hours, 1, 24 * 7)

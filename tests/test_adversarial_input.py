@@ -285,3 +285,15 @@ def test_one_nul_byte_in_a_utf8_export_costs_a_row_not_the_file(tmp_path: Path) 
     code, _, err = call("run", "--data", str(utf16), "--at", "2026-11-20T06:00:00Z")
     assert code == 3
     assert "UTF-16 or UTF-32" in err
+
+
+@pytest.mark.parametrize("endpoint", ["http://acct.table.core.windows.net", "https://acct .table.core.windows.net",
+                                      "https://acct.table.core.windows.net:99999", "https://u:p@acct.example.net"])
+def test_a_table_endpoint_is_validated_at_start_up_like_a_webhook(endpoint: str) -> None:
+    # Only the scheme prefix was checked: http:// to a remote host (the managed identity's token in
+    # clear), a space, port 99999 or a user name passed and failed at the first store call.
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DETECTOR_TABLE_ENDPOINT": endpoint})
+    assert "DETECTOR_TABLE_ENDPOINT" in str(caught.value)
+    Settings.from_env({"DETECTOR_TABLE_ENDPOINT": "http://127.0.0.1:10002/devstoreaccount1"})  # Azurite
+    Settings.from_env({"DETECTOR_TABLE_ENDPOINT": "https://acct.table.core.windows.net/"})
