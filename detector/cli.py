@@ -116,7 +116,7 @@ def _window(args: argparse.Namespace) -> tuple[FileSource, Ticks]:
 
 def _read_allowlist_file(path: Path) -> list[dict[str, Any]]:
     try:
-        data = kql.loads(path.read_text(encoding="utf-8"))
+        data = kql.loads(path.read_text(encoding="utf-8"), unique_keys=True)
     except OSError as exc:
         raise InputError(f"cannot read allowlist: {exc.strerror}", path=str(path)) from None
     except ValueError as exc:
@@ -146,6 +146,12 @@ def _store(args: argparse.Namespace, settings: Settings) -> StateStore:
                       table_endpoint=getattr(args, "table_endpoint", None))
 
 
+def _shown(text: object) -> str:
+    """Log text as a terminal may show it: control and format characters (an ESC sequence that would
+    drive the terminal, a bidi override that reverses the text) and other non-printables escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+
+
 def _print_table(result: RunResult, out: TextIO) -> None:
     headers = ("Start (UTC)", "Caller", "Caller IP", "VM", "Subscription", "UEBA matches")
     lines = []
@@ -153,8 +159,8 @@ def _print_table(result: RunResult, out: TextIO) -> None:
         matches = "; ".join(
             f"{format_datetime(r.ueba_time)[:16]} {r.ueba_action_type} from {r.ueba_source_location}"
             for r in alert.rows)
-        lines.append((format_datetime(alert.start)[:19], alert.caller, alert.caller_ip, alert.vm_name,
-                      alert.subscription, matches))
+        lines.append(tuple(_shown(v) for v in (format_datetime(alert.start)[:19], alert.caller, alert.caller_ip,
+                                                alert.vm_name, alert.subscription, matches)))
     widths = [max([len(h)] + [len(line[i]) for line in lines]) for i, h in enumerate(headers[:-1])]
 
     def fmt(row: tuple[str, ...]) -> str:
@@ -170,8 +176,8 @@ def _print_table(result: RunResult, out: TextIO) -> None:
     else:
         out.write("no alerts\n")
     for s in result.suppressed:
-        out.write(f"suppressed: {format_datetime(s.alert.start)[:19]} {s.alert.caller} on {s.alert.vm_name} "
-                  f"by allowlist entry {', '.join(s.entry_ids)}\n")
+        out.write(f"suppressed: {format_datetime(s.alert.start)[:19]} {_shown(s.alert.caller)} on "
+                  f"{_shown(s.alert.vm_name)} by allowlist entry {', '.join(s.entry_ids)}\n")
     summary = result.summary()
     out.write(
         f"\nrows read: {summary['rows_read']['AzureActivity']} AzureActivity, "
@@ -185,14 +191,14 @@ def _print_table(result: RunResult, out: TextIO) -> None:
 
 def _report_problems(result: RunResult, err: TextIO) -> None:
     for row in result.report.malformed:
-        err.write(f"malformed row: {row}\n")
+        err.write(f"malformed row: {_shown(row)}\n")
     hidden = result.report.malformed_count - len(result.report.malformed)
     if hidden > 0:
         err.write(f"... and {hidden} more malformed row(s)\n")
     for problem in result.allowlist_problems:
-        err.write(f"allowlist: {problem}\n")
+        err.write(f"allowlist: {_shown(problem)}\n")
     for warning in result.warnings:
-        err.write(f"warning: {warning}\n")
+        err.write(f"warning: {_shown(warning)}\n")
 
 
 def _logs_source(args: argparse.Namespace, settings: Settings) -> LogAnalyticsSource:
@@ -378,7 +384,8 @@ def cmd_allowlist_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         state = problems.get(entry_id, "active")
         hit = stats.get(entry_id, EntryStats())
         last = format_datetime(hit.last_hit) if hit.last_hit is not None else "never"
-        out.write(f"- {entry_id}: {state}; hits {hit.hits}, last hit {last}\n  reason: {raw.get('reason', '')}\n")
+        out.write(f"- {_shown(entry_id)}: {_shown(state)}; hits {hit.hits}, last hit {last}\n"
+                  f"  reason: {_shown(raw.get('reason', ''))}\n")
     return EXIT_OK
 
 
@@ -410,7 +417,7 @@ def cmd_allowlist_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
     loaded = Allowlist.load(entries, now=at)
     out.write(f"allowlist in {where}: {len(loaded.active)} active, {len(loaded.problems)} not in force\n")
     for problem in loaded.problems:
-        out.write(f"  NOT IN FORCE {problem}\n")
+        out.write(f"  NOT IN FORCE {_shown(problem)}\n")
     if args.data is not None or args.file == SAMPLE_ALLOWLIST:
         source, at = _window(args)
         result = detect(source, Window.ending_at(at, hours=args.period_hours))
@@ -418,7 +425,8 @@ def cmd_allowlist_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             hits = [a for a in result.alerts if entry.matches(a)]
             out.write(f"  {entry.id}: would suppress {len(hits)} alert(s)\n")
             for alert in hits:
-                out.write(f"    {format_datetime(alert.start)[:19]} {alert.caller} on {alert.vm_name}\n")
+                out.write(f"    {format_datetime(alert.start)[:19]} {_shown(alert.caller)} on "
+                          f"{_shown(alert.vm_name)}\n")
     return EXIT_BAD_INPUT if any("invalid" in p.problem for p in loaded.problems) else EXIT_OK
 
 
@@ -541,6 +549,13 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     args.logs_client = logs_client
     if args.command == "allowlist" and getattr(args, "window_days", None) is not None:
         args.window_days = [d.strip() for d in args.window_days.split(",") if d.strip()]
+        if not args.window_days:  # e.g. --window-days "$DAYS" with DAYS unset: never drop the window silently
+            err.write("detector: error: --window-days names no weekday (e.g. Sat,Sun)\n")
+            return EXIT_USAGE
+    if getattr(args, "expires", None) is not None and not args.expires.strip():
+        # A blank expiry would save an entry that never expires.
+        err.write("detector: error: --expires is empty; give an ISO 8601 UTC time or leave the option out\n")
+        return EXIT_USAGE
     conflict = _conflicts(args)
     if conflict is not None:
         err.write(f"detector: error: {conflict}\n")
