@@ -338,8 +338,10 @@ class TableStore:
             except ResourceNotFoundError:
                 return None, None
             try:
-                record: dict[str, Any] = json.loads(entity["record"])
+                record = json.loads(entity["record"])
             except (KeyError, ValueError):
+                record = None
+            if not isinstance(record, dict):
                 raise StoreError(f"{self._label}: the health record is unreadable") from None
             return record, str(entity.metadata["etag"])
         return self._call("read health", run)
