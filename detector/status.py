@@ -132,10 +132,12 @@ def _destinations(store: StateStore) -> dict[str, dict[str, int]]:
 
 def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_hours: int) -> StatusReport:
     raw_health, _ = store.get_health()
+    unreadable = ""
     try:
         record = HealthRecord.from_dict(raw_health) if raw_health else HealthRecord()
-    except (KeyError, ValueError, TypeError):
-        record = HealthRecord()
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        # Never read as healthy: the next health update replaces it, and a streak it held is lost.
+        record, unreadable = HealthRecord(), f"the health record is unreadable ({type(exc).__name__}: {exc})"[:300]
     runs = [RunLine.from_record(r) for r in store.list_runs()]  # oldest first (both backends)
     loaded = Allowlist.load(store.list_allowlist(), now=now)
     stats = store.allowlist_stats()
@@ -166,6 +168,8 @@ def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_h
         failing.append(f"failing since {format_datetime(record.since)} ({record.failed_runs} failed run(s))")
     for dest_id, counts in report.destinations.items():
         degraded.append(f"{dest_id}: {counts['pending']} alert(s) pending, {counts['failed']} failed")
+    if unreadable:
+        degraded.append(unreadable)
     if record.messages:
         degraded.append(f"{len(record.messages)} health message(s) not yet delivered")
     if report.allowlist_invalid:

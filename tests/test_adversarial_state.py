@@ -36,3 +36,15 @@ def test_status_names_a_health_file_of_another_shape(tmp_path: Path, content: st
     code, out, err = call("status", "--state", str(state), "--at", "2026-11-20T07:00:00Z")
     assert code == 4, (out, err)
     assert "health.json" in err and "internal error" not in err, err
+
+
+def test_status_does_not_call_an_unreadable_health_record_healthy(tmp_path: Path) -> None:
+    # A health record that says "failing" but cannot be read (a damaged time) was silently replaced
+    # by an empty one, and status answered HEALTHY with exit 0.
+    state = tmp_path / "state"
+    assert call("run", "--state", str(state))[0] == 0
+    record = {"status": "failing", "since": "not a time", "failed_runs": 3}
+    (state / "health.json").write_text(json.dumps({"version": 1, "record": record}), encoding="utf-8")
+    code, out, err = call("status", "--state", str(state), "--at", "2026-11-20T07:00:00Z")
+    assert code != 0, out
+    assert "health record" in out.splitlines()[-1], out
