@@ -204,6 +204,9 @@ def _logs_source(args: argparse.Namespace, settings: Settings) -> LogAnalyticsSo
     return LogAnalyticsSource(client, args.workspace, server_timeout=settings.query_timeout_seconds)
 
 
+MAX_FUTURE_AT_HOURS = 1
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     settings = Settings.from_env(os.environ)
     source: Source
@@ -218,6 +221,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                          "'allowlist add' or disable them, or run without state")
     policy = RunPolicy.from_settings(settings, period_hours=args.period_hours)
     if _stateful(args, settings):
+        if at > wall_clock() + MAX_FUTURE_AT_HOURS * TICKS_PER_HOUR:
+            # The state's watermark never moves back and the purge deletes by run time: a run "in the
+            # future" would hide missed runs until that time and make the next real run re-send alerts.
+            raise UsageError(f"--at {format_datetime(at)} is in the future; a run with state must not be later "
+                             f"than now (+{MAX_FUTURE_AT_HOURS} h of clock skew). Replay future times without state")
         store = _store(args, settings)
         result = run_once(source=source, store=store, destinations=build_destinations(settings), at=at, policy=policy)
     else:

@@ -48,3 +48,24 @@ def test_status_does_not_call_an_unreadable_health_record_healthy(tmp_path: Path
     code, out, err = call("status", "--state", str(state), "--at", "2026-11-20T07:00:00Z")
     assert code != 0, out
     assert "health record" in out.splitlines()[-1], out
+
+
+def _alert_files(state: Path) -> list[str]:
+    return sorted(p.name for p in (state / "alerts").glob("*.json"))
+
+
+def test_a_stateful_run_in_the_future_is_refused_before_it_purges_or_moves_the_watermark(tmp_path: Path) -> None:
+    # A typo in --at's year against the shared state purged every delivered record (the next real run
+    # sent all of them again) and moved the watermark a year ahead, where it never moves back: status
+    # and the missed-run check then call a dead detector healthy for a year.
+    state = tmp_path / "state"
+    assert call("run", "--state", str(state))[0] == 0
+    before = _alert_files(state)
+    runs = (state / "runs.json").read_text(encoding="utf-8")
+    code, _, err = call("run", "--state", str(state), "--at", "2099-11-20T06:00:00Z")
+    assert code == 2, err
+    assert "--at" in err and "future" in err
+    assert _alert_files(state) == before
+    assert (state / "runs.json").read_text(encoding="utf-8") == runs
+    code, out, _ = call("run", "--state", str(state), "--json")
+    assert code == 0 and json.loads(out)["summary"]["new_alerts"] == 0
