@@ -35,7 +35,8 @@ def test_status_names_a_health_file_of_another_shape(tmp_path: Path, content: st
     (state / "health.json").write_text(content, encoding="utf-8")
     code, out, err = call("status", "--state", str(state), "--at", "2026-11-20T07:00:00Z")
     assert code == 4, (out, err)
-    assert "health.json" in err and "internal error" not in err, err
+    assert "health.json" in err, err
+    assert "internal error" not in err, err
 
 
 def test_status_does_not_call_an_unreadable_health_record_healthy(tmp_path: Path) -> None:
@@ -45,7 +46,7 @@ def test_status_does_not_call_an_unreadable_health_record_healthy(tmp_path: Path
     assert call("run", "--state", str(state))[0] == 0
     record = {"status": "failing", "since": "not a time", "failed_runs": 3}
     (state / "health.json").write_text(json.dumps({"version": 1, "record": record}), encoding="utf-8")
-    code, out, err = call("status", "--state", str(state), "--at", "2026-11-20T07:00:00Z")
+    code, out, _ = call("status", "--state", str(state), "--at", "2026-11-20T07:00:00Z")
     assert code != 0, out
     assert "health record" in out.splitlines()[-1], out
 
@@ -64,8 +65,38 @@ def test_a_stateful_run_in_the_future_is_refused_before_it_purges_or_moves_the_w
     runs = (state / "runs.json").read_text(encoding="utf-8")
     code, _, err = call("run", "--state", str(state), "--at", "2099-11-20T06:00:00Z")
     assert code == 2, err
-    assert "--at" in err and "future" in err
+    assert "--at" in err, err
+    assert "future" in err, err
     assert _alert_files(state) == before
     assert (state / "runs.json").read_text(encoding="utf-8") == runs
     code, out, _ = call("run", "--state", str(state), "--json")
-    assert code == 0 and json.loads(out)["summary"]["new_alerts"] == 0
+    assert code == 0
+    assert json.loads(out)["summary"]["new_alerts"] == 0
+
+
+def test_a_long_run_summary_stays_readable_on_table_storage() -> None:
+    # The Table backend cut the summary's JSON at 30,000 characters: a successful run with many
+    # unsuppressed alerts (one reason each, listed twice) was read back as "unreadable", and status
+    # answered FAILING ("the last run unreadable") on the day of the attack that lifted them.
+    from detector.status import build_status
+    from detector.store.tables import TableStore
+    from detector.timestamps import parse_datetime
+    from tests.services import azurite_tables
+
+    reason = "3 new UEBA matches (from Lagos, NG, Manila, PH) not covered by allowlist entry automation-seattle"
+    unsuppressed = [{"alert": f"11bda520-a965-4654-9a45-d09f372f71aa:v2:{i:032x}", "reason": reason}
+                    for i in range(150)]
+    summary = {"run_id": "r1", "status": "succeeded",
+               "window": {"start": "2026-11-18T06:00:00Z", "end": "2026-11-20T06:00:00Z"},
+               "alerts": 150, "delivered": 300, "unsuppressed": unsuppressed,
+               "warnings": [f"alert {u['alert']} is no longer suppressed: {reason}" for u in unsuppressed]}
+    assert len(json.dumps(summary)) > 40_000
+    with azurite_tables() as connection:
+        store = TableStore.from_connection_string(connection)
+        store.set_watermark(parse_datetime("2026-11-20T06:00:00Z"))
+        store.record_run("r1", summary)
+        [run] = store.list_runs()
+        assert run.get("status") == "succeeded"
+        assert run.get("unsuppressed") == unsuppressed
+        report = build_status(store, now=parse_datetime("2026-11-20T07:00:00Z"), frequency_hours=24, grace_hours=2)
+        assert report.verdict != "failing", report.verdict_line()

@@ -37,6 +37,7 @@ _CHUNK = 30_000  # ASCII characters per string property (the service allows 64 K
 MAX_ENTITY_BYTES = 1024 * 1024 - 4096  # margin for system properties and per-property overhead
 MAX_PROPERTIES = 252  # 255 including PartitionKey, RowKey and Timestamp
 _MAX_TICKS = 10**19 - 1
+MAX_SUMMARY_CHARS = 15 * _CHUNK  # a run record stays under the 1 MiB entity limit as UTF-16
 _FORBIDDEN_KEY_CHARS = re.compile(r"[/\\#?%\x00-\x1f\x7f-\x9f]")
 
 
@@ -63,6 +64,19 @@ def _split(name: str, text: str) -> dict[str, Any]:
 def _join(entity: dict[str, Any], name: str) -> str:
     count = entity.get(f"{name}_chunks")
     return "".join(entity[f"{name}_{i}"] for i in range(int(count))) if count is not None else ""
+
+
+def _summary_text(summary: dict[str, Any]) -> str:
+    """A run summary as whole JSON (never cut mid-text, which made it unreadable) within one entity:
+    ASCII-escaped, so each character is one UTF-16 unit; lists are shortened only when it must."""
+    text = json.dumps(summary, ensure_ascii=True, allow_nan=False)
+    if len(text) > MAX_SUMMARY_CHARS:
+        short = {k: v[:20] if isinstance(v, list) else v for k, v in summary.items()}
+        text = json.dumps({**short, "lists_truncated": True}, ensure_ascii=True, allow_nan=False)
+    if len(text) > MAX_SUMMARY_CHARS:
+        short = {k: v for k, v in summary.items() if not isinstance(v, list | dict) or k == "window"}
+        text = json.dumps({**short, "lists_truncated": True}, ensure_ascii=True, allow_nan=False)
+    return text
 
 
 def _entity_bytes(entity: dict[str, Any]) -> int:
@@ -315,7 +329,7 @@ class TableStore:
         end = summary.get("window", {}).get("end")
         order = _MAX_TICKS - (parse_datetime(end) if end else 0)
         entity = {"PartitionKey": "run", "RowKey": encode_key(f"{order:019d}-{run_id}"), "run_id": run_id,
-                  "summary": json.dumps(summary, ensure_ascii=False, allow_nan=False)[:_CHUNK]}
+                  **_split("summary", _summary_text(summary))}
         self._call("record run", lambda: self.runs.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
     def list_runs(self) -> list[dict[str, Any]]:
@@ -323,7 +337,8 @@ class TableStore:
             rows = []
             for e in self.runs.query_entities("PartitionKey eq @pk", parameters={"pk": "run"}):
                 try:
-                    rows.append({"id": e["run_id"], **json.loads(e["summary"])})
+                    text = _join(e, "summary") if "summary_chunks" in e else e["summary"]
+                    rows.append({"id": e["run_id"], **json.loads(text)})
                 except (KeyError, ValueError):
                     rows.append({"id": e.get("run_id", "?"), "unreadable": True})
             rows.reverse()  # stored newest first; return oldest first like the file store
