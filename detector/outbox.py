@@ -155,7 +155,8 @@ def decide(existing: StoredAlert | None, seen: Alert, allowlist: Allowlist | Non
             return Decision(base.with_changes(status=SUPPRESSED, suppressed_by=entry_ids), "new-suppressed")
         return Decision(base.with_changes(status=OPEN, destinations={d: DestinationState() for d in destination_ids}),
                         "new")
-    known = set(existing.evidence) or set(evidence_of(existing.alert.rows))
+    # The stored rows' fingerprints too: records written before a fingerprint change hold old ones.
+    known = set(existing.evidence) | set(evidence_of(existing.alert.rows))
     new_rows: list[RuleRow] = []
     if len(known) < MAX_EVIDENCE:
         fresh: set[str] = set()
@@ -171,7 +172,7 @@ def decide(existing: StoredAlert | None, seen: Alert, allowlist: Allowlist | Non
                    context=_newer_context(existing.alert.context, seen.context))
     entry_ids = _covering(allowlist, full)
     merged = fit_for_state(replace(full, omitted_rows=existing.alert.omitted_rows))
-    evidence = (existing.evidence or tuple(known)) + evidence_of(new_rows)
+    evidence = tuple(dict.fromkeys((*existing.evidence, *evidence_of(existing.alert.rows), *evidence_of(new_rows))))
     changed = existing.with_changes(alert=merged, evidence=evidence[:MAX_EVIDENCE], updated=now)
     if existing.status == SUPPRESSED:
         if entry_ids:

@@ -11,6 +11,16 @@ from pathlib import Path
 import pytest
 
 from detector.cli import main
+from detector.correlate import alert_key
+from detector.pipeline import run_once
+from detector.sources.memory import MemorySource
+from detector.status import build_status
+from detector.store.files import FileStore
+from detector.store.tables import TableStore
+from detector.timestamps import TICKS_PER_DAY, TICKS_PER_MINUTE, parse_datetime
+from tests.builders import AT, activity, authorization, ueba
+from tests.services import azurite_tables
+from tests.test_outbox import Recorder
 
 
 @pytest.fixture(autouse=True)
@@ -78,10 +88,6 @@ def test_a_long_run_summary_stays_readable_on_table_storage() -> None:
     # The Table backend cut the summary's JSON at 30,000 characters: a successful run with many
     # unsuppressed alerts (one reason each, listed twice) was read back as "unreadable", and status
     # answered FAILING ("the last run unreadable") on the day of the attack that lifted them.
-    from detector.status import build_status
-    from detector.store.tables import TableStore
-    from detector.timestamps import parse_datetime
-    from tests.services import azurite_tables
 
     reason = "3 new UEBA matches (from Lagos, NG, Manila, PH) not covered by allowlist entry automation-seattle"
     unsuppressed = [{"alert": f"11bda520-a965-4654-9a45-d09f372f71aa:v2:{i:032x}", "reason": reason}
@@ -100,3 +106,26 @@ def test_a_long_run_summary_stays_readable_on_table_storage() -> None:
         assert run.get("unsuppressed") == unsuppressed
         report = build_status(store, now=parse_datetime("2026-11-20T07:00:00Z"), frequency_hours=24, grace_hours=2)
         assert report.verdict != "failing", report.verdict_line()
+
+
+def test_the_next_window_cutting_a_run_command_in_two_sends_no_new_evidence(tmp_path: Path) -> None:
+    # The 2-day period overlaps the daily frequency: the next run's window can start between a Run
+    # Command's "Started" and "Succeeded" events. Its StartTime then differs, and because a match's
+    # fingerprint included the group's StartTime/EndTime/CallerIpAddress, the same sign-in counted as
+    # new evidence: a "new evidence" update with no new evidence, and the match stored twice.
+
+    first_at = AT
+    second_at = AT + TICKS_PER_DAY
+    cut = second_at - 48 * 60 * TICKS_PER_MINUTE  # where the second window starts
+    events = [activity(cut - TICKS_PER_MINUTE, status="Started"), activity(cut + TICKS_PER_MINUTE)]
+    logins = [ueba(cut + 10 * TICKS_PER_MINUTE)]
+    store = FileStore(tmp_path / "state")
+    teams = Recorder()
+    for at in (first_at, second_at):
+        run_once(source=MemorySource(events, logins), store=store, destinations=[teams], at=at,
+                 clock=lambda at=at: at)
+    assert teams.received == ["c-1"]
+    assert teams.updates == []
+    stored = store.get_alert(alert_key("c-1", authorization(), "alice@contoso.com"))
+    assert stored is not None
+    assert len(stored.alert.rows) == 1
