@@ -29,7 +29,7 @@ from .deliver import Destination
 from .deliver.factory import build_destinations
 from .deliver.health_card import send_health
 from .deliver.redact import install_log_redaction
-from .errors import DetectorError, SourceError
+from .errors import ConfigError, DetectorError, SourceError
 from .health_outbox import deliver_health, update
 from .pipeline import RunPolicy, redeliver, run_once, wall_clock
 from .settings import Settings
@@ -166,8 +166,7 @@ def _report_failure(settings: Settings | None, env: Mapping[str, str] | None, fa
     def report() -> None:
         nonlocal settings
         if settings is None:  # the settings themselves failed: use the few that reach people
-            source = os.environ if env is None else env
-            settings = Settings.from_env({k: v for k, v in source.items() if k in _HEALTH_SETTINGS})
+            settings = _fallback_settings(os.environ if env is None else env)
         destinations = build_destinations(settings)
         try:
             store = open_store(settings)
@@ -178,6 +177,16 @@ def _report_failure(settings: Settings | None, env: Mapping[str, str] | None, fa
             return
         _send(store, destinations, settings, clock)
     _guarded("after a failed run", report)
+
+
+def _fallback_settings(source: Mapping[str, str]) -> Settings:
+    """The settings that reach people. When the invalid setting is one of the HTTP ones, its default
+    serves: a bad timeout must not silence the notice that says the settings are broken."""
+    try:
+        return Settings.from_env({k: v for k, v in source.items() if k in _HEALTH_SETTINGS})
+    except ConfigError:
+        return Settings.from_env({k: v for k, v in source.items()
+                                  if k in _HEALTH_SETTINGS and not k.startswith("DETECTOR_HTTP_")})
 
 
 def _send_without_state(destinations: list[Destination], failure: health.Failure, *, at: Ticks,

@@ -129,3 +129,26 @@ def test_the_next_window_cutting_a_run_command_in_two_sends_no_new_evidence(tmp_
     stored = store.get_alert(alert_key("c-1", authorization(), "alice@contoso.com"))
     assert stored is not None
     assert len(stored.alert.rows) == 1
+
+
+def test_a_bad_http_setting_still_gets_its_failing_health_message(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # README: when the settings do not validate, the health message is still sent using only the
+    # webhook, storage and HTTP settings. When the bad one WAS an HTTP setting (DETECTOR_HTTP_MAX_SECONDS
+    # "60s"), the fallback failed on it too and no health message went out at all: every daily run
+    # failed in silence on the alert channel.
+    from detector.errors import ConfigError
+    from detector.functions import daily_run
+    from tests.webhook import webhook_server
+
+    monkeypatch.setattr("detector.functions._SENT_WITHOUT_STATE", set())
+    with webhook_server() as server:
+        env = {"DETECTOR_STATE_DIR": str(tmp_path / "state"), "DETECTOR_SOURCE_DIR": str(tmp_path / "exports"),
+               "DETECTOR_TEAMS_WEBHOOK_URLS": server.url("/teams"),
+               "DETECTOR_LOGICAPP_WEBHOOK_URLS": server.url("/logic"), "DETECTOR_HTTP_MAX_SECONDS": "60s"}
+        with pytest.raises(ConfigError):
+            daily_run(past_due=False, env=env, clock=lambda: AT)
+        notices = [b for b in server.accepted("/logic") if b.get("kind") == "DetectorHealth"]
+        assert [n["event"] for n in notices] == ["failing"]
+        assert notices[0]["failure"]["code"] == "DETECTOR_HTTP_MAX_SECONDS"
+        assert len(server.accepted("/teams")) == 1
