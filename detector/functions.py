@@ -117,6 +117,9 @@ _HEALTH_SETTINGS = ("DETECTOR_TEAMS_WEBHOOK_URLS", "DETECTOR_LOGICAPP_WEBHOOK_UR
 # Failures sent without the state store (it was unreachable), per process: the platform's retries
 # of one failed run usually land on the same warm instance, so they do not repeat the message.
 _SENT_WITHOUT_STATE: set[str] = set()
+# Per failure key: the failure, its first time and how many runs failed so, until a later success records the
+# streak (so it ends with "recovered"). Only keys in _SENT_WITHOUT_STATE (a notice went out) count.
+_DIRECT_FAILURES: dict[str, tuple[health.Failure, Ticks, int]] = {}
 
 
 def _guarded(when: str, work: Callable[[], object]) -> None:
@@ -137,9 +140,18 @@ def _owner() -> str:
 def _health_after_success(store: StateStore, destinations: list[Destination], settings: Settings, *, at: Ticks,
                           window: Ticks, previous_success: Ticks | None, clock: Callable[[], Ticks]) -> None:
     ids = [d.id for d in destinations]
-    update(store, lambda record: health.after_success(
-        record, at=at, window_start=window, window_end=at, previous_success=previous_success,
-        frequency_hours=settings.frequency_hours, destination_ids=ids))
+    direct = sorted((v for k, v in _DIRECT_FAILURES.items() if k in _SENT_WITHOUT_STATE), key=lambda v: v[1])
+
+    def change(record: health.HealthRecord) -> health.HealthRecord:
+        if direct:
+            record = health.failed_unrecorded(record, direct[0][0], since=direct[0][1],
+                                              failed_runs=sum(v[2] for v in direct))
+        return health.after_success(record, at=at, window_start=window, window_end=at,
+                                    previous_success=previous_success, frequency_hours=settings.frequency_hours,
+                                    destination_ids=ids)
+    update(store, change)
+    _DIRECT_FAILURES.clear()
+    _SENT_WITHOUT_STATE.clear()
     _send(store, destinations, settings, clock)
 
 
@@ -193,6 +205,8 @@ def _send_without_state(destinations: list[Destination], failure: health.Failure
                         reason: str) -> None:
     logger.warning("detector health state unavailable (%s); sending the failure notice directly", reason)
     key = f"{failure.stage}:{failure.code}"
+    first, since, count = _DIRECT_FAILURES.get(key, (failure, at, 0))
+    _DIRECT_FAILURES[key] = (first, since, count + 1)
     if key in _SENT_WITHOUT_STATE:
         return
     event = health.HealthEvent(health.EVENT_FAILING, at=at, since=at, failure=failure, failed_runs=1)

@@ -152,3 +152,45 @@ def test_a_bad_http_setting_still_gets_its_failing_health_message(tmp_path: Path
         assert [n["event"] for n in notices] == ["failing"]
         assert notices[0]["failure"]["code"] == "DETECTOR_HTTP_MAX_SECONDS"
         assert len(server.accepted("/teams")) == 1
+
+
+def test_a_store_outage_streak_ends_with_a_recovered_message(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # With the state store unreachable the "failing" notice goes out directly (README). When the store
+    # came back, the next successful run found a healthy record and sent no "recovered": the on-call
+    # channel's last word stayed "Detector failing" for good.
+    from detector.errors import StoreError
+    from detector.functions import daily_run
+    from detector.sample.generate import build, write
+    from tests.webhook import webhook_server
+
+    monkeypatch.setattr("detector.functions._SENT_WITHOUT_STATE", set())
+    monkeypatch.setattr("detector.functions._DIRECT_FAILURES", {})
+    write(build(at="2026-11-20T06:00:00Z"), tmp_path / "exports")
+    real_get_watermark = FileStore.get_watermark
+    real_get_health = FileStore.get_health
+    down = {"on": True}
+
+    def watermark(self: FileStore) -> object:
+        if down["on"]:
+            raise StoreError("Azure Table Storage: read watermark failed (status 403, code AuthorizationFailure)")
+        return real_get_watermark(self)
+
+    def health_record(self: FileStore) -> object:
+        if down["on"]:
+            raise StoreError("Azure Table Storage: read health failed (status 403, code AuthorizationFailure)")
+        return real_get_health(self)
+
+    monkeypatch.setattr(FileStore, "get_watermark", watermark)
+    monkeypatch.setattr(FileStore, "get_health", health_record)
+    with webhook_server() as server:
+        env = {"DETECTOR_SOURCE_DIR": str(tmp_path / "exports"), "DETECTOR_STATE_DIR": str(tmp_path / "state"),
+               "DETECTOR_TEAMS_WEBHOOK_URLS": server.url("/teams"), "DETECTOR_LOGICAPP_WEBHOOK_URLS": server.url("/logic")}
+        for hours in (0, 1, 2):  # the run and the platform's retries
+            with pytest.raises(StoreError):
+                daily_run(past_due=False, env=env, clock=lambda h=hours: AT + h * 60 * TICKS_PER_MINUTE)
+        down["on"] = False
+        daily_run(past_due=False, env=env, clock=lambda: AT + TICKS_PER_DAY)
+        notices = [b for b in server.accepted("/logic") if b.get("kind") == "DetectorHealth"]
+        assert [n["event"] for n in notices] == ["failing", "recovered"]
+        teams = [b for b in server.accepted("/teams") if "Detector health" in json.dumps(b)]
+        assert len(teams) == 2
