@@ -194,3 +194,23 @@ def test_a_store_outage_streak_ends_with_a_recovered_message(tmp_path: Path, mon
         assert [n["event"] for n in notices] == ["failing", "recovered"]
         teams = [b for b in server.accepted("/teams") if "Detector health" in json.dumps(b)]
         assert len(teams) == 2
+
+
+def test_a_replay_from_before_the_state_lifetime_is_refused_not_sent_again(tmp_path: Path) -> None:
+    # Runs out of order against one state: once a later run has purged a period's records, a replay
+    # of that period (an old --at) found them unknown and sent every alert again.
+    from detector.sample.generate import build, write
+
+    old = tmp_path / "old"
+    write(build(at="2026-09-01T06:00:00Z"), old)
+    state = ["--state", str(tmp_path / "state"), "--data", str(old), "--json"]
+    code, out, err = call("run", *state, "--at", "2026-09-01T06:00:00Z")
+    assert code == 0, err
+    assert json.loads(out)["summary"]["new_alerts"] == 11
+    code, out, err = call("run", *state, "--at", "2026-11-20T06:00:00Z")
+    assert code == 0, err
+    assert json.loads(out)["summary"]["purged"]["alerts"] == 11
+    code, out, err = call("run", *state, "--at", "2026-09-01T06:00:00Z")
+    assert code == 2, out
+    assert "--at" in err, err
+    assert "purged" in err, err
