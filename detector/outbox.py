@@ -295,6 +295,8 @@ class DeliveryStats:
     claimed_elsewhere: int = 0
     undelivered: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Records that could not be read (skipped, so the others are still sent): a person must repair them.
+    unreadable: list[str] = field(default_factory=list)
 
     @property
     def delivered_total(self) -> int:
@@ -434,8 +436,10 @@ def deliver_pending(store: StateStore, destinations: Sequence[Destination], *, o
     stats = DeliveryStats()
     by_id = {d.id: d for d in destinations}
     claims = _Claims(store, owner, clock, lease, stats)
-    for stored in sorted(store.list_pending(), key=lambda s: (s.alert.start, s.key)):
+    for stored in sorted(store.list_pending(unreadable=stats.unreadable), key=lambda s: (s.alert.start, s.key)):
         claims.take(stored)
+    for problem in stats.unreadable:
+        logger.error("detector: an alert record cannot be read, so it is not delivered: %s", problem)
     for dest_id in sorted({d for s in claims.held.values() for d in s.destinations}):
         # Destinations are fixed when an alert is recorded: a webhook added later gets new alerts only.
         events: tuple[DeliveryEvent, ...] = ("alert", "update")

@@ -214,3 +214,65 @@ def test_a_replay_from_before_the_state_lifetime_is_refused_not_sent_again(tmp_p
     assert code == 2, out
     assert "--at" in err, err
     assert "purged" in err, err
+
+
+def _damage_one_pending_record(state: Path) -> Path:
+    path = sorted((state / "alerts").glob("*.json"))[0]
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["record"].update(pending=True, alert="{broken")
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    return path
+
+
+def test_one_unreadable_alert_record_does_not_stop_every_later_delivery(tmp_path: Path) -> None:
+    # One damaged record in the outbox made list_pending raise: every later run recorded its alerts and
+    # then failed before sending any of them, day after day. Now the others are delivered, and the run
+    # still fails (exit 4) with one line naming the file, since the damaged record may hold an alert.
+    from detector.sample.generate import build, write
+    from tests.webhook import webhook_server
+
+    state = tmp_path / "state"
+    old = tmp_path / "old"
+    write(build(seed=7, at="2026-11-14T06:00:00Z"), old)
+    assert call("run", "--state", str(state), "--data", str(old), "--at", "2026-11-14T06:00:00Z")[0] == 0
+    damaged = _damage_one_pending_record(state)
+    with webhook_server() as server, pytest.MonkeyPatch.context() as env:
+        env.setenv("DETECTOR_LOGICAPP_WEBHOOK_URLS", server.url("/logic"))
+        code, _, err = call("run", "--state", str(state))  # the sample: other alerts
+        assert code == 4, err
+        assert len(err.strip().splitlines()) == 1, err
+        assert str(damaged) in err, err
+        assert len(server.accepted("/logic")) >= 11  # every readable alert went out
+    [*_, last] = json.loads((state / "runs.json").read_text(encoding="utf-8"))["runs"]
+    assert last["status"] == "partial"
+    assert last["delivered"] == len(server.accepted("/logic"))
+    code, out, err = call("status", "--state", str(state), "--at", "2026-11-20T07:00:00Z")
+    assert code == 4, (out, err)
+    assert damaged.name in out.splitlines()[-1], out
+
+
+def test_an_unreadable_alert_row_on_table_storage_is_reported_and_skipped() -> None:
+    from azure.data.tables import UpdateMode
+
+    from detector.correlate import Window, build_alerts, correlate
+    from detector.outbox import deliver_pending
+    from detector.store import DestinationState, StoredAlert
+    from detector.store.tables import encode_key
+    from tests.builders import T0, run_command
+
+    good, bad = build_alerts(correlate([*run_command(T0, correlation_id="good"), *run_command(T0, correlation_id="bad")],
+                                       [ueba(T0)], Window.ending_at(AT)).rows)
+    if good.correlation_id != "good":
+        good, bad = bad, good
+    with azurite_tables() as connection:
+        store = TableStore.from_connection_string(connection)
+        for alert in (good, bad):
+            store.create_alert(StoredAlert(alert=alert, destinations={"teams-1": DestinationState()}))
+        entity = store.alerts.get_entity(encode_key(bad.key.split(":")[0]), encode_key(bad.key))
+        store.alerts.update_entity({"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"],
+                                    "alert_0": "{broken"}, mode=UpdateMode.MERGE)
+        teams = Recorder()
+        stats = deliver_pending(store, [teams], owner="me", clock=lambda: AT, lease=10 * TICKS_PER_MINUTE)
+        assert teams.received == ["good"]
+        assert len(stats.unreadable) == 1
+        assert "unreadable alert record" in stats.unreadable[0]

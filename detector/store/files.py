@@ -236,9 +236,19 @@ class FileStore:
             if doc is not None:
                 yield path, doc
 
-    def list_pending(self) -> list[StoredAlert]:
+    def list_pending(self, *, unreadable: list[str] | None = None) -> list[StoredAlert]:
+        pending: list[StoredAlert] = []
         with self._locked():
-            return [self._stored(path, doc) for path, doc in self._alert_docs() if doc["record"].get("pending")]
+            for path in sorted(self.alerts_dir.glob("*.json")):
+                try:
+                    doc = self._alert_doc(path)
+                    if doc is not None and doc["record"].get("pending"):
+                        pending.append(self._stored(path, doc))
+                except StoreError as exc:
+                    if unreadable is None:
+                        raise
+                    unreadable.append(str(exc))
+        return pending
 
     def purge(self, *, before: Ticks) -> PurgeStats:
         alerts = kept = 0

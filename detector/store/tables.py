@@ -264,11 +264,18 @@ class TableStore:
             return stored.with_changes(etag=meta["etag"])
         return self._call("update alert", run)
 
-    def list_pending(self) -> list[StoredAlert]:
+    def list_pending(self, *, unreadable: list[str] | None = None) -> list[StoredAlert]:
         def run() -> list[StoredAlert]:
             query = "PartitionKey eq @pk and pending eq @pending"
-            return [self._stored(e) for e in self.alerts.query_entities(
-                query, parameters={"pk": encode_key(RULE.id), "pending": True})]
+            pending: list[StoredAlert] = []
+            for entity in self.alerts.query_entities(query, parameters={"pk": encode_key(RULE.id), "pending": True}):
+                try:
+                    pending.append(self._stored(entity))
+                except StoreError as exc:
+                    if unreadable is None:
+                        raise
+                    unreadable.append(f"{self._label}: alert row {entity.get('RowKey', '?')}: {exc}")
+            return pending
         return self._call("list pending alerts", run)
 
     def purge(self, *, before: Ticks) -> PurgeStats:
