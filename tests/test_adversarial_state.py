@@ -18,7 +18,7 @@ from detector.status import build_status
 from detector.store.files import FileStore
 from detector.store.tables import TableStore
 from detector.timestamps import TICKS_PER_DAY, TICKS_PER_MINUTE, parse_datetime
-from tests.builders import AT, activity, authorization, ueba
+from tests.builders import AT, T0, activity, authorization, run_command, ueba
 from tests.services import azurite_tables
 from tests.test_outbox import Recorder
 
@@ -258,7 +258,6 @@ def test_an_unreadable_alert_row_on_table_storage_is_reported_and_skipped() -> N
     from detector.outbox import deliver_pending
     from detector.store import DestinationState, StoredAlert
     from detector.store.tables import encode_key
-    from tests.builders import T0, run_command
 
     good, bad = build_alerts(correlate([*run_command(T0, correlation_id="good"), *run_command(T0, correlation_id="bad")],
                                        [ueba(T0)], Window.ending_at(AT)).rows)
@@ -276,3 +275,17 @@ def test_an_unreadable_alert_row_on_table_storage_is_reported_and_skipped() -> N
         assert teams.received == ["good"]
         assert len(stats.unreadable) == 1
         assert "unreadable alert record" in stats.unreadable[0]
+
+
+def test_a_long_correlation_id_is_recorded_and_delivered_on_table_storage() -> None:
+    # CorrelationId can be set by the client (x-ms-correlation-request-id). The lookup of a record
+    # under the pre-upgrade key put the raw CorrelationId in the request (no hash): a 20,000-character
+    # one failed that read (HTTP 431 on Azurite; Table Storage refuses keys over 1 KiB), so the alert
+    # could never be recorded, was never delivered, and held the watermark at every run.
+    with azurite_tables() as connection:
+        store = TableStore.from_connection_string(connection)
+        teams = Recorder()
+        result = run_once(source=MemorySource(run_command(T0, correlation_id="c" * 20_000), [ueba(T0)]),
+                          store=store, destinations=[teams], at=AT, clock=lambda: AT)
+        assert result.summary()["record_failures"] == []
+        assert teams.received == ["c" * 20_000]

@@ -37,6 +37,7 @@ _CHUNK = 30_000  # ASCII characters per string property (the service allows 64 K
 MAX_ENTITY_BYTES = 1024 * 1024 - 4096  # margin for system properties and per-property overhead
 MAX_PROPERTIES = 252  # 255 including PartitionKey, RowKey and Timestamp
 _MAX_TICKS = 10**19 - 1
+MAX_KEY_CHARS = 1024  # PartitionKey/RowKey: at most 1 KiB
 MAX_SUMMARY_CHARS = 15 * _CHUNK  # a run record stays under the 1 MiB entity limit as UTF-16
 _FORBIDDEN_KEY_CHARS = re.compile(r"[/\\#?%\x00-\x1f\x7f-\x9f]")
 
@@ -233,6 +234,11 @@ class TableStore:
         return StoredAlert.from_record(record, entity.metadata["etag"])
 
     def get_alert(self, key: str) -> StoredAlert | None:
+        if len(encode_key(key)) > MAX_KEY_CHARS:
+            # No such row can exist (the service refuses longer keys); keys from before the hashed scheme
+            # held the raw CorrelationId, which a client can make as long as it likes.
+            return None
+
         def run() -> StoredAlert | None:
             try:
                 entity = self.alerts.get_entity(encode_key(RULE.id), encode_key(key))
