@@ -111,9 +111,9 @@ def redeliver_run(*, past_due: bool, env: dict[str, str] | None = None,
 # --- the detector's own health -----------------------------------------------------------------------
 
 # Enough to reach the destinations and the state when the full settings do not validate.
+_HTTP_SETTINGS = ("DETECTOR_HTTP_TIMEOUT_SECONDS", "DETECTOR_HTTP_MAX_SECONDS")
 _HEALTH_SETTINGS = ("DETECTOR_TEAMS_WEBHOOK_URLS", "DETECTOR_LOGICAPP_WEBHOOK_URLS", "DETECTOR_TABLE_ENDPOINT",
-                    "DETECTOR_TABLE_CONNECTION_STRING", "DETECTOR_STATE_DIR", "DETECTOR_HTTP_TIMEOUT_SECONDS",
-                    "DETECTOR_HTTP_MAX_SECONDS")
+                    "DETECTOR_TABLE_CONNECTION_STRING", "DETECTOR_STATE_DIR", *_HTTP_SETTINGS)
 # Failures sent without the state store (it was unreachable), per process: the platform's retries
 # of one failed run usually land on the same warm instance, so they do not repeat the message.
 _SENT_WITHOUT_STATE: set[str] = set()
@@ -198,7 +198,7 @@ def _fallback_settings(source: Mapping[str, str]) -> Settings:
         return Settings.from_env({k: v for k, v in source.items() if k in _HEALTH_SETTINGS})
     except ConfigError:
         return Settings.from_env({k: v for k, v in source.items()
-                                  if k in _HEALTH_SETTINGS and not k.startswith("DETECTOR_HTTP_")})
+                                  if k in _HEALTH_SETTINGS and k not in _HTTP_SETTINGS})
 
 
 def _send_without_state(destinations: list[Destination], failure: health.Failure, *, at: Ticks,
