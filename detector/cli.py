@@ -20,7 +20,7 @@ from .correlate import Window
 from .deliver.factory import build_destinations
 from .errors import DetectorError, InputError, UsageError
 from .model import RULE_COLUMNS
-from .pipeline import RunPolicy, RunResult, detect, run_once, wall_clock
+from .pipeline import RunPolicy, RunResult, detect, plan_window, run_once, wall_clock
 from .rule import RULE
 from .sample.generate import SAMPLE_DIR
 from .settings import Settings
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .sources.loganalytics import LogAnalyticsSource
 from .store import EntryStats, StateStore
 from .store.factory import open_store
-from .timestamps import DATE_ORDERS, MIN_TICKS, TICKS_PER_HOUR, Ticks, format_datetime, parse_datetime
+from .timestamps import DATE_ORDERS, MIN_TICKS, TICKS_PER_DAY, TICKS_PER_HOUR, Ticks, format_datetime, parse_datetime
 from .triage import PLACEHOLDER_REASON
 
 EXIT_OK = 0
@@ -210,6 +210,9 @@ def _logs_source(args: argparse.Namespace, settings: Settings) -> LogAnalyticsSo
     return LogAnalyticsSource(client, args.workspace, server_timeout=settings.query_timeout_seconds)
 
 
+MAX_FUTURE_AT_HOURS = 1
+
+
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     settings = Settings.from_env(os.environ)
     source: Source
@@ -224,7 +227,20 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                          "'allowlist add' or disable them, or run without state")
     policy = RunPolicy.from_settings(settings, period_hours=args.period_hours)
     if _stateful(args, settings):
+        if at > wall_clock() + MAX_FUTURE_AT_HOURS * TICKS_PER_HOUR:
+            # The state's watermark never moves back and the purge deletes by run time: a run "in the
+            # future" would hide missed runs until that time and make the next real run re-send alerts.
+            raise UsageError(f"--at {format_datetime(at)} is in the future; a run with state must not be later "
+                             f"than now (+{MAX_FUTURE_AT_HOURS} h of clock skew). Replay future times without state")
         store = _store(args, settings)
+        watermark = store.get_watermark()
+        if watermark is not None and plan_window(at, watermark, policy).start < \
+                watermark - policy.retention_days * TICKS_PER_DAY:
+            # Later runs purged this period's records: its alerts would all look new and be sent again.
+            raise UsageError(f"--at {format_datetime(at)} reaches back before the state lifetime: records of that "
+                             f"period were purged ({policy.retention_days} days before the last run, "
+                             f"{format_datetime(watermark)}), so its alerts would be sent again. Replay it without "
+                             "state or with a fresh --state folder")
         result = run_once(source=source, store=store, destinations=build_destinations(settings), at=at, policy=policy)
     else:
         result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at))

@@ -30,7 +30,7 @@ from .deliver import Destination
 from .deliver.factory import build_destinations
 from .deliver.health_card import send_health
 from .deliver.redact import install_log_redaction
-from .errors import DetectorError
+from .errors import ConfigError, DetectorError
 from .health_outbox import deliver_health, update
 from .pipeline import RunPolicy, redeliver, run_once, wall_clock
 from .settings import Settings
@@ -107,12 +107,15 @@ def redeliver_run(*, past_due: bool, env: dict[str, str] | None = None,
 # --- the detector's own health -----------------------------------------------------------------------
 
 # Enough to reach the destinations and the state when the full settings do not validate.
+_HTTP_SETTINGS = ("DETECTOR_HTTP_TIMEOUT_SECONDS", "DETECTOR_HTTP_MAX_SECONDS")
 _HEALTH_SETTINGS = ("DETECTOR_TEAMS_WEBHOOK_URLS", "DETECTOR_LOGICAPP_WEBHOOK_URLS", "DETECTOR_TABLE_ENDPOINT",
-                    "DETECTOR_TABLE_CONNECTION_STRING", "DETECTOR_STATE_DIR", "DETECTOR_HTTP_TIMEOUT_SECONDS",
-                    "DETECTOR_HTTP_MAX_SECONDS")
+                    "DETECTOR_TABLE_CONNECTION_STRING", "DETECTOR_STATE_DIR", *_HTTP_SETTINGS)
 # Failures sent without the state store (it was unreachable), per process: the platform's retries
 # of one failed run usually land on the same warm instance, so they do not repeat the message.
 _SENT_WITHOUT_STATE: set[str] = set()
+# Per failure key: the failure, its first time and how many runs failed so, until a later success records the
+# streak (so it ends with "recovered"). Only keys in _SENT_WITHOUT_STATE (a notice went out) count.
+_DIRECT_FAILURES: dict[str, tuple[health.Failure, Ticks, int]] = {}
 
 
 def _guarded(when: str, work: Callable[[], object]) -> None:
@@ -133,9 +136,18 @@ def _owner() -> str:
 def _health_after_success(store: StateStore, destinations: list[Destination], settings: Settings, *, at: Ticks,
                           window: Ticks, previous_success: Ticks | None, clock: Callable[[], Ticks]) -> None:
     ids = [d.id for d in destinations]
-    update(store, lambda record: health.after_success(
-        record, at=at, window_start=window, window_end=at, previous_success=previous_success,
-        frequency_hours=settings.frequency_hours, destination_ids=ids))
+    direct = sorted((v for k, v in _DIRECT_FAILURES.items() if k in _SENT_WITHOUT_STATE), key=lambda v: v[1])
+
+    def change(record: health.HealthRecord) -> health.HealthRecord:
+        if direct:
+            record = health.failed_unrecorded(record, direct[0][0], since=direct[0][1],
+                                              failed_runs=sum(v[2] for v in direct))
+        return health.after_success(record, at=at, window_start=window, window_end=at,
+                                    previous_success=previous_success, frequency_hours=settings.frequency_hours,
+                                    destination_ids=ids)
+    update(store, change)
+    _DIRECT_FAILURES.clear()
+    _SENT_WITHOUT_STATE.clear()
     _send(store, destinations, settings, clock)
 
 
@@ -162,8 +174,7 @@ def _report_failure(settings: Settings | None, env: Mapping[str, str] | None, fa
     def report() -> None:
         nonlocal settings
         if settings is None:  # the settings themselves failed: use the few that reach people
-            source = os.environ if env is None else env
-            settings = Settings.from_env({k: v for k, v in source.items() if k in _HEALTH_SETTINGS})
+            settings = _fallback_settings(os.environ if env is None else env)
         destinations = build_destinations(settings)
         try:
             store = open_store(settings)
@@ -176,10 +187,22 @@ def _report_failure(settings: Settings | None, env: Mapping[str, str] | None, fa
     _guarded("after a failed run", report)
 
 
+def _fallback_settings(source: Mapping[str, str]) -> Settings:
+    """The settings that reach people. When the invalid setting is one of the HTTP ones, its default
+    serves: a bad timeout must not silence the notice that says the settings are broken."""
+    try:
+        return Settings.from_env({k: v for k, v in source.items() if k in _HEALTH_SETTINGS})
+    except ConfigError:
+        return Settings.from_env({k: v for k, v in source.items()
+                                  if k in _HEALTH_SETTINGS and k not in _HTTP_SETTINGS})
+
+
 def _send_without_state(destinations: list[Destination], failure: health.Failure, *, at: Ticks,
                         reason: str) -> None:
     logger.warning("detector health state unavailable (%s); sending the failure notice directly", reason)
     key = f"{failure.stage}:{failure.code}"
+    first, since, count = _DIRECT_FAILURES.get(key, (failure, at, 0))
+    _DIRECT_FAILURES[key] = (first, since, count + 1)
     if key in _SENT_WITHOUT_STATE:
         return
     event = health.HealthEvent(health.EVENT_FAILING, at=at, since=at, failure=failure, failed_runs=1)

@@ -219,6 +219,14 @@ def after_failure(record: HealthRecord, failure: Failure, *, at: Ticks,
                    messages=_queue(record, event, destination_ids))
 
 
+def failed_unrecorded(record: HealthRecord, failure: Failure, *, since: Ticks, failed_runs: int) -> HealthRecord:
+    """A streak whose ``failing`` message went out directly while the store was unreachable, recorded once
+    the store answers again: no message is queued for it, but its end sends ``recovered``."""
+    if record.status == FAILING:
+        return record
+    return replace(record, status=FAILING, since=since, failed_runs=failed_runs, failure=failure)
+
+
 def missed_runs(previous_success: Ticks | None, at: Ticks, *, frequency_hours: int) -> int:
     """Scheduled runs that did not complete between two successes (0 for back-to-back runs)."""
     if previous_success is None or at <= previous_success:
