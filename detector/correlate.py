@@ -119,6 +119,7 @@ class CorrelationStats:
     """What the correlation saw; filled as the input streams through."""
 
     activity_rows: int = 0
+    activity_in_window: int = 0  # none while rows exist: the run warns (a replay without --at)
     run_commands_succeeded: int = 0
     ueba_rows: int = 0
     ueba_suspicious: int = 0
@@ -148,6 +149,7 @@ def summarize_run_commands(
         stats.activity_rows += 1
         if not start <= event.time < end:
             continue
+        stats.activity_in_window += 1
         pair = (event.operation_name, event.authorization)
         if pair in verdicts:
             rule = verdicts[pair]
