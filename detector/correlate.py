@@ -120,6 +120,7 @@ class CorrelationStats:
 
     activity_rows: int = 0
     activity_in_window: int = 0  # none while rows exist: the run warns (a replay without --at)
+    run_command_rows: int = 0  # rows the rules' filters kept (the benchmark's transfer figure)
     run_commands_succeeded: int = 0
     ueba_rows: int = 0
     ueba_suspicious: int = 0
@@ -157,6 +158,7 @@ def summarize_run_commands(
             rule = verdicts[pair] = _rule_of(event, rules)
         if rule is None:
             continue
+        stats.run_command_rows += 1
         # summarize ... by CorrelationId, Authorization, Caller  (exact strings), within one rule
         key = (rule, event.correlation_id, event.authorization, event.caller)
         group = groups.get(key)

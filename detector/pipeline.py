@@ -69,6 +69,7 @@ class _DetectSummary(TypedDict):
     run_commands_by_rule: dict[str, int]
     suspicious_logins: int
     matches: int
+    matches_by_rule: dict[str, int]
     alerts: int
     alerts_by_rule: dict[str, int]
     suppressed: int
@@ -154,6 +155,7 @@ class RunResult:
             "run_commands_by_rule": dict(stats.groups_by_rule),
             "suspicious_logins": stats.ueba_suspicious,
             "matches": stats.rows,
+            "matches_by_rule": dict(stats.rows_by_rule),
             "alerts": len(self.alerts),
             "alerts_by_rule": dict(Counter(a.rule_id for a in self.alerts)),
             "suppressed": len(self.suppressed),

@@ -226,6 +226,7 @@ def test_the_sample_shows_the_rules_side_by_side() -> None:
     assert {e["rule"] for e in MANIFEST["extended_alerts"]} == {r.id for r in registry.EXTENDED}
     assert result["summary"]["rules"] == [r.id for r in registry.ALL_RULES]
     assert result["summary"]["alerts_by_rule"][SEED_RULE_ID] == len(MANIFEST["alerts"])
+    assert sum(result["summary"]["matches_by_rule"].values()) == result["summary"]["matches"]
     # Each extended rule's UEBA times too.
     times = {a["CorrelationId"]: [r["UEBAEventTime"] for r in a["Rows"]] for a in result["alerts"]}
     for e in MANIFEST["extended_alerts"]:
