@@ -133,7 +133,9 @@ def test_rest_json_with_bad_rows(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("content", "message"), [
     ("{not json", "not a JSON document"),
-    ('{"something": 1}', "expected a Log Analytics response"),
+    # one object on one line is a JSON Lines row (Azure's PT1H.json blobs are JSON Lines), checked as one
+    ('{"something": 1}', "required column is missing"),
+    ('{\n"something": 1}', "expected a Log Analytics response"),
     ('{"tables": []}', "no table with columns and rows"),
 ])
 def test_unreadable_json_documents(tmp_path: Path, content: str, message: str) -> None:

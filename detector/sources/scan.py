@@ -19,7 +19,9 @@ not the file. A ``.gz`` file is one range, decompressed as it is scanned.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import itertools
 import os
 import re
@@ -29,7 +31,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import cast
 
 import hyperscan
 
@@ -85,10 +87,9 @@ class _FirstHit:
 def _first_hit(db: hyperscan.Database, view: memoryview, at: int, cut: int) -> int:
     """Absolute end offset of the first match in ``view[at:cut]``, or -1."""
     hit = _FirstHit()
-    try:
-        db.scan(view[at:cut], match_event_handler=hit)
-    except hyperscan.ScanTerminated:
-        pass
+    with contextlib.suppress(hyperscan.ScanTerminated):
+        # Hyperscan reads any buffer (its stub says bytes): the slice is a view, not a copy.
+        db.scan(cast(bytes, view[at:cut]), match_event_handler=hit)
     return at + hit.end if hit.end >= 0 else -1
 
 
@@ -121,9 +122,9 @@ def _scan_text(block: bytearray, pos: int, cut: int, prefilter: LinePrefilter, b
     return line_no - base + block.count(b"\n", counted, cut)
 
 
-def open_bytes(path: str | Path) -> IO[bytes]:
+def open_bytes(path: str | Path) -> io.BufferedIOBase:
     """The file's bytes, decompressed when its name ends in ``.gz``."""
-    return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")  # noqa: SIM115
+    return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
 
 
 def scan_range(path: str, start: int, end: int, prefilter: LinePrefilter, first: bool) -> ScanResult:
