@@ -384,6 +384,7 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
     :class:`InputError`: the run must not look clean when the data was never read.
     """
     malformed_before = len(report.malformed), report.malformed_count
+    rows_before = report.rows_read.get(table, 0)
     converted = 0
     try:
         check_utf8_text(path)
@@ -393,7 +394,7 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
             converted += 1
             yield record
         if progress is not None and scanned is None:
-            progress.advance(nbytes=path.stat().st_size, rows=0)
+            progress.advance(nbytes=path.stat().st_size, rows=report.rows_read.get(table, 0) - rows_before)
         if converted:
             return
         if scanned is None:
