@@ -111,6 +111,7 @@ class _ProgressBar:
         from tqdm import tqdm
         self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=stream, leave=False,
                          desc=f"reading {files} file{'s' if files != 1 else ''}", dynamic_ncols=True)
+        self._bar.set_postfix_str("0 rows")
         self._rows = 0
         self._total = total
 
@@ -119,6 +120,7 @@ class _ProgressBar:
         self._bar.set_postfix_str(f"{self._rows:,} rows", refresh=False)
         self._bar.update(nbytes)
         if self._bar.n >= self._total:
+            self._bar.refresh()  # the final figures, whatever the refresh interval skipped
             self._bar.close()
 
 

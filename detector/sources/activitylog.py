@@ -134,19 +134,20 @@ def older_schema_mapper(path: str) -> Mapper:
 
 
 def is_older_schema(columns: list[str] | Row) -> bool:
-    return "OperationNameValue" not in columns and "OperationName" in columns
+    """AzureActivity columns before OperationNameValue: ``OperationName`` (and ``TimeGenerated``) only."""
+    return "OperationNameValue" not in columns and "OperationName" in columns and "TimeGenerated" in columns
 
 
 def mapper_for(first: Row, path: str) -> Mapper | None:
     """How a file whose first object is ``first`` maps to AzureActivity columns (None: it has them)."""
     if "OperationNameValue" in first:
         return None
+    if "eventtimestamp" in _lower_keys(first):  # PowerShell's events have an OperationName too
+        return from_event
     if is_older_schema(first):
         return older_schema_mapper(path)
     if "time" in first and "operationName" in first:
         return from_record
-    if "eventtimestamp" in _lower_keys(first):
-        return from_event
     return None
 
 
