@@ -11,8 +11,8 @@ import os
 import pty
 import random
 import select
-import subprocess
 import struct
+import subprocess
 import sys
 import termios
 import time
@@ -120,7 +120,8 @@ def test_activity_log_records_in_the_storage_tree_as_json_lines_and_gz(tmp_path:
         assert_mapped(events, "c-rec", times=["2026-11-19T06:00:00", "2026-11-19T06:00:05", "2026-11-19T06:00:09"])
         assert [e.status for e in events] == ["Start", "Accept", "Success"]
         assert report.rows_read["AzureActivity"] == 3
-        assert len(rows) == 1 and rows[0]["VirtualMachineName"] == "vm-1"
+        assert len(rows) == 1
+        assert rows[0]["VirtualMachineName"] == "vm-1"
 
 
 def test_records_wrapper_document_and_the_caller_claims(tmp_path: Path) -> None:
@@ -150,7 +151,9 @@ def test_powershell_convertto_json_of_get_azlog(tmp_path: Path) -> None:
     ueba_file(tmp_path)
     events, _, rows = read(tmp_path)
     assert_mapped(events, "c-ps", times=["2026-11-19T06:00:02", "2026-11-19T06:00:04"])
-    assert len(rows) == 1 and rows[0]["Subscription"] and rows[0]["VirtualMachineName"] == "vm-1"
+    assert len(rows) == 1
+    assert rows[0]["Subscription"]
+    assert rows[0]["VirtualMachineName"] == "vm-1"
 
 
 def test_powershell_export_csv_with_a_type_line(tmp_path: Path) -> None:
@@ -164,7 +167,8 @@ def test_powershell_export_csv_with_a_type_line(tmp_path: Path) -> None:
     ueba_file(tmp_path)
     events, report, rows = read(tmp_path)
     assert_mapped(events, "c-csv", times=["2026-11-19T06:00:00", "2026-11-19T06:00:01"])
-    assert report.malformed_count == 0 and len(rows) == 1
+    assert report.malformed_count == 0
+    assert len(rows) == 1
 
 
 def test_export_csv_of_get_azlog_is_refused_with_the_fix(tmp_path: Path) -> None:
@@ -205,9 +209,10 @@ def test_older_schema_display_names_are_refused_with_how_to_convert(tmp_path: Pa
             writer.writeheader()
             writer.writerows(rows)
     ueba_file(tmp_path)
-    with pytest.raises(InputError, match="OperationNameValue.*az monitor activity-log list") as caught:
+    with pytest.raises(InputError, match=r"OperationNameValue.*az monitor activity-log list") as caught:
         read(tmp_path)
-    assert caught.value.column == "OperationName" and "Run Command on Virtual Machine" in str(caught.value)
+    assert caught.value.column == "OperationName"
+    assert "Run Command on Virtual Machine" in str(caught.value)
 
 
 def test_log_analytics_data_export_tree_with_many_hourly_files(tmp_path: Path) -> None:
@@ -256,7 +261,8 @@ def test_overlapping_exports_count_each_event_once_in_any_order(tmp_path: Path) 
         for prefilter in (True, False):
             events, report, got = read(overlap, prefilter=prefilter)
             assert report.duplicates_skipped == 2
-            assert len(events) == 4 and got == expected
+            assert len(events) == 4
+            assert got == expected
 
 
 def test_same_event_in_rest_and_column_exports_is_one_event(tmp_path: Path) -> None:
@@ -267,14 +273,16 @@ def test_same_event_in_rest_and_column_exports_is_one_event(tmp_path: Path) -> N
     (tmp_path / "AzureActivity-workspace.jsonl").write_text(jsonl([column]), encoding="utf-8")
     ueba_file(tmp_path)
     events, report, _ = read(tmp_path)
-    assert len(events) == 1 and report.duplicates_skipped == 1
+    assert len(events) == 1
+    assert report.duplicates_skipped == 1
 
 
 def test_events_without_an_identity_are_never_merged(tmp_path: Path) -> None:
     (tmp_path / "AzureActivity.jsonl").write_text(jsonl([record(1), record(1)]), encoding="utf-8")  # no eventDataId
     ueba_file(tmp_path)
     events, report, _ = read(tmp_path)
-    assert len(events) == 2 and report.duplicates_skipped == 0
+    assert len(events) == 2
+    assert report.duplicates_skipped == 0
 
 
 def test_summary_says_how_many_duplicates_were_skipped(tmp_path: Path) -> None:
@@ -327,9 +335,12 @@ def _progress_workspace(tmp_path: Path) -> Path:
 def test_progress_bar_on_a_terminal_shows_files_bytes_and_rows(tmp_path: Path) -> None:
     code, out, terminal = _run_on_a_terminal(_progress_workspace(tmp_path))
     assert code == 0, terminal
-    assert "reading 4 files" in terminal and "B/s" in terminal, terminal
-    assert "100%" in terminal and "6,001 rows" in terminal, terminal  # every byte and row, counted as read
-    assert "reading" not in out and json.loads(out)["summary"]["rows_read"]["AzureActivity"] == 6000
+    assert "reading 4 files" in terminal, terminal
+    assert "B/s" in terminal, terminal
+    assert "100%" in terminal, terminal  # every byte and row, counted as read
+    assert "6,001 rows" in terminal, terminal
+    assert "reading" not in out
+    assert json.loads(out)["summary"]["rows_read"]["AzureActivity"] == 6000
 
 
 def test_quiet_silences_the_progress_bar(tmp_path: Path) -> None:
