@@ -385,6 +385,7 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
     """
     malformed_before = len(report.malformed), report.malformed_count
     rows_before = report.rows_read.get(table, 0)
+    duplicates_before = report.duplicates_skipped
     converted = 0
     try:
         check_utf8_text(path)
@@ -395,7 +396,7 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
             yield record
         if progress is not None and scanned is None:
             progress.advance(nbytes=path.stat().st_size, rows=report.rows_read.get(table, 0) - rows_before)
-        if converted:
+        if converted or report.duplicates_skipped > duplicates_before:  # a duplicate is a readable row too
             return
         if scanned is None:
             malformed = report.malformed_count - malformed_before[1]
