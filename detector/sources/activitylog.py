@@ -43,7 +43,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ..errors import InputError
-from ..timestamps import Ticks, from_datetime, parse_datetime
+from ..model import ActivityEvent
+from ..timestamps import Ticks
 
 Row = Mapping[str, Any]
 Mapper = Callable[[Row], dict[str, Any]]
@@ -151,13 +152,19 @@ def mapper_for(first: Row, path: str) -> Mapper | None:
     return None
 
 
-def identity(row: Row) -> tuple[str, str, Ticks] | None:
-    """The event's identity across exports (CorrelationId, EventDataId, time), when the row carries one."""
-    event_id, correlation, time = row.get("EventDataId"), row.get("CorrelationId"), row.get("TimeGenerated")
-    if not isinstance(event_id, str) or not event_id.strip() or not isinstance(correlation, str):
-        return None
-    try:
-        ticks = from_datetime(time) if isinstance(time, datetime) else parse_datetime(str(time))
-    except ValueError:
-        return None
-    return correlation.strip().lower(), event_id.strip().lower(), ticks
+class Identities:
+    """The AzureActivity events read so far, by identity: CorrelationId + EventDataId + time (GUIDs compared
+    without case), for the rows that carry an EventDataId; rows without one are never merged."""
+
+    def __init__(self) -> None:
+        self._seen: set[tuple[str, str, Ticks]] = set()
+
+    def met_before(self, row: Row, event: ActivityEvent) -> bool:
+        event_id = row.get("EventDataId")
+        if not isinstance(event_id, str) or not event_id.strip():
+            return False
+        key = (event.correlation_id.strip().lower(), event_id.strip().lower(), event.time)
+        if key in self._seen:
+            return True
+        self._seen.add(key)
+        return False

@@ -352,33 +352,32 @@ def check_utf8_text(path: Path) -> None:
 
 
 def _records(path: Path, table: str, rows: RowStream, convert: Callable[[Mapping[str, Any]], _T],
-             report: ReadReport, *, count: bool, seen: set[Any] | None = None) -> Iterator[_T]:
+             report: ReadReport, *, count: bool,
+             met_before: Callable[[Mapping[str, Any], _T], bool] | None = None) -> Iterator[_T]:
     for where, row in rows:
         if count:
             report.count_row(table)
-        if seen is not None:
-            key = activitylog.identity(row)
-            if key is not None:
-                if key in seen:
-                    report.duplicates_skipped += 1
-                    continue
-                seen.add(key)
         try:
-            yield convert(row)
+            record = convert(row)
         except RowError as exc:
             report.add_malformed(MalformedRow(str(path), where, str(exc)))
+            continue
+        if met_before is not None and met_before(row, record):
+            report.duplicates_skipped += 1
+            continue
+        yield record
 
 
 def read_table(path: Path, table: str, required: tuple[str, ...], convert: Callable[[Mapping[str, Any]], _T],
                report: ReadReport, *, scanned: Callable[[], Iterator[ScanResult]] | None = None,
-               date_order: str | None = None, seen: set[Any] | None = None,
+               date_order: str | None = None, met_before: Callable[[Mapping[str, Any], _T], bool] | None = None,
                progress: Progress | None = None) -> Iterator[_T]:
     """Stream one export as records; malformed rows go to ``report``.
 
     ``scanned`` (JSON Lines only) gives the prefilter scan of the file: only its candidate lines are
     parsed, every line is counted. ``date_order`` (``"mdy"``/``"dmy"``, portal CSV only) overrides
-    the order found from the file's times. ``seen`` (AzureActivity) holds the identities of the events
-    read so far, across files: an event met again is skipped and counted (``duplicates_skipped``).
+    the order found from the file's times. ``met_before`` (AzureActivity: ``activitylog.Identities``) tells
+    an event already read, in this file or another: it is skipped and counted (``duplicates_skipped``).
 
     A file in another encoding than UTF-8, or one that has rows but none of them readable, is an
     :class:`InputError`: the run must not look clean when the data was never read.
@@ -391,7 +390,8 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
         check_utf8_text(path)
         rows: RowStream = (_iter_scanned(path, required, report, table, scanned(), progress) if scanned is not None
                            else _READERS[reading_format(path)](path, required, report, date_order))
-        for record in _records(path, table, rows, convert, report, count=scanned is None, seen=seen):
+        for record in _records(path, table, rows, convert, report, count=scanned is None,
+                               met_before=met_before):
             converted += 1
             yield record
         if progress is not None and scanned is None:
@@ -479,10 +479,11 @@ class FileSource:
                 return streams[0].parts(paths_scanned.index(path))
             return get
 
-        seen: set[Any] = set()
+        identities = activitylog.Identities()
         activity = itertools.chain.from_iterable(
             read_table(p, ACTIVITY_TABLE, ACTIVITY_COLUMNS, activity_event, report, scanned=scanned_for(p),
-                       date_order=self.date_order, seen=seen, progress=self.progress)
+                       date_order=self.date_order, met_before=identities.met_before,
+                       progress=self.progress)
             for p in self.files[ACTIVITY_TABLE])
         ueba = itertools.chain.from_iterable(
             read_table(p, UEBA_TABLE, UEBA_COLUMNS, ueba_event, report, scanned=scanned_for(p),

@@ -152,10 +152,13 @@ def scan_range(path: str, start: int, end: int, prefilter: LinePrefilter, first:
             if remaining is not None:
                 remaining -= got
             filled = held + got
-            cut = buffer.rfind(b"\n", 0, filled) + 1
-            if cut:
-                lines += _scan_text(buffer, 0, cut, prefilter, lines, out, first and lines == 0)
-                first = False
+            # The held bytes have no newline: look in the new ones only (a huge line costs its length once).
+            cut = buffer.rfind(b"\n", held, filled) + 1
+            if not cut:
+                held = filled
+                continue
+            lines += _scan_text(buffer, 0, cut, prefilter, lines, out, first and lines == 0)
+            first = False
             held = filled - cut
             buffer[:held] = buffer[cut:filled]
     if held:
