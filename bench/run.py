@@ -6,6 +6,9 @@
 
 Times are medians of ``--repeat`` runs and are reported as ratios to DuckDB measured in the same run,
 on the same files and rows, after checking that DuckDB's rows equal ours (equal work).
+Beside the replay: the same rows as 24 hourly ``PT1H.json`` files in a data-export folder tree (written once
+into ``bench/data/<scale>/hourly``), and the floor for the same bytes: reading them from the page cache and
+a single-core ``grep -ci``.
 DuckDB is a benchmark-only dependency (``pip install duckdb``), never a runtime one.
 """
 
