@@ -3,8 +3,9 @@
 An entry that matches more than :data:`MAX_SHARE` of these alerts is refused (fail closed): it
 would hide a large share of real alerts too. The corpus is deterministic (a fixed seed) and mixes
 realistic values (UPNs of many tenants, VM and resource-group names built from many words,
-Azure-shaped resource ids, IPv4 and IPv6 addresses over the whole space, sign-in locations, action
-types) with random text, so a condition only passes when it names something specific.
+Azure-shaped resource ids, IPv4 addresses over the whole space, IPv6 addresses over the global
+unicast range 2000::/3, sign-in locations, action types) with random text, so a condition only
+passes when it names something specific.
 
 Decisions: the breadth check looks at the conditions only. A maintenance window or an expiry bounds
 *when* an entry suppresses, not *what*: a broad entry with a weekend window still hides every
@@ -80,7 +81,9 @@ def _ip(rng: random.Random) -> str:
     if shape < 0.7:
         return str(ipaddress.IPv4Address(rng.getrandbits(32)))
     if shape < 0.95:
-        return str(ipaddress.IPv6Address(rng.getrandbits(128)))
+        # Global unicast (2000::/3), where every real caller's IPv6 address lives: drawn over the whole
+        # 128-bit space, 7/8 of them fell where no caller is, and 2000::/5 (half the real space) passed.
+        return str(ipaddress.IPv6Address(1 << 125 | rng.getrandbits(125)))
     return ""
 
 

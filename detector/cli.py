@@ -20,7 +20,7 @@ from .correlate import Window
 from .deliver.factory import build_destinations
 from .errors import DetectorError, InputError, UsageError
 from .model import RULE_COLUMNS
-from .pipeline import RunPolicy, RunResult, detect, run_once, wall_clock
+from .pipeline import RunPolicy, RunResult, detect, plan_window, run_once, wall_clock
 from .rule import RULE
 from .sample.generate import SAMPLE_DIR
 from .settings import Settings
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .sources.loganalytics import LogAnalyticsSource
 from .store import EntryStats, StateStore
 from .store.factory import open_store
-from .timestamps import DATE_ORDERS, MIN_TICKS, TICKS_PER_HOUR, Ticks, format_datetime, parse_datetime
+from .timestamps import DATE_ORDERS, MIN_TICKS, TICKS_PER_DAY, TICKS_PER_HOUR, Ticks, format_datetime, parse_datetime
 from .triage import PLACEHOLDER_REASON
 
 EXIT_OK = 0
@@ -141,7 +141,7 @@ def _window(args: argparse.Namespace, err: TextIO) -> tuple[FileSource, Ticks]:
 
 def _read_allowlist_file(path: Path) -> list[dict[str, Any]]:
     try:
-        data = kql.loads(path.read_text(encoding="utf-8"))
+        data = kql.loads(path.read_text(encoding="utf-8"), unique_keys=True)
     except OSError as exc:
         raise InputError(f"cannot read allowlist: {exc.strerror}", path=str(path)) from None
     except ValueError as exc:
@@ -171,6 +171,12 @@ def _store(args: argparse.Namespace, settings: Settings) -> StateStore:
                       table_endpoint=getattr(args, "table_endpoint", None))
 
 
+def _shown(text: object) -> str:
+    """Log text as a terminal may show it: control and format characters (an ESC sequence that would
+    drive the terminal, a bidi override that reverses the text) and other non-printables escaped."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(text))
+
+
 def _print_table(result: RunResult, out: TextIO) -> None:
     headers = ("Start (UTC)", "Caller", "Caller IP", "VM", "Subscription", "UEBA matches")
     lines = []
@@ -178,8 +184,8 @@ def _print_table(result: RunResult, out: TextIO) -> None:
         matches = "; ".join(
             f"{format_datetime(r.ueba_time)[:16]} {r.ueba_action_type} from {r.ueba_source_location}"
             for r in alert.rows)
-        lines.append((format_datetime(alert.start)[:19], alert.caller, alert.caller_ip, alert.vm_name,
-                      alert.subscription, matches))
+        lines.append(tuple(_shown(v) for v in (format_datetime(alert.start)[:19], alert.caller, alert.caller_ip,
+                                                alert.vm_name, alert.subscription, matches)))
     widths = [max([len(h)] + [len(line[i]) for line in lines]) for i, h in enumerate(headers[:-1])]
 
     def fmt(row: tuple[str, ...]) -> str:
@@ -195,8 +201,8 @@ def _print_table(result: RunResult, out: TextIO) -> None:
     else:
         out.write("no alerts\n")
     for s in result.suppressed:
-        out.write(f"suppressed: {format_datetime(s.alert.start)[:19]} {s.alert.caller} on {s.alert.vm_name} "
-                  f"by allowlist entry {', '.join(s.entry_ids)}\n")
+        out.write(f"suppressed: {format_datetime(s.alert.start)[:19]} {_shown(s.alert.caller)} on "
+                  f"{_shown(s.alert.vm_name)} by allowlist entry {', '.join(s.entry_ids)}\n")
     summary = result.summary()
     out.write(
         f"\nrows read: {summary['rows_read']['AzureActivity']} AzureActivity, "
@@ -211,14 +217,14 @@ def _print_table(result: RunResult, out: TextIO) -> None:
 
 def _report_problems(result: RunResult, err: TextIO) -> None:
     for row in result.report.malformed:
-        err.write(f"malformed row: {row}\n")
+        err.write(f"malformed row: {_shown(row)}\n")
     hidden = result.report.malformed_count - len(result.report.malformed)
     if hidden > 0:
         err.write(f"... and {hidden} more malformed row(s)\n")
     for problem in result.allowlist_problems:
-        err.write(f"allowlist: {problem}\n")
+        err.write(f"allowlist: {_shown(problem)}\n")
     for warning in result.warnings:
-        err.write(f"warning: {warning}\n")
+        err.write(f"warning: {_shown(warning)}\n")
 
 
 def _logs_source(args: argparse.Namespace, settings: Settings) -> LogAnalyticsSource:
@@ -228,6 +234,9 @@ def _logs_source(args: argparse.Namespace, settings: Settings) -> LogAnalyticsSo
         from azure.identity import DefaultAzureCredential  # az login on a laptop, managed identity in Azure
         client = make_client(DefaultAzureCredential())
     return LogAnalyticsSource(client, args.workspace, server_timeout=settings.query_timeout_seconds)
+
+
+MAX_FUTURE_AT_HOURS = 1
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -244,7 +253,20 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                          "'allowlist add' or disable them, or run without state")
     policy = RunPolicy.from_settings(settings, period_hours=args.period_hours)
     if _stateful(args, settings):
+        if at > wall_clock() + MAX_FUTURE_AT_HOURS * TICKS_PER_HOUR:
+            # The state's watermark never moves back and the purge deletes by run time: a run "in the
+            # future" would hide missed runs until that time and make the next real run re-send alerts.
+            raise UsageError(f"--at {format_datetime(at)} is in the future; a run with state must not be later "
+                             f"than now (+{MAX_FUTURE_AT_HOURS} h of clock skew). Replay future times without state")
         store = _store(args, settings)
+        watermark = store.get_watermark()
+        if watermark is not None and plan_window(at, watermark, policy).start < \
+                watermark - policy.retention_days * TICKS_PER_DAY:
+            # Later runs purged this period's records: its alerts would all look new and be sent again.
+            raise UsageError(f"--at {format_datetime(at)} reaches back before the state lifetime: records of that "
+                             f"period were purged ({policy.retention_days} days before the last run, "
+                             f"{format_datetime(watermark)}), so its alerts would be sent again. Replay it without "
+                             "state or with a fresh --state folder")
         result = run_once(source=source, store=store, destinations=build_destinations(settings), at=at, policy=policy)
     else:
         result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at))
@@ -404,7 +426,8 @@ def cmd_allowlist_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         state = problems.get(entry_id, "active")
         hit = stats.get(entry_id, EntryStats())
         last = format_datetime(hit.last_hit) if hit.last_hit is not None else "never"
-        out.write(f"- {entry_id}: {state}; hits {hit.hits}, last hit {last}\n  reason: {raw.get('reason', '')}\n")
+        out.write(f"- {_shown(entry_id)}: {_shown(state)}; hits {hit.hits}, last hit {last}\n"
+                  f"  reason: {_shown(raw.get('reason', ''))}\n")
     return EXIT_OK
 
 
@@ -436,7 +459,7 @@ def cmd_allowlist_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
     loaded = Allowlist.load(entries, now=at)
     out.write(f"allowlist in {where}: {len(loaded.active)} active, {len(loaded.problems)} not in force\n")
     for problem in loaded.problems:
-        out.write(f"  NOT IN FORCE {problem}\n")
+        out.write(f"  NOT IN FORCE {_shown(problem)}\n")
     if args.data is not None or args.file == SAMPLE_ALLOWLIST:
         source, at = _window(args, err)
         result = detect(source, Window.ending_at(at, hours=args.period_hours))
@@ -444,7 +467,8 @@ def cmd_allowlist_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             hits = [a for a in result.alerts if entry.matches(a)]
             out.write(f"  {entry.id}: would suppress {len(hits)} alert(s)\n")
             for alert in hits:
-                out.write(f"    {format_datetime(alert.start)[:19]} {alert.caller} on {alert.vm_name}\n")
+                out.write(f"    {format_datetime(alert.start)[:19]} {_shown(alert.caller)} on "
+                          f"{_shown(alert.vm_name)}\n")
     return EXIT_BAD_INPUT if any("invalid" in p.problem for p in loaded.problems) else EXIT_OK
 
 
@@ -570,6 +594,13 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     args.logs_client = logs_client
     if args.command == "allowlist" and getattr(args, "window_days", None) is not None:
         args.window_days = [d.strip() for d in args.window_days.split(",") if d.strip()]
+        if not args.window_days:  # e.g. --window-days "$DAYS" with DAYS unset: never drop the window silently
+            err.write("detector: error: --window-days names no weekday (e.g. Sat,Sun)\n")
+            return EXIT_USAGE
+    if getattr(args, "expires", None) is not None and not args.expires.strip():
+        # A blank expiry would save an entry that never expires.
+        err.write("detector: error: --expires is empty; give an ISO 8601 UTC time or leave the option out\n")
+        return EXIT_USAGE
     conflict = _conflicts(args)
     if conflict is not None:
         err.write(f"detector: error: {conflict}\n")

@@ -1,16 +1,17 @@
 """The Function App's two jobs, kept out of function_app.py so that file stays a few lines.
 
 * ``daily_run``: settings -> source (Log Analytics, or exports when DETECTOR_SOURCE_DIR is set) ->
-  ``run_once`` -> one structured summary line for Application Insights. A failed run logs the
-  service's error code and raises, so the platform records the failure (and retries it).
+  ``run_once`` -> one summary line for Application Insights. A failed run logs one failure line
+  (stage, the service's error code) and raises, so the platform records the failure (and retries it).
 * ``redeliver_run``: the frequent timer; sends what the outbox still owes without querying.
 
 Both also watch the detector itself (detector/health.py): a failed run queues one "failing" health
 message per streak, the first success after it one "recovered", and the frequent timer one "not run
 since" when no run completed for the frequency plus DETECTOR_HEALTH_GRACE_HOURS. Health work comes
 after alert work and its errors are logged, never raised: it cannot block or fail an alert.
-The run summary is also logged as flat custom dimensions (``extra``), which Azure Monitor's alert
-queries read (infra/modules/monitoring.bicep).
+The summary and failure lines are "<prefix> <one-line JSON>" messages (health.log_message): Application
+Insights keeps a log record's message, and Azure Monitor's alert queries (infra/modules/monitoring.bicep)
+parse it back.
 
 Azure SDK objects are built lazily here, never at import time (a cold start imports little).
 """
@@ -29,7 +30,7 @@ from .deliver import Destination
 from .deliver.factory import build_destinations
 from .deliver.health_card import send_health
 from .deliver.redact import install_log_redaction
-from .errors import DetectorError, SourceError
+from .errors import ConfigError, DetectorError
 from .health_outbox import deliver_health, update
 from .pipeline import RunPolicy, redeliver, run_once, wall_clock
 from .settings import Settings
@@ -72,21 +73,16 @@ def daily_run(*, past_due: bool, env: dict[str, str] | None = None,
                           policy=_policy(settings), clock=clock)
     except Exception as exc:
         failure = health.classify(exc)
-        if isinstance(exc, DetectorError):
-            code = exc.code if isinstance(exc, SourceError) else type(exc).__name__
-            logger.error("detector run failed: %s (code %s)", exc, code,
-                         extra=health.run_dimensions({"status": "failed"}, failure=failure))
-        else:
-            logger.exception("detector run failed unexpectedly", extra=health.run_dimensions(
-                {"status": "failed"}, failure=failure))
+        logger.error("%s", health.log_message(health.FAILURE_PREFIX, health.failure_fields(failure)))
+        if not isinstance(exc, DetectorError):  # a bug: its traceback, on a line of its own
+            logger.exception("detector: traceback of the unexpected %s", type(exc).__name__)
         _report_failure(settings, env, failure, at=at, clock=clock)
         raise
     summary = result.summary()
     summary["past_due"] = past_due
     for unrecorded in result.recorded.failed if result.recorded is not None else ():
         logger.error("detector: alert not recorded (retried by the next run): %s", unrecorded)
-    logger.info("detector run summary %s", json.dumps(summary, ensure_ascii=False, sort_keys=True),
-                extra=health.run_dimensions(summary))
+    logger.info("%s", health.log_message(health.SUMMARY_PREFIX, summary))
     _guarded("after a successful run", lambda: _health_after_success(
         store, destinations, settings, at=at, window=result.window.start, previous_success=previous_success,
         clock=clock))
@@ -111,12 +107,15 @@ def redeliver_run(*, past_due: bool, env: dict[str, str] | None = None,
 # --- the detector's own health -----------------------------------------------------------------------
 
 # Enough to reach the destinations and the state when the full settings do not validate.
+_HTTP_SETTINGS = ("DETECTOR_HTTP_TIMEOUT_SECONDS", "DETECTOR_HTTP_MAX_SECONDS")
 _HEALTH_SETTINGS = ("DETECTOR_TEAMS_WEBHOOK_URLS", "DETECTOR_LOGICAPP_WEBHOOK_URLS", "DETECTOR_TABLE_ENDPOINT",
-                    "DETECTOR_TABLE_CONNECTION_STRING", "DETECTOR_STATE_DIR", "DETECTOR_HTTP_TIMEOUT_SECONDS",
-                    "DETECTOR_HTTP_MAX_SECONDS")
+                    "DETECTOR_TABLE_CONNECTION_STRING", "DETECTOR_STATE_DIR", *_HTTP_SETTINGS)
 # Failures sent without the state store (it was unreachable), per process: the platform's retries
 # of one failed run usually land on the same warm instance, so they do not repeat the message.
 _SENT_WITHOUT_STATE: set[str] = set()
+# Per failure key: the failure, its first time and how many runs failed so, until a later success records the
+# streak (so it ends with "recovered"). Only keys in _SENT_WITHOUT_STATE (a notice went out) count.
+_DIRECT_FAILURES: dict[str, tuple[health.Failure, Ticks, int]] = {}
 
 
 def _guarded(when: str, work: Callable[[], object]) -> None:
@@ -137,9 +136,18 @@ def _owner() -> str:
 def _health_after_success(store: StateStore, destinations: list[Destination], settings: Settings, *, at: Ticks,
                           window: Ticks, previous_success: Ticks | None, clock: Callable[[], Ticks]) -> None:
     ids = [d.id for d in destinations]
-    update(store, lambda record: health.after_success(
-        record, at=at, window_start=window, window_end=at, previous_success=previous_success,
-        frequency_hours=settings.frequency_hours, destination_ids=ids))
+    direct = sorted((v for k, v in _DIRECT_FAILURES.items() if k in _SENT_WITHOUT_STATE), key=lambda v: v[1])
+
+    def change(record: health.HealthRecord) -> health.HealthRecord:
+        if direct:
+            record = health.failed_unrecorded(record, direct[0][0], since=direct[0][1],
+                                              failed_runs=sum(v[2] for v in direct))
+        return health.after_success(record, at=at, window_start=window, window_end=at,
+                                    previous_success=previous_success, frequency_hours=settings.frequency_hours,
+                                    destination_ids=ids)
+    update(store, change)
+    _DIRECT_FAILURES.clear()
+    _SENT_WITHOUT_STATE.clear()
     _send(store, destinations, settings, clock)
 
 
@@ -166,8 +174,7 @@ def _report_failure(settings: Settings | None, env: Mapping[str, str] | None, fa
     def report() -> None:
         nonlocal settings
         if settings is None:  # the settings themselves failed: use the few that reach people
-            source = os.environ if env is None else env
-            settings = Settings.from_env({k: v for k, v in source.items() if k in _HEALTH_SETTINGS})
+            settings = _fallback_settings(os.environ if env is None else env)
         destinations = build_destinations(settings)
         try:
             store = open_store(settings)
@@ -180,10 +187,22 @@ def _report_failure(settings: Settings | None, env: Mapping[str, str] | None, fa
     _guarded("after a failed run", report)
 
 
+def _fallback_settings(source: Mapping[str, str]) -> Settings:
+    """The settings that reach people. When the invalid setting is one of the HTTP ones, its default
+    serves: a bad timeout must not silence the notice that says the settings are broken."""
+    try:
+        return Settings.from_env({k: v for k, v in source.items() if k in _HEALTH_SETTINGS})
+    except ConfigError:
+        return Settings.from_env({k: v for k, v in source.items()
+                                  if k in _HEALTH_SETTINGS and k not in _HTTP_SETTINGS})
+
+
 def _send_without_state(destinations: list[Destination], failure: health.Failure, *, at: Ticks,
                         reason: str) -> None:
     logger.warning("detector health state unavailable (%s); sending the failure notice directly", reason)
     key = f"{failure.stage}:{failure.code}"
+    first, since, count = _DIRECT_FAILURES.get(key, (failure, at, 0))
+    _DIRECT_FAILURES[key] = (first, since, count + 1)
     if key in _SENT_WITHOUT_STATE:
         return
     event = health.HealthEvent(health.EVENT_FAILING, at=at, since=at, failure=failure, failed_runs=1)

@@ -18,7 +18,8 @@ holds it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -37,12 +38,12 @@ EVENTS = (EVENT_FAILING, EVENT_RECOVERED, EVENT_NOT_RUN)
 MAX_MESSAGES = 10  # the outbox of health messages stays one store row (under 16 KB even with long errors)
 MAX_ERROR_CHARS = 500
 
-# The run summary as App Insights custom dimensions (logging ``extra``): flat keys, scalar values.
-# infra/modules/monitoring.bicep's alert queries read these names; a test keeps both in step.
-RUN_EVENT = "run_summary"
-DIMENSIONS = ("detector_event", "detector_status", "detector_run_id", "detector_window_start",
-              "detector_window_end", "detector_alerts", "detector_delivered", "detector_undelivered",
-              "detector_duration_seconds", "detector_error_stage", "detector_error_code")
+# What Azure Monitor's alert queries read (infra/modules/monitoring.bicep; a test keeps both in step).
+# The Functions Python worker forwards each log record's formatted message to Application Insights
+# (`traces.message`) and not its `extra` fields, so the run summary and the run-failure line are
+# messages of the form "<prefix> <one-line JSON object>" that the queries parse back.
+SUMMARY_PREFIX = "detector run summary"
+FAILURE_PREFIX = "detector run failed"
 
 
 def _time(value: Ticks | None) -> str | None:
@@ -218,6 +219,14 @@ def after_failure(record: HealthRecord, failure: Failure, *, at: Ticks,
                    messages=_queue(record, event, destination_ids))
 
 
+def failed_unrecorded(record: HealthRecord, failure: Failure, *, since: Ticks, failed_runs: int) -> HealthRecord:
+    """A streak whose ``failing`` message went out directly while the store was unreachable, recorded once
+    the store answers again: no message is queued for it, but its end sends ``recovered``."""
+    if record.status == FAILING:
+        return record
+    return replace(record, status=FAILING, since=since, failed_runs=failed_runs, failure=failure)
+
+
 def missed_runs(previous_success: Ticks | None, at: Ticks, *, frequency_hours: int) -> int:
     """Scheduled runs that did not complete between two successes (0 for back-to-back runs)."""
     if previous_success is None or at <= previous_success:
@@ -296,19 +305,12 @@ def drop_destinations(record: HealthRecord, configured: Sequence[str]) -> Health
     return replace(record, messages=tuple(kept))
 
 
-def run_dimensions(summary: dict[str, Any], *, failure: Failure | None = None) -> dict[str, str | int | float]:
-    """The run summary as flat custom dimensions (logging ``extra``) for Application Insights."""
-    window = summary.get("window") or {}
-    return {
-        "detector_event": RUN_EVENT,
-        "detector_status": str(summary.get("status", "failed" if failure else "succeeded")),
-        "detector_run_id": str(summary.get("run_id", "")),
-        "detector_window_start": str(window.get("start", "")),
-        "detector_window_end": str(window.get("end", "")),
-        "detector_alerts": int(summary.get("alerts", 0)),
-        "detector_delivered": int(summary.get("delivered", 0)),
-        "detector_undelivered": int(summary.get("undelivered", 0)),
-        "detector_duration_seconds": float(summary.get("duration_seconds", 0.0)),
-        "detector_error_stage": failure.stage if failure is not None else "",
-        "detector_error_code": failure.code if failure is not None else "",
-    }
+def log_message(prefix: str, fields: Mapping[str, Any]) -> str:
+    """``prefix`` and ``fields`` as one line of standard JSON (ASCII, so no character of the values can
+    break the line or be read differently by another parser)."""
+    return f"{prefix} {json.dumps(fields, ensure_ascii=True, allow_nan=False, sort_keys=True)}"
+
+
+def failure_fields(failure: Failure) -> dict[str, str]:
+    """The run-failure line's fields: the alert rule splits by ``stage`` and ``code``."""
+    return {"status": "failed", "stage": failure.stage, "code": failure.code, "error": failure.message}

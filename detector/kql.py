@@ -115,15 +115,25 @@ def _finite(text: str) -> float:
     return value
 
 
-def loads(text: str | bytes) -> JsonValue:
+def _unique_keys(pairs: list[tuple[str, JsonValue]]) -> dict[str, JsonValue]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"the key {next(k for i, k in enumerate(keys) if k in keys[:i])!r} appears twice")
+    return dict(pairs)
+
+
+def loads(text: str | bytes, *, unique_keys: bool = False) -> JsonValue:
     """Standard JSON only, the one JSON reader for every input the detector parses.
 
     ``NaN``/``Infinity`` and numbers that overflow to infinity are not numbers (Kusto's parse_json keeps
     such text as a string), and nesting deeper than Python's parser can follow (a hostile 100,000-deep
-    document) is refused: both raise ``ValueError``, as any other text that is not JSON.
+    document) is refused: both raise ``ValueError``, as any other text that is not JSON. With
+    ``unique_keys`` (allowlist files: a security control), an object naming a key twice is refused too,
+    since readers disagree on which copy counts.
     """
     try:
-        return json.loads(text, parse_constant=_not_a_number, parse_float=_finite)
+        return json.loads(text, parse_constant=_not_a_number, parse_float=_finite,
+                          object_pairs_hook=_unique_keys if unique_keys else None)
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 

@@ -161,10 +161,13 @@ class RuleRow(NamedTuple):
         return data
 
     def identity(self) -> str:
-        """What makes two rows the same match: everything but the context columns (an alert stored before
-        they were read must not gain a duplicate of each row when they appear)."""
+        """What makes two rows of one alert the same match: everything but the context columns (an alert
+        stored before they were read must not gain a duplicate of each row when they appear) and the
+        group's StartTime, EndTime and CallerIpAddress, which change when a later window no longer holds
+        (or newly holds) some of the Run Command's events: the same sign-in is not new evidence."""
         data = self.to_state()
-        del data["UEBASourceIPAddress"], data["UEBAInvestigationPriority"]
+        for column in ("UEBASourceIPAddress", "UEBAInvestigationPriority", "StartTime", "EndTime", "CallerIpAddress"):
+            del data[column]
         return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
     @classmethod

@@ -155,7 +155,8 @@ def decide(existing: StoredAlert | None, seen: Alert, allowlist: Allowlist | Non
             return Decision(base.with_changes(status=SUPPRESSED, suppressed_by=entry_ids), "new-suppressed")
         return Decision(base.with_changes(status=OPEN, destinations={d: DestinationState() for d in destination_ids}),
                         "new")
-    known = set(existing.evidence) or set(evidence_of(existing.alert.rows))
+    # The stored rows' fingerprints too: records written before a fingerprint change hold old ones.
+    known = set(existing.evidence) | set(evidence_of(existing.alert.rows))
     new_rows: list[RuleRow] = []
     if len(known) < MAX_EVIDENCE:
         fresh: set[str] = set()
@@ -171,7 +172,7 @@ def decide(existing: StoredAlert | None, seen: Alert, allowlist: Allowlist | Non
                    context=_newer_context(existing.alert.context, seen.context))
     entry_ids = _covering(allowlist, full)
     merged = fit_for_state(replace(full, omitted_rows=existing.alert.omitted_rows))
-    evidence = (existing.evidence or tuple(known)) + evidence_of(new_rows)
+    evidence = tuple(dict.fromkeys((*existing.evidence, *evidence_of(existing.alert.rows), *evidence_of(new_rows))))
     changed = existing.with_changes(alert=merged, evidence=evidence[:MAX_EVIDENCE], updated=now)
     if existing.status == SUPPRESSED:
         if entry_ids:
@@ -294,6 +295,8 @@ class DeliveryStats:
     claimed_elsewhere: int = 0
     undelivered: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Records that could not be read (skipped, so the others are still sent): a person must repair them.
+    unreadable: list[str] = field(default_factory=list)
 
     @property
     def delivered_total(self) -> int:
@@ -433,8 +436,10 @@ def deliver_pending(store: StateStore, destinations: Sequence[Destination], *, o
     stats = DeliveryStats()
     by_id = {d.id: d for d in destinations}
     claims = _Claims(store, owner, clock, lease, stats)
-    for stored in sorted(store.list_pending(), key=lambda s: (s.alert.start, s.key)):
+    for stored in sorted(store.list_pending(unreadable=stats.unreadable), key=lambda s: (s.alert.start, s.key)):
         claims.take(stored)
+    for problem in stats.unreadable:
+        logger.error("detector: an alert record cannot be read, so it is not delivered: %s", problem)
     for dest_id in sorted({d for s in claims.held.values() for d in s.destinations}):
         # Destinations are fixed when an alert is recorded: a webhook added later gets new alerts only.
         events: tuple[DeliveryEvent, ...] = ("alert", "update")

@@ -21,7 +21,7 @@ from typing import Any
 from .allowlist import Allowlist, Suppression, apply
 from .correlate import Correlation, Window, build_alerts, correlate
 from .deliver import Destination
-from .errors import DetectorError
+from .errors import DetectorError, StoreError
 from .model import Alert
 from .outbox import DeliveryStats, RecordStats, deliver_pending, record_alerts
 from .rule import RULE
@@ -98,6 +98,10 @@ class RunResult:
             out["undelivered"] = len(self.delivery.undelivered)
             out["claimed_elsewhere"] = self.delivery.claimed_elsewhere
             out["delivery_errors"] = self.delivery.errors[:20]
+            if self.delivery.unreadable:
+                out["unreadable_records"] = self.delivery.unreadable[:20]
+                out["error"] = f"{len(self.delivery.unreadable)} unreadable alert record(s): " \
+                               f"{self.delivery.unreadable[0]}"[:1000]
         if self.purged is not None:
             out["purged"] = {"alerts": self.purged.alerts, "runs": self.purged.runs,
                              "undelivered_kept": self.purged.undelivered_kept}
@@ -119,6 +123,13 @@ def detect(source: Source, window: Window, *, allowlist: Allowlist | None = None
                        alerts=alerts, suppressed=suppressed, allowlist_problems=problems)
     if data.report.malformed_count:
         result.warnings.append(f"{data.report.malformed_count} malformed row(s) skipped")
+    if correlation.stats.activity_rows and not correlation.stats.activity_in_window:
+        # Most likely a replay whose period ends now (no --at) while the export is older: say so, since
+        # "no alerts" would read as a clean result.
+        result.warnings.append(
+            f"none of the {correlation.stats.activity_rows} AzureActivity row(s) falls in the window "
+            f"{format_datetime(window.start)} .. {format_datetime(window.end)}; for a replay, give --at the "
+            "export's run time")
     if correlation.stats.ueba_boolean_flags:
         result.warnings.append(
             f"{correlation.stats.ueba_boolean_flags} UEBA row(s) carry ActionUncommonlyPerformedByUser as a "
@@ -208,8 +219,16 @@ def run_once(*, source: Source, store: StateStore, destinations: Sequence[Destin
     if result.purged is not None and result.purged.undelivered_kept:
         result.warnings.append(f"{result.purged.undelivered_kept} alert(s) older than the state lifetime are still "
                                "undelivered (kept, never purged): check the destinations")
+    unreadable = result.delivery.unreadable
+    if unreadable:
+        result.status = "partial"
+        result.warnings.append(f"{len(unreadable)} alert record(s) cannot be read and are not delivered")
     result.duration_seconds = time.perf_counter() - started
     store.record_run(run_id, result.summary())
+    if unreadable:
+        # Every other alert went out; the run still fails loudly, since a damaged record may hold an alert.
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise StoreError(f"{unreadable[0]}{more}")
     return result
 
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import requests
+
 from .errors import ConfigError
 from .rule import RULE
 
@@ -147,6 +149,12 @@ def webhook_url_problem(url: str) -> str | None:
         return "carries a user name or password"
     if parts.scheme.lower() == "http" and not _is_loopback(host):
         return "is http://, which would send its sig in clear; use https://"
+    try:
+        # The sender's own parser (IDNA 2008): a host that Python's IDNA 2003 codec takes but requests
+        # refuses (a symbol, a full-width letter) would fail at every send instead of at start-up.
+        requests.models.PreparedRequest().prepare_url(url, None)
+    except requests.exceptions.RequestException:
+        return "has a host name that cannot be sent to (not a valid IDNA name)"
     return None
 
 
@@ -234,8 +242,10 @@ class Settings:
             raise ConfigError("must be the workspace GUID (properties.customerId), not a resource id",
                               setting="DETECTOR_WORKSPACE_ID")
         endpoint = env.get("DETECTOR_TABLE_ENDPOINT", "").strip()
-        if endpoint and not endpoint.lower().startswith(("https://", "http://")):
-            raise ConfigError("must be an https:// table endpoint", setting="DETECTOR_TABLE_ENDPOINT")
+        endpoint_problem = webhook_url_problem(endpoint) if endpoint else None
+        if endpoint_problem is not None:  # the same rules: the managed identity's token must not travel in clear
+            raise ConfigError(f"must be an https:// table endpoint with a valid host and port; it {endpoint_problem}",
+                              setting="DETECTOR_TABLE_ENDPOINT")
         conn = env.get("DETECTOR_TABLE_CONNECTION_STRING", "").strip()
         period = _int(env, "DETECTOR_PERIOD_HOURS", RULE.query_period_hours, 1, 24 * 14)
         frequency = _int(env, "DETECTOR_FREQUENCY_HOURS", RULE.query_frequency_hours, 1, 24 * 7)

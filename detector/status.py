@@ -119,9 +119,9 @@ class StatusReport:
         }
 
 
-def _destinations(store: StateStore) -> dict[str, dict[str, int]]:
+def _destinations(store: StateStore, unreadable: list[str]) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
-    for stored in store.list_pending():
+    for stored in store.list_pending(unreadable=unreadable):
         for dest_id, state in stored.destinations.items():
             if state.state == DELIVERED:
                 continue
@@ -132,10 +132,13 @@ def _destinations(store: StateStore) -> dict[str, dict[str, int]]:
 
 def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_hours: int) -> StatusReport:
     raw_health, _ = store.get_health()
+    unreadable = ""
     try:
         record = HealthRecord.from_dict(raw_health) if raw_health else HealthRecord()
-    except (KeyError, ValueError, TypeError):
-        record = HealthRecord()
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        # Never read as healthy: the next health update replaces it, and a streak it held is lost.
+        record, unreadable = HealthRecord(), f"the health record is unreadable ({type(exc).__name__}: {exc})"[:300]
+    unreadable_alerts: list[str] = []
     runs = [RunLine.from_record(r) for r in store.list_runs()]  # oldest first (both backends)
     loaded = Allowlist.load(store.list_allowlist(), now=now)
     stats = store.allowlist_stats()
@@ -150,7 +153,7 @@ def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_h
     report = StatusReport(
         now=now, backend=store.describe(), runs=runs[-RUNS_SHOWN:], watermark=store.get_watermark(),
         overdue_after_hours=overdue_after(frequency_hours=frequency_hours, grace_hours=grace_hours) // TICKS_PER_HOUR,
-        destinations=_destinations(store), expiring=expiring, unused=unused,
+        destinations=_destinations(store, unreadable_alerts), expiring=expiring, unused=unused,
         allowlist_invalid=[str(p) for p in loaded.problems if "invalid" in p.problem or "duplicate" in p.problem],
         health=record)
     failing: list[str] = []
@@ -166,6 +169,11 @@ def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_h
         failing.append(f"failing since {format_datetime(record.since)} ({record.failed_runs} failed run(s))")
     for dest_id, counts in report.destinations.items():
         degraded.append(f"{dest_id}: {counts['pending']} alert(s) pending, {counts['failed']} failed")
+    if unreadable:
+        degraded.append(unreadable)
+    if unreadable_alerts:
+        degraded.append(f"{len(unreadable_alerts)} unreadable alert record(s), never delivered: "
+                        f"{unreadable_alerts[0][:300]}")
     if record.messages:
         degraded.append(f"{len(record.messages)} health message(s) not yet delivered")
     if report.allowlist_invalid:

@@ -77,7 +77,10 @@ def parse_datetime(text: str) -> Ticks:
         if zone and zone not in ("Z", "z", "UTC"):
             sign = -1 if zone[0] == "-" else 1
             digits = zone[1:].replace(":", "")
-            offset_min = int(digits[:2]) * 60 + (int(digits[2:4]) if len(digits) > 2 else 0)
+            offset_hours, offset_minutes = int(digits[:2]), (int(digits[2:4]) if len(digits) > 2 else 0)
+            if offset_hours > 23 or offset_minutes > 59:  # +99:99 would shift the time by 4 days, silently
+                raise ValueError(f"UTC offset out of range: {zone!r}")
+            offset_min = offset_hours * 60 + offset_minutes
             ticks -= sign * offset_min * TICKS_PER_MINUTE
         return _in_range(ticks)
     raise ValueError(f"not a datetime: {text[:60]!r}")

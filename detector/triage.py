@@ -31,7 +31,7 @@ from typing import Any
 from . import kql
 from .correlate import Correlation
 from .model import Alert, RuleRow, RunCommandSighting, SignInSighting, TriageContext
-from .timestamps import TICKS_PER_DAY, TICKS_PER_SECOND, Ticks, format_datetime
+from .timestamps import MAX_TICKS, TICKS_PER_DAY, TICKS_PER_SECOND, Ticks, format_datetime
 
 MAX_LISTED = 10  # per context list, so a busy account never bloats the stored alert or the card
 HIGH_INVESTIGATION_PRIORITY = 7
@@ -256,7 +256,8 @@ def proposed_entry(alert: Alert) -> dict[str, Any]:
     entry_id = "rc-" + re.sub(r"[^A-Za-z0-9]", "", alert.correlation_id)[:12].lower()
     return {"id": entry_id if entry_id != "rc-" else "rc-entry", "reason": PLACEHOLDER_REASON,
             "conditions": conditions,
-            "expires_at": format_datetime(since + EXCEPTION_DAYS * TICKS_PER_DAY)[:19] + "Z"}
+            # Kusto's last instant caps it (an alert in December 9999 would overflow the date).
+            "expires_at": format_datetime(min(since + EXCEPTION_DAYS * TICKS_PER_DAY, MAX_TICKS))[:19] + "Z"}
 
 
 def delay(alert: Alert) -> Ticks | None:

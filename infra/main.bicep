@@ -399,9 +399,6 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     DETECTOR_HEALTH_GRACE_HOURS: string(healthGraceHours)
     DETECTOR_SEND_UPDATES: 'true'
     DETECTOR_STATE_RETENTION_DAYS: '30'
-    // The worker exports logs through OpenTelemetry, so the run summary's `extra` fields arrive as
-    // customDimensions, which the Azure Monitor alert queries read (modules/monitoring.bicep).
-    PYTHON_ENABLE_OPENTELEMETRY: 'true'
   }
 }
 

@@ -1,11 +1,13 @@
 """Static checks of Bicep files that pycep-parser and checkov do not make (no Bicep CLI can run here).
 
 * A parser for the Bicep syntax our files use (declarations, decorators, objects, arrays, interpolated and
-  multi-line strings, member/index access, calls, operators, ``if``/``for`` bodies); pycep's tree cannot be
+  multi-line strings, member/index access, calls, operators, ``if``/``for`` bodies, lambdas as function
+  arguments: ``filter(xs, x => ...)``, ``reduce(xs, 0, (sum, x) => ...)``); pycep's tree cannot be
   used because it turns identifiers and string literals into the same plain strings.
 * A reference graph over params, variables, resources, modules and outputs (symbolic names, ``.outputs.``,
   ``.identity.``, ``.properties.``, ``parent``, ``dependsOn``, module params): an unknown name or a cycle is an
-  error, as the compiler's BCP057/BCP080 are.
+  error, as the compiler's BCP057/BCP080 are. A lambda's and a loop's variables are local names, not
+  references; any other name in their bodies must be declared.
 * Every resource body type-checked against the resource type definitions the Bicep compiler loads
   (``shared/bicep-types``, the ``generated/`` folder of Azure/bicep-types-az): unknown resource type or API
   version, unknown property, wrong literal type or value, missing required property, write to a read-only
@@ -123,6 +125,12 @@ class Op(Node):
 class ForExpr(Node):
     names: tuple[str, ...]
     iterable: Node
+    body: Node
+
+
+@dataclass
+class Lambda(Node):
+    names: tuple[str, ...]
     body: Node
 
 
@@ -324,11 +332,33 @@ class Parser:
                 return node
 
     def arguments(self) -> list[Node]:
+        """Call arguments; Bicep allows a lambda only here (``map``, ``filter``, ``reduce``, ``sort``...)."""
         args: list[Node] = []
         while not self.accept(")"):
-            args.append(self.expression())
+            args.append(self.lambda_expression() or self.expression())
             self.accept(",")
         return args
+
+    def lambda_expression(self) -> Lambda | None:
+        """``x => body`` or ``(x, i) => body``; None (and nothing consumed) when no lambda starts here."""
+        start = self.pos
+        self.skip()
+        line = self.line()
+        names: list[str] = []
+        if self.accept("("):
+            while self.peek_ident() is not None:
+                names.append(self.ident())
+                if not self.accept(","):
+                    break
+            if not self.accept(")"):
+                self.pos = start
+                return None
+        elif self.peek_ident() is not None:
+            names.append(self.ident())
+        if not names or not self.accept("=>"):
+            self.pos = start
+            return None
+        return Lambda(line, tuple(names), self.expression())
 
     def primary(self) -> Node:
         self.skip()
@@ -515,16 +545,21 @@ def children(node: Node) -> Iterator[Node]:
     elif isinstance(node, IfExpr):
         yield node.condition
         yield node.body
+    elif isinstance(node, Lambda):
+        yield node.body
 
 
 def free_refs(node: Node, bound: frozenset[str] = frozenset()) -> Iterator[Ref]:
-    """Every name the expression reads that is not a loop variable."""
+    """Every name the expression reads that is not a loop or lambda variable."""
     if isinstance(node, Ref):
         if node.name not in bound:
             yield node
         return
     if isinstance(node, ForExpr):
         yield from free_refs(node.iterable, bound)
+        yield from free_refs(node.body, bound | set(node.names))
+        return
+    if isinstance(node, Lambda):
         yield from free_refs(node.body, bound | set(node.names))
         return
     for child in children(node):

@@ -262,6 +262,20 @@ def test_redact(text: str, leak: str) -> None:
     assert leak not in redact(text)
 
 
+@pytest.mark.parametrize("text", [
+    f'query failed at https://x.example/v1?sig={SECRET}" then "more"',
+    f'AccountKey={SECRET}"; and sig={SECRET}\\ then a backslash',
+    f"https://x.example/v1?a=1&sig={SECRET}&b=\u00e9\n",
+])
+def test_redacting_a_json_encoded_line_keeps_it_json(text: str) -> None:
+    """The run summary and failure lines are JSON; the log filter redacts them after encoding."""
+    line = json.dumps({"error": text})
+    clean = redact(line)
+    assert SECRET not in clean
+    assert json.loads(clean)["error"].count("REDACTED") >= 1
+    assert redact(clean) == clean
+
+
 def test_safe_url_shows_host_only() -> None:
     assert safe_url(f"https://prod-1.westeurope.logic.azure.com:443/workflows/x?sig={SECRET}") == \
         "https://prod-1.westeurope.logic.azure.com:443/…"

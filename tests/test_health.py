@@ -166,17 +166,19 @@ def test_failures_say_what_failed_and_what_to_check_first(error: Exception, stag
     assert advice in failure.check_first
 
 
-def test_run_dimensions_are_flat_scalars_with_the_declared_names() -> None:
-    summary = {"run_id": "r1", "status": "succeeded", "window": {"start": "a", "end": "b"}, "alerts": 3,
-               "delivered": 6, "undelivered": 0, "duration_seconds": 1.5, "rows_read": {"AzureActivity": 5}}
-    dims = health.run_dimensions(summary)
-    assert tuple(dims) == health.DIMENSIONS
-    assert all(isinstance(v, str | int | float) for v in dims.values())
-    assert dims["detector_event"] == health.RUN_EVENT
-    assert dims["detector_status"] == "succeeded"
-    failed = health.run_dimensions({"status": "failed"}, failure=FAILURE)
-    assert (failed["detector_status"], failed["detector_error_stage"], failed["detector_error_code"]) == (
-        "failed", "source", "InsufficientAccessError")
+def test_log_lines_are_a_prefix_and_one_line_of_standard_json() -> None:
+    hostile = {"status": "succeeded", "window": {"end": "2026-11-20T06:00:00Z"},
+               "warnings": ['line\nbreak "quoted" \u2028separator São Paulo \\ {}']}
+    line = health.log_message(health.SUMMARY_PREFIX, hostile)
+    assert line.startswith(health.SUMMARY_PREFIX + " {")
+    assert line.isascii()
+    assert len(line.splitlines()) == 1  # str.splitlines also splits on U+2028
+    assert json.loads(line.removeprefix(health.SUMMARY_PREFIX + " ")) == hostile
+    with pytest.raises(ValueError, match="Out of range float"):  # NaN is not JSON: never logged as such
+        health.log_message(health.SUMMARY_PREFIX, {"duration_seconds": float("nan")})
+    failed = health.failure_fields(FAILURE)
+    assert failed == {"status": "failed", "stage": "source", "code": "InsufficientAccessError",
+                      "error": FAILURE.message}
 
 
 # --- messages -------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from detector.errors import DetectorError
 from detector.functions import daily_run, redeliver_run
 from detector.timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, TICKS_PER_MINUTE, format_datetime, parse_datetime
 from tests.services import azurite_tables
-from tests.webhook import Reply, WebhookServer, webhook_server
+from tests.webhook import Reply, WebhookServer, alert_message, webhook_server
 
 DAY1 = parse_datetime("2026-10-01T06:00:00Z")
 DAYS = 30
@@ -45,13 +44,15 @@ def at(day: int, minutes: int = 0) -> int:
 
 
 def write_exports(folder: Path) -> set[str]:
-    """One Run Command a day during a suspicious sign-in window (each seen by two daily runs)."""
+    """One Run Command a day during a suspicious sign-in window (each seen by two daily runs), each on a VM
+    of its own: the VM names expected in alerts."""
     activity, ueba, expected = [], [], set()
     for day in range(0, DAYS + 1):
         start = at(day) + 4 * TICKS_PER_HOUR
         cid = f"rc-{day:02d}"
+        vm = f"vm-{day:02d}"
         scope = ("/subscriptions/8d6a3f2e-1c4b-4e7a-9f0d-2b5c6e8a1d3f/resourceGroups/rg/providers/"
-                 f"Microsoft.Compute/virtualMachines/vm-{day:02d}")
+                 f"Microsoft.Compute/virtualMachines/{vm}")
         for k, status in enumerate(("Started", "Accepted", "Succeeded")):
             activity.append({"TimeGenerated": format_datetime(start + k * 10_000_000),
                              "OperationNameValue": "MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION",
@@ -62,7 +63,7 @@ def write_exports(folder: Path) -> set[str]:
                      "ActionType": "Sign-in", "UserPrincipalName": f"user{day % 5}@contoso.com",
                      "SourceIPLocation": "Lagos, NG", "ActivityInsights": {"ActionUncommonlyPerformedByUser": "True"},
                      "UsersInsights": {"BlastRadius": "High"}})
-        expected.add(cid)
+        expected.add(vm)
     folder.mkdir(parents=True)
     (folder / "AzureActivity.json").write_text(json.dumps(activity))
     (folder / "BehaviorAnalytics.json").write_text(json.dumps(ueba))
@@ -82,15 +83,15 @@ def health_messages(server: WebhookServer) -> dict[str, list[dict[str, Any]]]:
 
 
 def alert_ids(server: WebhookServer) -> dict[str, Counter[str]]:
-    """Correlation ids of the alerts each destination accepted (found in the message text, so the count
-    does not depend on the card layout or payload version)."""
+    """VMs of the alerts each destination accepted, first messages and updates alike (read from the fields
+    that name the alert, not from its context, which names the caller's other Run Commands)."""
     out: dict[str, Counter[str]] = {}
     for name, path in (("teams", "/teams"), ("logic", "/logic")):
         counts: Counter[str] = Counter()
         for body in server.accepted(path):
-            text = json.dumps(body, ensure_ascii=False)
-            if "DetectorHealth" not in text and "not a security alert" not in text:
-                counts.update(set(re.findall(r"rc-\d{2}", text)))
+            found = alert_message(body)
+            if found is not None:
+                counts[found[0]] += 1
         out[name] = counts
     return out
 
@@ -139,7 +140,7 @@ def test_a_healthy_month_sends_no_health_message(month: tuple[dict[str, str], We
     assert log == [f"day {d}: ok" for d in range(1, DAYS + 1)]
     assert health_messages(server) == {"teams": [], "logic": []}
     alerts = alert_ids(server)
-    assert set(alerts["logic"]) == expected - {"rc-30"}  # rc-30 happens after the last run
+    assert set(alerts["logic"]) == expected - {"vm-30"}  # vm-30's Run Command happens after the last run
     assert max(alerts["logic"].values()) == 1
     assert sum(alerts["teams"].values()) == len(alerts["logic"])
     assert max(alerts["teams"].values()) == 1
@@ -178,7 +179,7 @@ def test_failure_streaks_and_a_silent_gap_give_one_message_each_way(
     assert titles.count(titles[0]) == 1
 
     alerts = alert_ids(server)
-    assert set(alerts["logic"]) == expected - {"rc-30"}
+    assert set(alerts["logic"]) == expected - {"vm-30"}
     assert max(alerts["logic"].values()) == 1
     assert max(alerts["teams"].values()) == 1
     assert sum(alerts["teams"].values()) == len(alerts["logic"])

@@ -81,6 +81,7 @@ FIXTURE_FAULTS = {
     "runtime_value_in_name.bicep": "name must be known at the start of the deployment, but reads app.identity.principalId",
     "module_missing_param.bicep": "required param 'principalId' not given",
     "unknown_name.bicep": "unknown name 'locaton'",
+    "lambda_unknown_name.bicep": "unknown name 'ulr'",
     "app_setting_not_a_string.bicep": "DETECTOR_PERIOD_HOURS: expects string, got int",
     "output_type_mismatch.bicep": "output retryCount: declared string, but the value is int",
     "property_read_typo.bicep": "insights.properties.ConnectionStrng: no such property",
@@ -187,6 +188,11 @@ def test_deployment_shape() -> None:
     assert set(tree["outputs"]) >= {"functionAppName", "principalId"}
 
 
+def assigns_roles(path: Path) -> bool:
+    return any(d.kind == "resource" and d.type_name.startswith("Microsoft.Authorization/roleAssignments@")
+               for d in bicep_check.parse_file(path).decls)
+
+
 def test_app_settings_wait_for_every_role_and_secret_they_use() -> None:
     bicep = main_bicep()
     config = resource(bicep, "appSettings")
@@ -194,8 +200,12 @@ def test_app_settings_wait_for_every_role_and_secret_they_use() -> None:
     depends = config.value.get("dependsOn")
     assert isinstance(depends, bicep_check.Arr)
     waited = {item.name for item in depends.items if isinstance(item, bicep_check.Ref)}
-    roles = {d.name for d in bicep.decls if d.kind == "module"}
+    # The role modules are named, and recognised by what they hold (role assignments), so a new module
+    # that grants a role cannot be missed and one that grants none (monitoring) is not waited for.
+    modules = {d.name: d for d in bicep.decls if d.kind == "module"}
+    roles = {name for name, d in modules.items() if assigns_roles(INFRA / d.type_name)}
     assert roles == {"appRoles", "sentinelAccess"}
+    assert "monitoring" in modules
     assert waited == roles | {"teamsSecret", "logicAppSecret"}
     # The workspace id is read from an existing resource, not from the module that needs the app's identity.
     assert {r.name for r in bicep_check.free_refs(app_settings()["DETECTOR_WORKSPACE_ID"])} == {"sentinelWorkspace"}
@@ -360,11 +370,16 @@ def distribution_of(module: str) -> str:
     top = module.split(".")[0]
     candidates = metadata.packages_distributions().get(top, [])
     path = module.replace(".", "/")
-    for name in candidates:
-        files = metadata.files(name) or []
-        if len(candidates) == 1 or any(str(f).startswith(f"{path}/") or str(f) == f"{path}.py" for f in files):
-            return re.sub(r"[-_.]+", "-", name).lower()
-    raise AssertionError(f"no installed distribution provides {module}")
+    files = {name: {str(f) for f in metadata.files(name) or []} for name in candidates}
+    # The module's own file first: azure-core-tracing-opentelemetry installs files under azure/core/ too,
+    # but azure/core/__init__.py is azure-core's.
+    owners = [name for name in candidates if {f"{path}/__init__.py", f"{path}.py"} & files[name]]
+    if not owners:  # a namespace package: whoever installs files under it
+        owners = [name for name in candidates
+                  if len(candidates) == 1 or any(f.startswith(f"{path}/") for f in files[name])]
+    if not owners:
+        raise AssertionError(f"no installed distribution provides {module}")
+    return re.sub(r"[-_.]+", "-", owners[0]).lower()
 
 
 def test_every_runtime_import_is_a_requirement_with_a_floor() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = parse_datetime("2026-11-18T06:00:00Z"), parse_datetime("2026-11-20T06:00:00.1234567Z")
 
 
-def analyse(queries: list[str]) -> list[list[dict[str, Any]]]:
-    payload = {"tables": {name: [list(c) for c in columns] for name, columns in TABLES.items()}, "queries": queries}
+def analyse(queries: list[str], *, tables: Mapping[str, Sequence[tuple[str, str]]] = TABLES) -> list[list[dict[str, Any]]]:
+    """Diagnostics per query against ``tables`` (by default the rule's two tables)."""
+    payload = {"tables": {name: [list(c) for c in columns] for name, columns in tables.items()}, "queries": queries}
     done = subprocess.run(["node", str(ROOT / "tests" / "js" / "kql_check.js")], input=json.dumps(payload),
                           capture_output=True, text=True, check=True, timeout=180)
     result: list[list[dict[str, Any]]] = json.loads(done.stdout)

@@ -1,11 +1,12 @@
-"""The Azure Monitor path (infra/modules/monitoring.bicep): resource bodies checked against the type
-definitions the Bicep compiler loads (../shared/bicep-types), the alert queries analysed by Microsoft's
-Kusto language service against Application Insights' ``traces`` schema, the queries reading exactly
-the fields the run summary logs, and main.bicep wiring the module."""
+"""The Azure Monitor path (infra/modules/monitoring.bicep): the module passes the general Bicep checker
+(tests/bicep_check.py: references, lambdas, bodies against the compiler's type definitions), which is
+shown to fail on faults planted in this module; the alert queries analyse cleanly with Microsoft's Kusto
+language service against Application Insights' ``traces`` schema; every field they read is a key of the
+one-line JSON the daily run really logs, found by the prefix the queries look for; and main.bicep wires
+the module."""
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import re
@@ -13,21 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pycep import BicepParser
 
-from detector import health
-from detector.errors import InputError
+from detector import functions, health
+from detector.errors import InputError, SourceError
 from detector.functions import daily_run
 from detector.sample.generate import build, write
 from detector.timestamps import parse_datetime
-from tests.test_kql_language_service import ROOT
+from tests import bicep_check
+from tests.test_kql_language_service import ROOT, analyse
 
 MODULE = ROOT / "infra" / "modules" / "monitoring.bicep"
-TYPES = ROOT.parent / "shared" / "bicep-types"  # beside the repository, as for the general Bicep check
-TYPE_FILES = {
-    "Microsoft.Insights/actionGroups@2023-01-01": "monitor_1/microsoft.insights/2023-01-01/types.json",
-    "Microsoft.Insights/scheduledQueryRules@2023-12-01": "monitor_1/microsoft.insights/2023-12-01/types.json",
-}
+TYPES = bicep_check.default_types_root()
 # Application Insights' classic `traces` table (what a rule scoped to the component queries).
 TRACES = [("timestamp", "datetime"), ("message", "string"), ("severityLevel", "int"), ("itemType", "string"),
           ("customDimensions", "dynamic"), ("customMeasurements", "dynamic"), ("operation_Name", "string"),
@@ -38,220 +35,232 @@ TRACES = [("timestamp", "datetime"), ("message", "string"), ("severityLevel", "i
           ("client_StateOrProvince", "string"), ("client_CountryOrRegion", "string"), ("client_Browser", "string"),
           ("cloud_RoleName", "string"), ("cloud_RoleInstance", "string"), ("appId", "string"), ("appName", "string"),
           ("iKey", "string"), ("sdkVersion", "string"), ("itemId", "string"), ("itemCount", "int")]
+AT = "2026-11-20T06:00:00Z"
 
 
-def parse(path: Path) -> dict[str, Any]:
-    tree: dict[str, Any] = dict(BicepParser().parse(text=path.read_text(encoding="utf-8")))
-    return tree
+def module() -> bicep_check.BicepFile:
+    return bicep_check.parse_file(MODULE)
 
 
-# --- a focused type check against the compiler's own type definitions ------------------------------
-
-class TypeChecker:
-    """Walks a resource body as pycep parsed it against a `types.json` ResourceType (README of bicep-types).
-
-    Expressions (function calls, property access) cannot be typed without the compiler and are skipped;
-    a bare identifier is accepted where a scalar is expected only if it names a parameter or variable.
-    """
-
-    def __init__(self, types: list[dict[str, Any]], symbols: set[str]) -> None:
-        self.types = types
-        self.symbols = symbols
-        self.errors: list[str] = []
-
-    def ref(self, ref: dict[str, str]) -> dict[str, Any]:
-        return self.types[int(ref["$ref"].rsplit("/", 1)[1])]
-
-    def check(self, value: Any, kind: dict[str, Any], path: str) -> None:
-        if isinstance(value, dict) and len(value) == 1 and isinstance(value.get("function", value.get("operator")),
-                                                                        dict):
-            return  # a pycep expression node, not an object literal
-        tag = kind["$type"]
-        if tag == "AnyType":
-            return
-        if tag == "UnionType":
-            attempts = []
-            for element in kind["elements"]:
-                sub = TypeChecker(self.types, self.symbols)
-                sub.check(value, self.ref(element), path)
-                attempts.append(sub.errors)
-            if all(attempts):
-                self.errors.append(f"{path}: {value!r} matches no allowed value/type")
-            return
-        if isinstance(value, str) and value in self.symbols and tag != "ObjectType":
-            return
-        if tag == "ObjectType":
-            self.check_object(value, kind, path)
-        elif tag == "ArrayType":
-            if isinstance(value, dict) and "loop_type" in value:
-                self.check(value["config"], self.ref(kind["itemType"]), f"{path}[for]")
-            elif isinstance(value, list):
-                for i, item in enumerate(value):
-                    self.check(item, self.ref(kind["itemType"]), f"{path}[{i}]")
-            else:
-                self.errors.append(f"{path}: expected an array")
-        elif tag == "StringType" and not isinstance(value, str):
-            self.errors.append(f"{path}: expected a string, got {value!r}")
-        elif tag == "StringLiteralType" and value != kind["value"]:
-            self.errors.append(f"{path}: expected {kind['value']!r}, got {value!r}")
-        elif tag == "IntegerType" and (not isinstance(value, int) or isinstance(value, bool)):
-            self.errors.append(f"{path}: expected an integer, got {value!r}")
-        elif tag == "BooleanType" and not isinstance(value, bool):
-            self.errors.append(f"{path}: expected a boolean, got {value!r}")
-
-    def check_object(self, value: Any, kind: dict[str, Any], path: str) -> None:
-        if not isinstance(value, dict):
-            self.errors.append(f"{path}: expected an object")
-            return
-        properties = {name.lower(): (name, spec) for name, spec in kind.get("properties", {}).items()}
-        for key, item in value.items():
-            found = properties.get(key.lower())
-            if found is None:
-                if "additionalProperties" not in kind:
-                    self.errors.append(f"{path}.{key}: not a property of this type")
-                continue
-            name, spec = found
-            if spec.get("flags", 0) & 2:
-                self.errors.append(f"{path}.{key}: read-only")
-                continue
-            self.check(item, self.ref(spec["type"]), f"{path}.{name}")
-        present = {k.lower() for k in value}
-        for name, spec in kind.get("properties", {}).items():
-            if spec.get("flags", 0) & 1 and not spec.get("flags", 0) & 2 and name.lower() not in present:
-                self.errors.append(f"{path}.{name}: required, missing")
+def declared(bicep: bicep_check.BicepFile, name: str) -> bicep_check.Decl:
+    return next(d for d in bicep.decls if d.name == name)
 
 
-def type_errors(tree: dict[str, Any]) -> list[str]:
-    symbols = set(tree.get("parameters", {})) | set(tree.get("variables", {}))
-    errors: list[str] = []
-    for name, resource in tree["resources"].items():
-        key = f"{resource['type']}@{resource['api_version']}"
-        assert key in TYPE_FILES, f"{name}: {key} has no type definitions here"
-        types = json.loads((TYPES / TYPE_FILES[key]).read_text())
-        [resource_type] = [t for t in types if t.get("$type") == "ResourceType" and t["name"] == key]
-        checker = TypeChecker(types, symbols)
-        checker.check(resource["config"], checker.ref(resource_type["body"]), name)
-        errors += checker.errors
-    return errors
+def body(bicep: bicep_check.BicepFile, name: str) -> bicep_check.Obj:
+    value = bicep_check.Checker._body(declared(bicep, name).value)
+    assert isinstance(value, bicep_check.Obj)
+    return value
 
 
-def test_module_resources_match_the_compilers_type_definitions() -> None:
-    tree = parse(MODULE)
-    assert {f"{r['type']}@{r['api_version']}" for r in tree["resources"].values()} == set(TYPE_FILES)
-    assert type_errors(tree) == []
+def field(obj: bicep_check.Node | None, *path: str) -> bicep_check.Node:
+    for key in path:
+        assert isinstance(obj, bicep_check.Obj), key
+        obj = obj.get(key)
+    assert obj is not None, path
+    return obj
 
 
-def test_the_type_check_can_fail() -> None:
-    tree = parse(MODULE)
-    broken = copy.deepcopy(tree)
-    rule = broken["resources"]["noSuccessfulRun"]["config"]["properties"]
-    rule["criteria"]["allOf"][0]["threshold"] = "one"
-    rule["severity"] = "high"
-    rule["evaluationFrequencyy"] = "PT1H"
-    rule["isLegacyLogAnalyticsRule"] = True
-    del broken["resources"]["onCall"]["config"]["properties"]["groupShortName"]
-    receiver = broken["resources"]["onCall"]["config"]["properties"]["emailReceivers"]["config"]
-    receiver["emailAdress"] = receiver.pop("emailAddress")
-    errors = "\n".join(type_errors(broken))
-    for expected in ("threshold", "severity", "evaluationFrequencyy", "isLegacyLogAnalyticsRule: read-only",
-                     "groupShortName: required", "emailAdress", "emailAddress: required"):
-        assert expected in errors
+# --- the general Bicep checker on this module, and proof that it fails on this module's faults ----------
+
+def test_module_passes_the_bicep_checker() -> None:
+    types = {d.type_name for d in module().decls if d.kind == "resource"}
+    assert types == {"Microsoft.Insights/actionGroups@2023-01-01", "Microsoft.Insights/scheduledQueryRules@2023-12-01"}
+    assert [str(p) for p in bicep_check.check_files([MODULE], TYPES)] == []
+
+
+# Each edit plants faults in a copy of the module; the checker must report exactly these.
+PLANTED = {
+    "threshold not a number": ("threshold: 1\n", "threshold: 'one'\n", ["threshold: expects int, got 'one'"]),
+    "severity as a word": ("severity: 1\n", "severity: 'high'\n", ["severity: expects int, got 'high'"]),
+    "misspelt property": ("evaluationFrequency: 'PT1H'\n    windowSize: 'P2D'",
+                          "evaluationFrequencyy: 'PT1H'\n    windowSize: 'P2D'",
+                          ["unknown property 'evaluationFrequencyy'"]),
+    "read-only property": ("autoMitigate: true\n", "autoMitigate: true\n    isLegacyLogAnalyticsRule: true\n",
+                           ["property 'isLegacyLogAnalyticsRule' is read-only"]),
+    "required property removed": ("    groupShortName: 'detectoroc'\n", "",
+                                  ["required property 'groupShortName' is missing"]),
+    "misspelt receiver field": ("emailAddress: address", "emailAdress: address",
+                                ["unknown property 'emailAdress'", "required property 'emailAddress' is missing"]),
+    "lambda reads an unknown name": ("url => !empty(trim(url))", "url => !empty(trim(uri))", ["unknown name 'uri'"]),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(PLANTED))
+def test_the_checker_fails_on_faults_planted_in_this_module(fault: str, tmp_path: Path) -> None:
+    old, new, expected = PLANTED[fault]
+    text = MODULE.read_text(encoding="utf-8")
+    assert text.count(old) == 1, old
+    broken = tmp_path / "monitoring.bicep"
+    broken.write_text(text.replace(old, new), encoding="utf-8")
+    problems = [p.message for p in bicep_check.check_files([broken], TYPES)]
+    assert len(problems) == len(expected), problems
+    for message in expected:
+        assert any(message in p for p in problems), (message, problems)
 
 
 def test_receivers_and_thresholds_are_parameters() -> None:
-    tree = parse(MODULE)
-    params = tree["parameters"]
-    assert params["emailAddresses"]["type"] == "array"
-    assert {"type": "secure"} in params["webhookUrls"]["decorators"]  # a webhook URL may carry a key
-    receivers = tree["resources"]["onCall"]["config"]["properties"]
-    assert receivers["emailReceivers"]["loop_type"]["detail"]["array_name"] == "emailAddresses"
-    assert receivers["webhookReceivers"]["loop_type"]["detail"]["array_name"] == "webhooks"
+    bicep = module()
+    params = {d.name: d for d in bicep.decls if d.kind == "param"}
+    assert params["emailAddresses"].type_name == "array"
+    assert [c.name for c in params["webhookUrls"].decorators] == ["description", "secure"]  # a URL may carry a key
+    receivers = field(body(bicep, "onCall"), "properties")
+    for key, source in (("emailReceivers", "emailAddresses"), ("webhookReceivers", "webhooks")):
+        loop = field(receivers, key)
+        assert isinstance(loop, bicep_check.ForExpr)
+        assert isinstance(loop.iterable, bicep_check.Ref)
+        assert loop.iterable.name == source
+    webhooks = declared(bicep, "webhooks").value
+    assert isinstance(webhooks, bicep_check.Call)
+    assert webhooks.name == "filter"  # blank lines of the parameter are not receivers
+    assert {r.name for r in bicep_check.free_refs(webhooks)} == {"webhookUrls"}
     for rule in ("noSuccessfulRun", "failedRun"):
-        config = tree["resources"][rule]["config"]
-        assert config["properties"]["scopes"] == ["appInsightsId"]
-        assert config["properties"]["actions"]["actionGroups"][0]["operator"]["operands"]["operand_1"] == "onCall"
-    failed = tree["resources"]["failedRun"]["config"]["properties"]["criteria"]["allOf"][0]
-    assert [d["name"] for d in failed["dimensions"]] == ["Stage", "Code"]  # one alert per stage and error code
-    assert all(f"{d['name']} = " in queries()["failed run"] for d in failed["dimensions"])
+        properties = field(body(bicep, rule), "properties")
+        scopes = field(properties, "scopes")
+        assert isinstance(scopes, bicep_check.Arr)
+        assert [r.name for r in scopes.items if isinstance(r, bicep_check.Ref)] == ["appInsightsId"]
+        group = field(properties, "actions", "actionGroups")
+        assert isinstance(group, bicep_check.Arr)
+        assert bicep_check.member_chain(group.items[0]) == ("onCall", ["id"])
+    criteria = field(body(bicep, "failedRun"), "properties", "criteria", "allOf")
+    assert isinstance(criteria, bicep_check.Arr)
+    dimensions = field(criteria.items[0], "dimensions")
+    assert isinstance(dimensions, bicep_check.Arr)
+    names = [field(d, "name") for d in dimensions.items]
+    assert [n.value for n in names if isinstance(n, bicep_check.Lit)] == ["Stage", "Code"]  # one alert per pair
+    assert all(f"{name} = " in queries()["failed run"] for name in ("Stage", "Code"))
 
 
-# --- the alert queries: Kusto language service, and the fields the run summary logs -----------------
+# --- the alert queries: Kusto language service, and what the daily run really logs -------------------
 
 def queries(silence_hours: int = 26) -> dict[str, str]:
-    variables = parse(MODULE)["variables"]
-    return {"no successful run": variables["noRunQueryTemplate"]["value"].replace("{silenceHours}",
-                                                                                   str(silence_hours)),
-            "failed run": variables["failedRunQuery"]["value"]}
-
-
-def analyse_traces(texts: list[str]) -> list[list[dict[str, Any]]]:
-    import subprocess
-
-    payload = {"tables": {"traces": [list(c) for c in TRACES]}, "queries": texts}
-    done = subprocess.run(["node", str(ROOT / "tests" / "js" / "kql_check.js")], input=json.dumps(payload),
-                          capture_output=True, text=True, check=True, timeout=180)
-    result: list[list[dict[str, Any]]] = json.loads(done.stdout)
-    return result
+    texts = {}
+    for label, name in (("no successful run", "noRunQueryTemplate"), ("failed run", "failedRunQuery")):
+        value = declared(module(), name).value
+        assert isinstance(value, bicep_check.Lit)
+        assert isinstance(value.value, str)
+        texts[label] = value.value
+    texts["no successful run"] = texts["no successful run"].replace("{silenceHours}", str(silence_hours))
+    return texts
 
 
 def test_alert_queries_analyse_cleanly_against_the_traces_schema_and_the_check_can_fail() -> None:
     texts = queries()
     broken = [texts["no successful run"].replace("timestamp", "TimeGenerated"),
               texts["failed run"].replace("| project", "| projekt"),
-              queries()["no successful run"].replace("ago(26h)", "ago({silenceHours}h)")]
-    results = analyse_traces([*texts.values(), *broken])
+              queries()["no successful run"].replace("ago(26h)", "ago({silenceHours}h)"),
+              texts["failed run"].replace("substring(message,", "substring(messages,")]
+    results = analyse([*texts.values(), *broken], tables={"traces": TRACES})
     assert results[:2] == [[], []]
     assert all(results[2:]), results[2:]
 
 
-def test_the_queries_read_exactly_what_the_run_summary_logs() -> None:
+def read_by(query: str) -> tuple[str, set[str]]:
+    """The prefix a query looks for (the same in its `startswith` and its `strlen`) and the JSON keys it reads."""
+    [prefix] = set(re.findall(r'message startswith "([^"]*)"', query))
+    assert re.findall(r'substring\(message, strlen\("([^"]*)"\)\)', query) == [prefix]
+    [variable] = re.findall(r"\| extend (\w+) = parse_json\(substring\(message", query)
+    return prefix, set(re.findall(rf"\b{variable}\.(\w+)", query))
+
+
+def kql_startswith(message: str, prefix: str) -> bool:
+    return message.lower().startswith(prefix.lower())  # Kusto's startswith ignores case
+
+
+def parsed(message: str, prefix: str) -> dict[str, Any]:
+    """What `parse_json(substring(message, strlen(prefix)))` sees, parsed as strict standard JSON."""
+    assert "\n" not in message, message  # one line,
+    assert message.isascii(), message  # and no character another parser would split on
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"not standard JSON: {constant}")
+
+    data = json.loads(message[len(prefix):], parse_constant=refuse)
+    assert isinstance(data, dict)
+    return data
+
+
+def logged(caplog: pytest.LogCaptureFixture, prefix: str) -> list[str]:
+    """The messages Application Insights gets: the worker's handler formats each record with logging's
+    default formatter (the message, plus a traceback when the record has one)."""
+    formatter = logging.Formatter()
+    return [m for m in (formatter.format(r) for r in caplog.records) if kql_startswith(m, prefix)]
+
+
+def test_every_field_the_queries_read_is_in_what_the_daily_run_logs(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     texts = queries()
-    read = set()
-    for text in texts.values():
-        read |= set(re.findall(r"customDimensions\.(\w+)", text))
-    assert read <= set(health.DIMENSIONS), read - set(health.DIMENSIONS)
-    succeeded = health.run_dimensions({"status": "succeeded", "run_id": "r"})
-    failed = health.run_dimensions({"status": "failed"}, failure=health.classify(KeyError("x")))
-    for text in texts.values():
-        assert f'customDimensions.detector_event) == "{succeeded["detector_event"]}"' in text
-    assert f'detector_status) == "{succeeded["detector_status"]}"' in texts["no successful run"]
-    assert f'detector_status) == "{failed["detector_status"]}"' in texts["failed run"]
-    assert "ago(26h)" in texts["no successful run"]
+    summary_prefix, summary_fields = read_by(texts["no successful run"])
+    failure_prefix, failure_fields = read_by(texts["failed run"])
+    assert (summary_prefix, failure_prefix) == (health.SUMMARY_PREFIX + " ", health.FAILURE_PREFIX + " ")
+    assert summary_fields == {"status"}
+    assert failure_fields == {"stage", "code"}
+    assert 'tostring(Summary.status) == "succeeded"' in texts["no successful run"]
 
-
-def test_main_bicep_wires_the_module_with_every_required_parameter() -> None:
-    main = parse(ROOT / "infra" / "main.bicep")
-    module = main["modules"]["monitoring"]
-    assert module["detail"]["path"] == "modules/monitoring.bicep"
-    params = module["config"]["params"]
-    required = {name for name, p in parse(MODULE)["parameters"].items() if "default" not in p}
-    assert required <= set(params)
-    assert set(params) <= set(parse(MODULE)["parameters"])
-    assert params["appInsightsId"]["operator"]["operands"] == {"operand_1": "insights", "operand_2": "id"}
-    total = params["silenceHours"]["operator"]
-    assert total["type"] == "add"
-    assert set(total["operands"].values()) == {"frequencyHours", "healthGraceHours"}  # 24 + 2 = 26 by default
-    assert main["parameters"]["frequencyHours"]["default"] + main["parameters"]["healthGraceHours"]["default"] == 26
-
-
-# --- the summary really carries the dimensions on its log record --------------------------------------
-
-def test_daily_run_logs_the_summary_with_its_dimensions(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    at = "2026-11-20T06:00:00Z"
-    write(build(at=at), tmp_path / "exports")
+    write(build(at=AT), tmp_path / "exports")
     caplog.set_level(logging.INFO, logger="detector")
     env = {"DETECTOR_SOURCE_DIR": str(tmp_path / "exports"), "DETECTOR_STATE_DIR": str(tmp_path / "state")}
-    daily_run(past_due=False, env=env, clock=lambda: parse_datetime(at))
-    [record] = [r for r in caplog.records if r.getMessage().startswith("detector run summary")]
-    dims = {name: getattr(record, name) for name in health.DIMENSIONS}
-    assert dims["detector_event"] == "run_summary"
-    assert dims["detector_status"] == "succeeded"
-    assert dims["detector_window_end"] == at
-    assert dims["detector_alerts"] == 11
+    daily_run(past_due=False, env=env, clock=lambda: parse_datetime(AT))
+    [summary] = logged(caplog, summary_prefix)
+    assert not logged(caplog, failure_prefix)
+    data = parsed(summary, summary_prefix)
+    assert summary_fields <= set(data)
+    assert data["status"] == "succeeded"  # the literal the rule compares with
+    assert (data["window"]["end"], data["alerts"]) == (AT, 11)
+
+    # A failure whose text holds a line break, quotes, a line separator and non-ASCII letters.
     caplog.clear()
+    missing = tmp_path / 'gone "exports"\nLagos\u2028São'
     with pytest.raises(InputError, match="not a folder"):
-        daily_run(past_due=False, env={**env, "DETECTOR_SOURCE_DIR": str(tmp_path / "missing")},
+        daily_run(past_due=False, env={**env, "DETECTOR_SOURCE_DIR": str(missing)},
                   clock=lambda: parse_datetime("2026-11-21T06:00:00Z"))
-    [failed] = [r for r in caplog.records if r.getMessage().startswith("detector run failed")]
-    assert [getattr(failed, name) for name in ("detector_status", "detector_error_stage", "detector_error_code")] == [
-        "failed", "source", "InputError"]
+    [failure] = logged(caplog, failure_prefix)
+    assert not logged(caplog, summary_prefix)
+    data = parsed(failure, failure_prefix)
+    assert failure_fields <= set(data)
+    assert (data["stage"], data["code"]) == ("source", "InputError")
+    assert str(missing) in data["error"]
+
+    # A service error whose text holds a signed URL and quotes: redacted, and the line is still JSON.
+    # A bug (not a DetectorError): its traceback goes on a record of its own, so the failure line stays one line.
+    secret = "s3cr3tSIG"
+    for error, stage, code in ((SourceError(f'denied at https://x.example/v1?sig={secret}" by "policy"',
+                                            code="Forbidden"), "source", "Forbidden"),
+                               (KeyError("bug"), "run", "KeyError")):
+        caplog.clear()
+
+        def broken(error: Exception = error, **_: object) -> None:
+            raise error
+
+        monkeypatch.setattr(functions, "run_once", broken)
+        with pytest.raises(type(error)):
+            daily_run(past_due=False, env=env, clock=lambda: parse_datetime("2026-11-22T06:00:00Z"))
+        [failure] = logged(caplog, failure_prefix)
+        data = parsed(failure, failure_prefix)
+        assert (data["stage"], data["code"]) == (stage, code)
+        assert secret not in caplog.text
+    assert any("Traceback" in logging.Formatter().format(r) for r in caplog.records)
+
+
+def test_the_field_check_can_fail() -> None:
+    """A query reading a key the code does not log, or looking for another prefix, is caught."""
+    query = queries()["failed run"]
+    _, fields = read_by(query.replace("Failure.code", "Failure.errorCode"))
+    assert not fields <= set(health.failure_fields(health.classify(KeyError("x"))))
+    prefix, _ = read_by(query.replace('"detector run failed "', '"detector run failure "'))
+    assert not kql_startswith(health.log_message(health.FAILURE_PREFIX, {}), prefix)
+    with pytest.raises(AssertionError, match="not standard JSON"):
+        parsed('detector run summary {"duration_seconds": NaN}', "detector run summary ")
+
+
+def test_main_bicep_wires_the_module() -> None:
+    main = bicep_check.parse_file(ROOT / "infra" / "main.bicep")
+    wiring = declared(main, "monitoring")
+    assert (wiring.kind, wiring.type_name) == ("module", "modules/monitoring.bicep")
+    params = field(bicep_check.Checker._body(wiring.value), "params")
+    assert bicep_check.member_chain(field(params, "appInsightsId")) == ("insights", ["id"])
+    total = field(params, "silenceHours")
+    assert isinstance(total, bicep_check.Op)
+    assert total.op == "+"
+    assert {r.name for r in bicep_check.free_refs(total)} == {"frequencyHours", "healthGraceHours"}
+    defaults = [declared(main, name).value for name in ("frequencyHours", "healthGraceHours")]
+    assert sum(d.value for d in defaults if isinstance(d, bicep_check.Lit) and isinstance(d.value, int)) == 26

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -490,11 +491,22 @@ def test_one_run_command_with_2000_matches_on_azurite(table_store: StateStore, a
     # What the destinations get carries what it can, and says how many there are.
     card = build_alert_card(stored.alert)
     assert len(json.dumps(card, ensure_ascii=False).encode()) <= MAX_MESSAGE_BYTES
-    assert "2000 UEBA matches" in json.dumps(card)
+    # The why-line counts every match (the stored count, not the capped list), and the sign-ins shown plus
+    # the "+N more" line add up to 2000.
+    assert "(+1999 more flagged sign-ins)" in card["summary"]
+    body = card["attachments"][0]["content"]["body"]
+    heading = next(i for i, block in enumerate(body) if "Flagged sign-ins (UEBA)" in json.dumps(block))
+    [(more, hidden)] = [(i, int(found.group(1))) for i, block in enumerate(body)
+                        if (found := re.fullmatch(r"\+(\d+) more UEBA matches .*", block.get("text", "")))]
+    shown = body[heading + 1:more]
+    assert shown
+    assert all(block["type"] == "Container" and "City " in json.dumps(block) for block in shown)
+    assert len(shown) + hidden == 2000
     import jsonschema
     payload = build_payload(stored.alert)
     jsonschema.validate(payload, load_schema())
     assert payload["matchCount"] == 2000
+    assert 0 < len(payload["signIns"]) < 2000  # the stored (capped) matches; the count says how many there are
 
 
 # --- item 1: upgrade from the old key scheme ------------------------------------------------------------
@@ -679,16 +691,25 @@ def test_the_update_message_is_marked_as_new_evidence() -> None:
     from detector.correlate import build_alerts
     from detector.deliver.logicapp import build_payload, load_schema
     from detector.deliver.teams import build_alert_card, build_digest_card
+    from detector.triage import why_line
     start = DAY0 + 4 * H
     [alert] = build_alerts(correlate(run_command(start), [ueba(start - H), ueba(start, location="Pune, IN")],
                                      Window.ending_at(start + H)).rows)
     first, update = build_alert_card(alert), build_alert_card(alert, event="update")
-    assert "New evidence" not in json.dumps(first)
-    assert update["attachments"][0]["content"]["body"][0]["items"][1]["text"].startswith("New evidence: ")
-    assert "New evidence" in json.dumps(build_digest_card([alert, alert], event="update"))
+    notice = "Update: new flagged sign-ins for an alert already sent."
+    assert notice not in json.dumps(first)
+    # The update says so in the header, right under the why-line (which stays the card's first text).
+    header = update["attachments"][0]["content"]["body"][0]["items"]
+    assert "".join(run["text"] for run in header[0]["inlines"]) == why_line(alert) == update["summary"]
+    assert (header[1]["text"], header[1]["weight"]) == (notice, "Bolder")
+    assert update["attachments"][0]["content"]["body"][1:] == first["attachments"][0]["content"]["body"][1:]
+    digest, first_digest = (build_digest_card([alert, alert], event=e) for e in ("update", "alert"))  # type: ignore[arg-type]
+    assert digest["summary"].startswith("2 updated alerts: ")
+    assert first_digest["summary"].startswith("2 alerts: ")
     for event in ("alert", "update"):
         payload = build_payload(alert, event=event)  # type: ignore[arg-type]
         jsonschema.validate(payload, load_schema())
-        assert (payload["event"], payload["alertId"], payload["matchCount"]) == (event, alert.key, 2)
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**build_payload(alert), "event": "resend"}, load_schema())
+        assert (payload["eventType"], payload["alertId"], payload["matchCount"]) == (event, alert.key, 2)
+        assert len(payload["signIns"]) == 2  # all the matches, not only the new one
+    with pytest.raises(jsonschema.ValidationError, match="'resend' is not one of"):
+        jsonschema.validate({**build_payload(alert), "eventType": "resend"}, load_schema())

@@ -77,6 +77,12 @@ def test_package_holds_the_app_and_its_linux_dependencies_only(package: Path) ->
     for forbidden in ("tests/", "bench/", "node_modules/", ".venv", "local.settings", "infra/", ".git"):
         assert not [n for n in ours if n.startswith(forbidden) or f"/{forbidden}" in n], forbidden
     assert not [n for n in listing if "node_modules/" in n or "/.venv" in n]
+    # No OpenTelemetry (README, Self-monitoring: the classic logging path, messages parsed by the alert queries).
+    # (azure-core's own azure/core/tracing/opentelemetry.py stays: it is imported only when tracing is turned on.)
+    site_packages = ".python_packages/lib/site-packages/"
+    shipped_top = {n[len(site_packages):].split("/")[0].lower() for n in listing if n.startswith(site_packages)}
+    assert not [name for name in shipped_top if "opentelemetry" in name], sorted(shipped_top)
+    assert not [n for n in listing if n.startswith(site_packages + "azure/monitor/opentelemetry")]
     shipped = {n for n in listing if n.startswith("detector/")}
     expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "detector").rglob("*")
                 if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}

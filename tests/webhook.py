@@ -2,11 +2,13 @@
 
 Each path answers from a script of responses (status, headers, body, delay); when the script runs
 out it answers 202. Every request is recorded with its path, query and JSON body.
+``alert_message`` reads which alert a received message is about (for the soak tests' counts).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -95,6 +97,25 @@ class WebhookServer:
         """Bodies POSTed to ``path`` that were answered 2xx, i.e. delivered."""
         with self.lock:
             return [r.body for r in self.received if r.path == path and 200 <= r.status < 300]
+
+
+def alert_message(body: Any) -> tuple[str, str] | None:
+    """(VM name, ``alert`` or ``update``) of one alert message as a destination received it: a Logic App
+    alert-v2 payload or a Teams alert card. None for anything else (health messages, digests).
+
+    Read from the fields that name the alert itself, never from the whole text: a message also names
+    other Run Commands of the caller (its context), which are not the alert."""
+    if not isinstance(body, dict):
+        return None
+    if body.get("schemaVersion") == "2.0":
+        return body["runCommand"]["vmName"], body["eventType"]
+    summary = body.get("summary")
+    found = re.search(r" ran a Run Command on (\S+)", summary) if isinstance(summary, str) else None
+    if body.get("type") != "message" or found is None:
+        return None
+    header = body["attachments"][0]["content"]["body"][0]["items"]
+    update = any(str(item.get("text", "")).startswith("Update: new flagged sign-ins") for item in header)
+    return found.group(1), "update" if update else "alert"
 
 
 @contextmanager

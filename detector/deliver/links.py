@@ -23,7 +23,7 @@ from urllib.parse import quote
 from ..model import Alert
 from ..settings import Settings
 from ..sources.kqltext import datetime_literal, string_literal
-from ..timestamps import TICKS_PER_HOUR, format_datetime
+from ..timestamps import MAX_TICKS, MIN_TICKS, TICKS_PER_HOUR, format_datetime
 from ..triage import object_id, proposed_entry
 
 PORTAL = "https://portal.azure.com/"
@@ -33,6 +33,8 @@ VM_SCOPE = re.compile(r"^/subscriptions/[0-9A-Za-z-]+/resourceGroups/[-\w.()]+/p
                       r"virtualMachines/[-\w.]+$", re.IGNORECASE)
 # The Investigate range: an hour either side of the earliest and latest event the alert names.
 MARGIN = TICKS_PER_HOUR
+MAX_LINK_CHARS = 4096
+"""A longer link is left out (five of them still fit a card under Teams' 28 KB)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +83,7 @@ def _portal(tenant_id: str) -> str:
 
 def investigate_range(alert: Alert) -> tuple[int, int]:
     times = [alert.start, alert.end, *(r.ueba_time for r in alert.rows)]
-    return min(times) - MARGIN, max(times) + MARGIN
+    return max(min(times) - MARGIN, MIN_TICKS), min(max(times) + MARGIN, MAX_TICKS)  # within Kusto's range
 
 
 def investigate_query(alert: Alert) -> str:
@@ -122,8 +124,13 @@ def alert_links(alert: Alert, options: DeliveryOptions) -> AlertLinks:
         defender = f"{DEFENDER}user?aad={oid}&upn={quote(alert.caller, safe='@')}"
         if options.tenant_id:
             defender += f"&tid={options.tenant_id}"
+    links = (vm, investigate, entra, defender, exception_request_url(alert, options))
+    # A link built from a huge log value (percent-encoded CJK takes 9 bytes a character) would not work
+    # (servers refuse such URLs) and would push the card past Teams' limit outside the part that is
+    # trimmed to fit: it is left out, like a link whose parts are unknown.
+    vm, investigate, entra, defender, request = (url if len(url) <= MAX_LINK_CHARS else "" for url in links)
     return AlertLinks(vm=vm, investigate=investigate, user_entra=entra, user_defender=defender,
-                      request_exception=exception_request_url(alert, options))
+                      request_exception=request)
 
 
 def exception_request_url(alert: Alert, options: DeliveryOptions) -> str:

@@ -12,8 +12,12 @@ import logging
 import re
 from urllib.parse import urlsplit
 
-_SECRET_QUERY = re.compile(r"(?i)\b(sig|signature|sv|se|sp|code|key|accountkey|sharedaccesssignature)=([^&\s'\"<>;]+)")
-_URL_WITH_QUERY = re.compile(r"(?i)(https?://[^\s'\"<>?]+)\?[^\s'\"<>]*")
+# A redacted value ends at a backslash too: in a JSON-encoded log line (the run summary and failure lines)
+# `sig=x\"` must lose `x`, not the backslash that escapes the quote, or the line stops being JSON.
+# (SAS signatures and account keys are base64 or percent-encoded: they hold no backslash.)
+_SECRET_QUERY = re.compile(
+    r"(?i)\b(sig|signature|sv|se|sp|code|key|accountkey|sharedaccesssignature)=([^&\s'\"<>;\\]+)")
+_URL_WITH_QUERY = re.compile(r"(?i)(https?://[^\s'\"<>?]+)\?[^\s'\"<>\\]*")
 LOGGERS = ("urllib3", "urllib3.connectionpool", "urllib3.util.retry", "requests", "azure", "azure.core",
            "azure.core.pipeline.policies.http_logging_policy", "detector", "function_app")
 

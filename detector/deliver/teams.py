@@ -64,8 +64,9 @@ _REMOVED_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"})
 _INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0\u2800"
                        + "".join(chr(c) for c in range(0xFE00, 0xFE10)))
 _ZWSP = "\u200b"
-# Values the shell command may show as they are: anything else is not offered as a command.
-_DISPLAYABLE = re.compile(r"^[\w.@+\-,:/ ()']{1,256}$")
+# Values the shell command may show as they are: anything else is not offered as a command. A value
+# starting with "-" would be read by argparse as an option ("--when: expected 3 arguments").
+_DISPLAYABLE = re.compile(r"^(?!-)[\w.@+\-,:/ ()']{1,256}$")
 
 
 def _visible(ch: str) -> str:

@@ -344,7 +344,9 @@ def check_utf8_text(path: Path) -> None:
     except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"cannot read: {getattr(exc, 'strerror', None) or exc}", path=str(path)) from None
     encoding = next((name for bom, name in _FOREIGN_BOMS if head.startswith(bom)), None)
-    if encoding is None and b"\x00" in head:
+    # Without a BOM: UTF-16/32 text has a NUL in every other (or three of four) byte of its ASCII
+    # column names; a stray NUL in one UTF-8 value is a malformed row, not a foreign encoding.
+    if encoding is None and head.count(b"\x00") >= max(2, len(head) // 16):
         encoding = "UTF-16 or UTF-32 (NUL bytes)"
     if encoding is not None:
         raise InputError(f"the file is {encoding}, not UTF-8; re-save it as UTF-8 (PowerShell: Get-Content IN | "

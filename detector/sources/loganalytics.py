@@ -106,6 +106,10 @@ class LogAnalyticsSource:
             raise SourceError("authentication to Log Analytics failed (check the identity and its "
                               "Log Analytics Reader role)", code="AuthenticationFailed") from None
         except HttpResponseError as exc:
+            if isinstance(exc.__context__, ClientAuthenticationError):
+                # The client re-raises a credential failure as a bare HttpResponseError (status None).
+                raise SourceError("authentication to Log Analytics failed: no token (on a laptop: az login; in "
+                                  "Azure: the managed identity)", code="AuthenticationFailed") from None
             code = getattr(getattr(exc, "error", None), "code", None) or f"HTTP{exc.status_code}"
             if _LIMIT_TEXT.search(str(exc.message or "")):
                 raise _ResultTooLarge() from None

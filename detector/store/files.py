@@ -236,9 +236,19 @@ class FileStore:
             if doc is not None:
                 yield path, doc
 
-    def list_pending(self) -> list[StoredAlert]:
+    def list_pending(self, *, unreadable: list[str] | None = None) -> list[StoredAlert]:
+        pending: list[StoredAlert] = []
         with self._locked():
-            return [self._stored(path, doc) for path, doc in self._alert_docs() if doc["record"].get("pending")]
+            for path in sorted(self.alerts_dir.glob("*.json")):
+                try:
+                    doc = self._alert_doc(path)
+                    if doc is not None and doc["record"].get("pending"):
+                        pending.append(self._stored(path, doc))
+                except StoreError as exc:
+                    if unreadable is None:
+                        raise
+                    unreadable.append(str(exc))
+        return pending
 
     def purge(self, *, before: Ticks) -> PurgeStats:
         alerts = kept = 0
@@ -292,14 +302,22 @@ class FileStore:
             return runs
 
     # --- health (one record, its version as ETag) ---------------------------------------------------
+    def _health_doc(self) -> dict[str, Any] | None:
+        path = self.directory / "health.json"
+        data = self._read_path(path, None)
+        if data is not None and not (isinstance(data, dict) and isinstance(data.get("version"), int)
+                                     and isinstance(data.get("record"), dict)):
+            raise _shape_error(path, 'an object {"version": <int>, "record": {...}}')
+        return data
+
     def get_health(self) -> tuple[dict[str, Any] | None, str | None]:
         with self._locked():
-            data = self._read("health.json", None)
+            data = self._health_doc()
         return (data["record"], str(data["version"])) if data else (None, None)
 
     def put_health(self, record: dict[str, Any], *, etag: str | None) -> str:
         with self._locked():
-            current = self._read("health.json", None)
+            current = self._health_doc()
             if (current is None) != (etag is None) or (current is not None and str(current["version"]) != etag):
                 raise ConflictError("the health record changed since it was read")
             version = 1 if current is None else int(current["version"]) + 1

@@ -37,6 +37,8 @@ _CHUNK = 30_000  # ASCII characters per string property (the service allows 64 K
 MAX_ENTITY_BYTES = 1024 * 1024 - 4096  # margin for system properties and per-property overhead
 MAX_PROPERTIES = 252  # 255 including PartitionKey, RowKey and Timestamp
 _MAX_TICKS = 10**19 - 1
+MAX_KEY_CHARS = 1024  # PartitionKey/RowKey: at most 1 KiB
+MAX_SUMMARY_CHARS = 15 * _CHUNK  # a run record stays under the 1 MiB entity limit as UTF-16
 _FORBIDDEN_KEY_CHARS = re.compile(r"[/\\#?%\x00-\x1f\x7f-\x9f]")
 
 
@@ -63,6 +65,19 @@ def _split(name: str, text: str) -> dict[str, Any]:
 def _join(entity: dict[str, Any], name: str) -> str:
     count = entity.get(f"{name}_chunks")
     return "".join(entity[f"{name}_{i}"] for i in range(int(count))) if count is not None else ""
+
+
+def _summary_text(summary: dict[str, Any]) -> str:
+    """A run summary as whole JSON (never cut mid-text, which made it unreadable) within one entity:
+    ASCII-escaped, so each character is one UTF-16 unit; lists are shortened only when it must."""
+    text = json.dumps(summary, ensure_ascii=True, allow_nan=False)
+    if len(text) > MAX_SUMMARY_CHARS:
+        short = {k: v[:20] if isinstance(v, list) else v for k, v in summary.items()}
+        text = json.dumps({**short, "lists_truncated": True}, ensure_ascii=True, allow_nan=False)
+    if len(text) > MAX_SUMMARY_CHARS:
+        short = {k: v for k, v in summary.items() if not isinstance(v, list | dict) or k == "window"}
+        text = json.dumps({**short, "lists_truncated": True}, ensure_ascii=True, allow_nan=False)
+    return text
 
 
 def _entity_bytes(entity: dict[str, Any]) -> int:
@@ -219,6 +234,11 @@ class TableStore:
         return StoredAlert.from_record(record, entity.metadata["etag"])
 
     def get_alert(self, key: str) -> StoredAlert | None:
+        if len(encode_key(key)) > MAX_KEY_CHARS:
+            # No such row can exist (the service refuses longer keys); keys from before the hashed scheme
+            # held the raw CorrelationId, which a client can make as long as it likes.
+            return None
+
         def run() -> StoredAlert | None:
             try:
                 entity = self.alerts.get_entity(encode_key(RULE.id), encode_key(key))
@@ -250,11 +270,18 @@ class TableStore:
             return stored.with_changes(etag=meta["etag"])
         return self._call("update alert", run)
 
-    def list_pending(self) -> list[StoredAlert]:
+    def list_pending(self, *, unreadable: list[str] | None = None) -> list[StoredAlert]:
         def run() -> list[StoredAlert]:
             query = "PartitionKey eq @pk and pending eq @pending"
-            return [self._stored(e) for e in self.alerts.query_entities(
-                query, parameters={"pk": encode_key(RULE.id), "pending": True})]
+            pending: list[StoredAlert] = []
+            for entity in self.alerts.query_entities(query, parameters={"pk": encode_key(RULE.id), "pending": True}):
+                try:
+                    pending.append(self._stored(entity))
+                except StoreError as exc:
+                    if unreadable is None:
+                        raise
+                    unreadable.append(f"{self._label}: alert row {entity.get('RowKey', '?')}: {exc}")
+            return pending
         return self._call("list pending alerts", run)
 
     def purge(self, *, before: Ticks) -> PurgeStats:
@@ -315,7 +342,7 @@ class TableStore:
         end = summary.get("window", {}).get("end")
         order = _MAX_TICKS - (parse_datetime(end) if end else 0)
         entity = {"PartitionKey": "run", "RowKey": encode_key(f"{order:019d}-{run_id}"), "run_id": run_id,
-                  "summary": json.dumps(summary, ensure_ascii=False, allow_nan=False)[:_CHUNK]}
+                  **_split("summary", _summary_text(summary))}
         self._call("record run", lambda: self.runs.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
     def list_runs(self) -> list[dict[str, Any]]:
@@ -323,7 +350,8 @@ class TableStore:
             rows = []
             for e in self.runs.query_entities("PartitionKey eq @pk", parameters={"pk": "run"}):
                 try:
-                    rows.append({"id": e["run_id"], **json.loads(e["summary"])})
+                    text = _join(e, "summary") if "summary_chunks" in e else e["summary"]
+                    rows.append({"id": e["run_id"], **json.loads(text)})
                 except (KeyError, ValueError):
                     rows.append({"id": e.get("run_id", "?"), "unreadable": True})
             rows.reverse()  # stored newest first; return oldest first like the file store
@@ -338,8 +366,10 @@ class TableStore:
             except ResourceNotFoundError:
                 return None, None
             try:
-                record: dict[str, Any] = json.loads(entity["record"])
+                record = json.loads(entity["record"])
             except (KeyError, ValueError):
+                record = None
+            if not isinstance(record, dict):
                 raise StoreError(f"{self._label}: the health record is unreadable") from None
             return record, str(entity.metadata["etag"])
         return self._call("read health", run)

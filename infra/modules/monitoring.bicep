@@ -1,8 +1,17 @@
 // Azure Monitor watches the detector from outside: a path that works even when the detector cannot
 // send anything itself (a broken deployment, an expired secret, a disabled app).
-// Two scheduled query rules over the Function App's Application Insights `traces`, reading the run
-// summary's custom dimensions (detector/health.py DIMENSIONS), and one action group whose receivers
-// are parameters. The README's "Self-monitoring" section explains both paths.
+// Two scheduled query rules over the Function App's Application Insights `traces`, and one action group
+// whose receivers are parameters. The README's "Self-monitoring" section explains both paths.
+//
+// What the rules read: the daily run logs `detector run summary {json}` after every completed run and
+// `detector run failed {json}` (with `stage` and `code`) after a failed one, each JSON object on one line
+// (detector/health.py SUMMARY_PREFIX, FAILURE_PREFIX, log_message). The queries find them with
+// `startswith` and parse the JSON after the prefix. Why not structured custom dimensions: the Functions
+// Python worker forwards a log record's formatted message to `traces.message` and not its `extra` fields;
+// the worker sends `extra` only when it exports through OpenTelemetry, which Microsoft's "Use
+// OpenTelemetry with Azure Functions" page marks preview, supports for HTTP and Azure SDK-based triggers
+// only (this app has timers only) and needs configure_azure_monitor() in the app's code. So no
+// OpenTelemetry: the classic path, and messages that carry their own structure.
 
 @description('Azure region of the alert rules.')
 param location string
@@ -27,19 +36,21 @@ param webhookUrls string = ''
 
 var webhooks = filter(split(replace(webhookUrls, '\r', ''), '\n'), url => !empty(trim(url)))
 
-// The run summary is logged with these custom dimensions; {silenceHours} is replaced below.
+// {silenceHours} is replaced below. A run whose summary says "partial" (an alert it could not record)
+// does not count as successful: it keeps the watermark, and the next run retries.
 var noRunQueryTemplate = '''
 traces
 | where timestamp > ago({silenceHours}h)
-| where tostring(customDimensions.detector_event) == "run_summary"
-| where tostring(customDimensions.detector_status) == "succeeded"
+| where message startswith "detector run summary "
+| extend Summary = parse_json(substring(message, strlen("detector run summary ")))
+| where tostring(Summary.status) == "succeeded"
 | summarize SuccessfulRuns = count()
 '''
 var failedRunQuery = '''
 traces
-| where tostring(customDimensions.detector_event) == "run_summary"
-| where tostring(customDimensions.detector_status) == "failed"
-| project timestamp, Stage = tostring(customDimensions.detector_error_stage), Code = tostring(customDimensions.detector_error_code), message
+| where message startswith "detector run failed "
+| extend Failure = parse_json(substring(message, strlen("detector run failed ")))
+| project timestamp, Stage = tostring(Failure.stage), Code = tostring(Failure.code), message
 '''
 
 resource onCall 'Microsoft.Insights/actionGroups@2023-01-01' = {
