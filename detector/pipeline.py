@@ -69,6 +69,7 @@ class RunResult:
             "rows_read": {"AzureActivity": self.report.rows_read.get("AzureActivity", stats.activity_rows),
                           "BehaviorAnalytics": self.report.rows_read.get("BehaviorAnalytics", stats.ueba_rows)},
             "malformed_rows": self.report.malformed_count,
+            "duplicates_skipped": self.report.duplicates_skipped,
             "run_commands": stats.run_commands_succeeded,
             "suspicious_logins": stats.ueba_suspicious,
             "matches": stats.rows,
