@@ -6,6 +6,9 @@
 
 Times are medians of ``--repeat`` runs and are reported as ratios to DuckDB measured in the same run,
 on the same files and rows, after checking that DuckDB's rows equal ours (equal work).
+Beside the replay: the same rows as 24 hourly ``PT1H.json`` files in a data-export folder tree (written once
+into ``bench/data/<scale>/hourly``), and the floor for the same bytes: reading them from the page cache and
+a single-core ``grep -ci``.
 DuckDB is a benchmark-only dependency (``pip install duckdb``), never a runtime one.
 """
 
@@ -90,6 +93,55 @@ def duck_key(rows: list[tuple[Any, ...]]) -> list[tuple[str, ...]]:
 def replay_ours(folder: Path) -> list[Any]:
     data = FileSource(folder).fetch(WINDOW)
     return correlate(data.activity, data.ueba, WINDOW).rows
+
+
+HOURS = 24
+
+
+def hourly_folder(folder: Path) -> Path:
+    """The same rows as a Log Analytics data export: 24 hourly ``PT1H.json`` files per table (JSON Lines), in
+    the export's folder tree; written once, next to the single-file workspace."""
+    out = folder.parent / "hourly"
+    tables = (("AzureActivity", "am-azureactivity"), ("BehaviorAnalytics", "am-behavioranalytics"))
+    if (out / "done").exists():
+        return out
+    for table, container in tables:
+        with (folder / f"{table}.jsonl").open("rb") as source:
+            lines = sum(1 for _ in source)
+        per_file = -(-lines // HOURS)
+        with (folder / f"{table}.jsonl").open("rb") as source:
+            for hour in range(HOURS):
+                path = (out / container / "WorkspaceResourceId=/subscriptions/s/resourcegroups/rg/providers/"
+                        f"microsoft.operationalinsights/workspaces/w/y=2026/m=11/d=20/h={hour:02d}/m=00/PT1H.json")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with path.open("wb") as target:
+                    for _ in range(per_file):
+                        line = source.readline()
+                        if not line:
+                            break
+                        target.write(line)
+    (out / "done").write_text("")
+    return out
+
+
+def floor(folder: Path, repeat: int) -> dict[str, Any]:
+    """The machine's limit for the same bytes: reading them from the page cache, and single-core ``grep -ci``."""
+    files = sorted(folder.glob("*.jsonl"))
+
+    def read_all() -> int:
+        total = 0
+        for path in files:
+            with path.open("rb", buffering=0) as handle:
+                while chunk := handle.read(1 << 20):
+                    total += len(chunk)
+        return total
+
+    read_all()  # into the page cache
+    read_t, _ = median_time(read_all, repeat)
+    grep_t, _ = median_time(lambda: [subprocess.run(["grep", "-ci", "runcommand", str(p)], capture_output=True,
+                                                    check=False, env={**os.environ, "LC_ALL": "C"})
+                                     for p in files], repeat)
+    return {"page_cache_read_s": read_t, "grep_ci_s": grep_t}
 
 
 def sql(activity: str, ueba: str) -> str:
@@ -411,6 +463,9 @@ def main(argv: list[str] | None = None) -> int:
         ours_t, ours = median_time(lambda folder=folder: replay_ours(folder), args.repeat)
         duck_t, duck = median_time(lambda folder=folder: replay_duck(folder), args.repeat)
         equal = ours_key(ours) == duck_key(duck)
+        hourly = hourly_folder(folder)
+        hourly_t, hourly_rows = median_time(lambda hourly=hourly: replay_ours(hourly), args.repeat)
+        equal = equal and ours_key(hourly_rows) == ours_key(ours)
         code = (f"import sys;sys.path.insert(0,{str(ROOT)!r});from bench.run import replay_ours;"
                 f"from pathlib import Path;"
                 f"replay_ours(Path({str(folder)!r}))")
@@ -419,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         entry = {
             "rows": SCALES[name], "jsonl_mb": round(size_mb, 1),
             "replay": {"ours_s": ours_t, "duckdb_s": duck_t, "ratio": ours_t / duck_t, "rows_out": len(ours),
-                       "equal": equal},
+                       "equal": equal, "hourly_files_s": hourly_t, "hourly_vs_one_file": hourly_t / ours_t},
+            "floor": floor(folder, args.repeat),
             "correlation": correlation_alone(folder, args.repeat),
             "peak_rss_mb": {"ours": rss_of(code), "duckdb": rss_of(duck_code)},
         }
@@ -462,12 +518,15 @@ def render(results: dict[str, Any]) -> str:
     if not results["scales"]:
         return "\n".join(lines)
     lines += ["",
-              "| scale | JSONL MB | replay ours s | DuckDB s | ratio | correlation ours ms | DuckDB ms | ratio "
+              "| scale | JSONL MB | replay ours s | DuckDB s | ratio | 24 hourly files s | x one file "
+              "| page-cache read s | grep -ci s | correlation ours ms | DuckDB ms | ratio "
               "| peak RSS ours MB | DuckDB MB | rows equal |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, e in results["scales"].items():
-        r, c, m = e["replay"], e["correlation"], e["peak_rss_mb"]
+        r, c, m, f = e["replay"], e["correlation"], e["peak_rss_mb"], e["floor"]
         lines.append(f"| {name} | {e['jsonl_mb']} | {r['ours_s']:.2f} | {r['duckdb_s']:.2f} | {r['ratio']:.2f}x "
+                     f"| {r['hourly_files_s']:.2f} | {r['hourly_vs_one_file']:.2f}x | {f['page_cache_read_s']:.2f} "
+                     f"| {f['grep_ci_s']:.2f} "
                      f"| {c['ours_s'] * 1000:.1f} | {c['duckdb_s'] * 1000:.1f} | {c['ratio']:.2f}x "
                      f"| {m['ours']:.0f} | {m['duckdb']:.0f} | {r['equal'] and c['equal']} |")
     transfers = {k: e["transfer"] for k, e in results["scales"].items() if "transfer" in e}

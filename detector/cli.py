@@ -26,6 +26,7 @@ from .sample.generate import SAMPLE_DIR
 from .settings import Settings
 from .sources import Source
 from .sources.factory import open_source
+from .sources.files import FileSource
 from .window import DEFAULT_PERIOD_HOURS, Window
 
 if TYPE_CHECKING:
@@ -110,7 +111,28 @@ def _rules(args: argparse.Namespace) -> tuple[Rule, ...]:
     return registry.select(names)
 
 
-def _window(args: argparse.Namespace) -> tuple[Source, Ticks]:
+class _ProgressBar:
+    """The replay's progress on a terminal (tqdm, imported here only: the Function App never shows one):
+    bytes read as stored, their rate, rows read, and how many files."""
+
+    def __init__(self, stream: TextIO, *, total: int, files: int) -> None:
+        from tqdm import tqdm
+        self._bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=stream, leave=False,
+                         desc=f"reading {files} file{'s' if files != 1 else ''}", dynamic_ncols=True)
+        self._bar.set_postfix_str("0 rows")
+        self._rows = 0
+        self._total = total
+
+    def advance(self, *, nbytes: int, rows: int) -> None:
+        self._rows += rows
+        self._bar.set_postfix_str(f"{self._rows:,} rows", refresh=False)
+        self._bar.update(nbytes)
+        if self._bar.n >= self._total:
+            self._bar.refresh()  # the final figures, whatever the refresh interval skipped
+            self._bar.close()
+
+
+def _window(args: argparse.Namespace, err: TextIO) -> tuple[FileSource, Ticks]:
     data: Path | None = args.data
     if data is None:
         data = SAMPLE_DIR
@@ -118,8 +140,13 @@ def _window(args: argparse.Namespace) -> tuple[Source, Ticks]:
     else:
         at = args.at if args.at is not None else wall_clock()
     full_parse = bool(getattr(args, "check_all_rows", False) or getattr(args, "strict", False))
-    return open_source(selection=selection_of(_rules(args)), directory=data, prefilter=not full_parse,
-                       date_order=getattr(args, "date_order", None)), at
+    source = open_source(selection=selection_of(_rules(args)), directory=data, prefilter=not full_parse,
+                         date_order=getattr(args, "date_order", None))
+    assert isinstance(source, FileSource)  # nosec B101 - open_source's contract for a folder
+    if err.isatty() and not getattr(args, "quiet", False):  # never in logs, pipes or --json captures
+        source.progress = _ProgressBar(err, total=source.total_bytes(),
+                                       files=sum(len(paths) for paths in source.files.values()))
+    return source, at
 
 
 def _read_allowlist_file(path: Path) -> list[dict[str, Any]]:
@@ -195,6 +222,7 @@ def _print_table(result: RunResult, out: TextIO) -> None:
     out.write(
         f"\nrows read: {summary['rows_read']['AzureActivity']} AzureActivity, "
         f"{summary['rows_read']['BehaviorAnalytics']} BehaviorAnalytics; malformed rows: {summary['malformed_rows']}; "
+        f"duplicates skipped: {summary['duplicates_skipped']}; "
         f"run commands: {summary['run_commands']}; matches: {summary['matches']}; alerts: {summary['alerts']}; "
         f"suppressed: {summary['suppressed']}\n")
     if "delivered" in summary:
@@ -232,7 +260,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         source = _logs_source(args, settings)
         at = args.at if args.at is not None else wall_clock()
     else:
-        source, at = _window(args)
+        source, at = _window(args, err)
     if _stateful(args, settings) and (args.allowlist or args.no_allowlist):
         raise UsageError("--allowlist/--no-allowlist are not used with a state backend (--state, --table-endpoint "
                          "or DETECTOR_* state settings), whose own allowlist applies; import entries with "
@@ -301,7 +329,7 @@ def cmd_parity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_rows(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """The rules' raw rows: for the seed alone exactly its 13 columns; with other rules, each row also names
     its rule (``RuleId``)."""
-    source, at = _window(args)
+    source, at = _window(args, err)
     rules = _rules(args)
     result = detect(source, Window.ending_at(at, hours=args.period_hours), rules=rules)
     _report_problems(result, err)
@@ -318,7 +346,7 @@ def cmd_card(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .deliver.preview import render_page
     from .deliver.teams import build_alert_card, build_digest_card
 
-    source, at = _window(args)
+    source, at = _window(args, err)
     rules = _rules(args)
     result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at),
                     rules=rules)
@@ -442,7 +470,7 @@ def cmd_allowlist_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
     for problem in loaded.problems:
         out.write(f"  NOT IN FORCE {_shown(problem)}\n")
     if args.data is not None or args.file == SAMPLE_ALLOWLIST:
-        source, at = _window(args)
+        source, at = _window(args, err)
         result = detect(source, Window.ending_at(at, hours=args.period_hours), rules=_rules(args))
         for entry in loaded.active:
             hits = [a for a in result.alerts if entry.matches(a)]
@@ -476,8 +504,11 @@ def build_parser() -> argparse.ArgumentParser:
                        f"'seed' or 'all' (default: DETECTOR_RULES, else the seed rule alone). Rules: {rule_ids}")
 
     def data_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", type=Path, help="folder with AzureActivity.<json|jsonl|csv> and "
-                       "BehaviorAnalytics.<json|jsonl|csv> (default: the embedded sample)")
+        p.add_argument("--data", type=Path, help="folder (tree) with the exports of AzureActivity and "
+                       "BehaviorAnalytics: .json, .jsonl, .csv, optionally .gz (see README, Data formats; default: "
+                       "the embedded sample)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar (shown on stderr only when it is a "
+                       "terminal)")
         p.add_argument("--at", type=_time_arg, help="run time, ISO 8601; the period ends here "
                        "(default: the sample's run time, or now with --data)")
         rule_option(p)

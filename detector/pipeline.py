@@ -65,6 +65,7 @@ class _DetectSummary(TypedDict):
     rules: list[str]
     rows_read: RowsRead
     malformed_rows: int
+    duplicates_skipped: int
     run_commands: int
     run_commands_by_rule: dict[str, int]
     suspicious_logins: int
@@ -151,6 +152,7 @@ class RunResult:
             "rows_read": {"AzureActivity": self.report.rows_read.get("AzureActivity", stats.activity_rows),
                           "BehaviorAnalytics": self.report.rows_read.get("BehaviorAnalytics", stats.ueba_rows)},
             "malformed_rows": self.report.malformed_count,
+            "duplicates_skipped": self.report.duplicates_skipped,
             "run_commands": stats.run_commands_succeeded,
             "run_commands_by_rule": dict(stats.groups_by_rule),
             "suspicious_logins": stats.ueba_suspicious,

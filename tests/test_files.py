@@ -133,7 +133,9 @@ def test_rest_json_with_bad_rows(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("content", "message"), [
     ("{not json", "not a JSON document"),
-    ('{"something": 1}', "expected a Log Analytics response"),
+    # one object on one line is a JSON Lines row (Azure's PT1H.json blobs are JSON Lines), checked as one
+    ('{"something": 1}', "required column is missing"),
+    ('{\n"something": 1}', "expected a Log Analytics response"),
     ('{"tables": []}', "no table with columns and rows"),
 ])
 def test_unreadable_json_documents(tmp_path: Path, content: str, message: str) -> None:
@@ -292,3 +294,26 @@ def test_scan_ranges_split_on_line_boundaries(tmp_path: Path) -> None:
     assert total == 500
     assert [n for _, n in found] == [i for i in range(500) if i % 7 == 0]  # line 0 is also the header line
     assert all(i == n for i, n in found)
+
+
+@pytest.mark.parametrize("average", [40, 3000])
+def test_scan_counts_lines_and_numbers_candidates_like_a_plain_split(tmp_path: Path, average: int) -> None:
+    """Long lines are counted by Hyperscan callbacks, short ones by bytes.count: both give the plain count."""
+    import random
+
+    from detector.sources.scan import CHUNK, LinePrefilter, scan_range
+    rng = random.Random(average)
+    lines: list[str] = []
+    size = 0
+    while size < 3 * CHUNK:
+        body = "x" * rng.randrange(0, 2 * average)
+        lines.append(rng.choice(["", body, body + " RunCommand ", '{"a": "\\u0041"}' + body]))
+        size += len(lines[-1]) + 1
+    content = "\n".join(lines).encode()  # no newline at the end: the last line still counts
+    path = tmp_path / "AzureActivity.jsonl"
+    path.write_bytes(content)
+    prefilter = LinePrefilter((b"runcommand",), lower=True)
+    result = scan_range(str(path), 0, len(content), prefilter, True)
+    assert result.lines == len(lines)
+    expected = [(i, x.encode()) for i, x in enumerate(lines) if i == 0 or prefilter.wants(x.encode())]
+    assert result.candidates == expected

@@ -3,6 +3,7 @@ card too big or injectable, never lets an allowlist entry match everything."""
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import json
 import re
@@ -347,6 +348,52 @@ def test_prefilter_on_and_off_give_identical_rows(activity_lines: list[str], ueb
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         (d / "AzureActivity.jsonl").write_text("\n".join(activity_lines) + "\n", encoding="utf-8")
+        (d / "BehaviorAnalytics.jsonl").write_text("\n".join(ueba_lines), encoding="utf-8")
+        try:
+            full = _filtered(d, prefilter=False)
+        except InputError:
+            with pytest.raises(InputError):
+                _filtered(d, prefilter=True)
+            return
+        assert _filtered(d, prefilter=True) == full
+
+
+def _as_record(o: dict[str, Any]) -> dict[str, Any]:
+    """The row as the Activity Log's storage / event hub record (see detector/sources/activitylog.py)."""
+    return {"time": o["TimeGenerated"], "operationName": o["OperationNameValue"], "resultType": o["ActivityStatusValue"],
+            "correlationId": o["CorrelationId"], "callerIpAddress": o["CallerIpAddress"],
+            "identity": {"authorization": o["Authorization"],
+                         "claims": {"http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn": o["Caller"]}}}
+
+
+def _as_event(o: dict[str, Any]) -> dict[str, Any]:
+    """The row as the REST API / az CLI event, with an identity (eventDataId) that repeats across rows."""
+    return {"eventTimestamp": o["TimeGenerated"], "operationName": {"value": o["OperationNameValue"]},
+            "status": {"value": o["ActivityStatusValue"]}, "correlationId": o["CorrelationId"], "caller": o["Caller"],
+            "httpRequest": {"clientIpAddress": o["CallerIpAddress"]}, "authorization": o["Authorization"],
+            "eventDataId": f"e-{o['ActivityStatusValue']}"}
+
+
+SHAPED = {"columns": ACTIVITY_OBJECTS, "record": ACTIVITY_OBJECTS.map(_as_record),
+          "event": ACTIVITY_OBJECTS.map(_as_event)}
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(SHAPED)).flatmap(lambda shape: _lines(SHAPED[shape])), _lines(UEBA_OBJECTS),
+       st.integers(min_value=1, max_value=3), st.booleans())
+def test_prefilter_on_and_off_give_identical_rows_over_shapes_files_and_gz(
+        activity_lines: list[str], ueba_lines: list[str], files: int, compressed: bool) -> None:
+    """Issue 17's paths: Activity Log records and REST events, several files per table (duplicates across
+    them), .gz: the scan still changes nothing."""
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for k in range(files):
+            body = ("\n".join(activity_lines[k::files]) + "\n").encode("utf-8")
+            name = f"AzureActivity-{k}.jsonl"
+            if compressed:
+                (d / f"{name}.gz").write_bytes(gzip.compress(body))
+            else:
+                (d / name).write_bytes(body)
         (d / "BehaviorAnalytics.jsonl").write_text("\n".join(ueba_lines), encoding="utf-8")
         try:
             full = _filtered(d, prefilter=False)

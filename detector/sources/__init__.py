@@ -36,6 +36,7 @@ class ReadReport:
 
     rows_read: dict[str, int] = field(default_factory=dict)
     malformed_count: int = 0
+    duplicates_skipped: int = 0  # the same event (identity) met again, in another file or the same one
     malformed: list[MalformedRow] = field(default_factory=list)
 
     def count_row(self, table: str) -> None:
@@ -45,6 +46,12 @@ class ReadReport:
         self.malformed_count += 1
         if len(self.malformed) < MAX_REPORTED_MALFORMED:
             self.malformed.append(row)
+
+
+class Progress(Protocol):
+    """Told of the bytes (as stored) and rows a source has read, as its streams are consumed."""
+
+    def advance(self, *, nbytes: int, rows: int) -> None: ...
 
 
 @dataclass(slots=True)

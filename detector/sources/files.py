@@ -1,6 +1,7 @@
-"""Replay exported logs: a folder holding ``AzureActivity.<ext>`` and ``BehaviorAnalytics.<ext>``.
+"""Replay exported logs: a folder holding the exports of AzureActivity and BehaviorAnalytics.
 
-Formats, chosen by extension:
+Which files belong to which table, ``.gz`` and folder trees: ``tree.py``; the Activity Log's own shapes
+and the older AzureActivity schema, mapped to the columns: ``activitylog.py``. Formats, chosen by extension:
 
 * ``.json``: the Log Analytics REST response (``{"tables": [{"columns": [...], "rows": [[...]]}]}``)
   or an array of objects (what ``az monitor log-analytics query`` prints);
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import re
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -33,11 +36,11 @@ from ..errors import InputError
 from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS, UEBA_OPTIONAL_COLUMNS
 from ..timestamps import DATE_ORDERS, PORTAL, format_datetime, parse_portal_datetime, portal_date_evidence
 from ..window import SEED_SELECTION, ActivitySelection, Window
-from . import MalformedRow, ReadReport, SourceData
+from . import MalformedRow, Progress, ReadReport, SourceData, activitylog
 from .records import RowError, activity_event, ueba_event
-from .scan import LinePrefilter, ScanResult, ScanStream
+from .scan import LinePrefilter, ScanResult, ScanStream, open_bytes
+from .tree import find_tables, first_object, format_of, json_is_lines, open_text
 
-EXTENSIONS = ("jsonl", "json", "csv")
 ACTIVITY_TABLE = "AzureActivity"
 UEBA_TABLE = "BehaviorAnalytics"
 
@@ -48,20 +51,6 @@ _SUFFIX = re.compile(r"^(.*?)\s*\[([^\]]*)\]$")
 # A quoted CSV cell may span lines (pretty-printed JSON); one running longer than this is taken as an
 # unterminated quote.
 MAX_RECORD_LINES = 2000
-
-
-def find_table_file(directory: Path, table: str) -> Path:
-    """The one export of ``table`` in ``directory``; an error when there is none or several."""
-    found = [directory / f"{table}.{ext}" for ext in EXTENSIONS if (directory / f"{table}.{ext}").is_file()]
-    if not found:
-        names = ", ".join(f"{table}.{ext}" for ext in EXTENSIONS)
-        raise InputError(f"no export of {table} found (expected one of {names})", path=str(directory))
-    if len(found) > 1:
-        raise InputError(
-            f"several exports of {table} ({', '.join(p.name for p in found)}); keep one",
-            path=str(directory),
-        )
-    return found[0]
 
 
 def normalize_header(name: str, path: str, required: tuple[str, ...]) -> str:
@@ -148,16 +137,22 @@ def _parse_record(text: str) -> list[str]:
 
 
 def _read_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> Iterator[tuple[str, dict[str, Any]]]:
-    with path.open("r", encoding="utf-8-sig", newline="") as handle:
+    with open_text(path, newline="") as handle:
         splitter = _CsvRecords(handle)
         records = iter(splitter)
         header_record = next(records, None)
+        if header_record is not None and header_record[1] is not None and header_record[1].startswith("#TYPE"):
+            _refuse_flattened_objects(header_record[1], path)
+            header_record = next(records, None)  # PowerShell Export-Csv's type line: the header follows
         if header_record is None or header_record[1] is None:
             raise InputError("no readable CSV header", path=str(path), line=1)
         try:
             header = [normalize_header(h, str(path), required) for h in _parse_record(header_record[1])]
         except csv.Error as exc:
             raise InputError(f"unreadable CSV header: {exc}", path=str(path), line=1) from None
+        older = required == ACTIVITY_COLUMNS and activitylog.is_older_schema(header)
+        if older:
+            header = activitylog.older_names(header)
         _check_columns(header, required, str(path))
         index = _column_index(header, required)
         width = len(header)
@@ -180,7 +175,18 @@ def _read_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> Iter
                 report.add_malformed(MalformedRow(
                     str(path), where, f"{len(fields)} fields where the header has {width}"))
                 continue
-            yield where, {name: fields[i] for name, i in index}
+            row = {name: fields[i] for name, i in index}
+            if older:
+                activitylog.check_older_operation(row["OperationNameValue"], str(path))
+            yield where, row
+
+
+def _refuse_flattened_objects(type_line: str, path: Path) -> None:
+    """``Get-AzLog | Export-Csv`` writes nested objects as .NET type names: the scope is lost, say how to keep it."""
+    if "PSEventData" in type_line:
+        raise InputError("Export-Csv of Get-AzLog events writes Authorization and HttpRequest as type names, so "
+                         "the scope and the caller's IP are lost; export with Get-AzLog | ConvertTo-Json -Depth 10 "
+                         "| Set-Content -Encoding utf8 AzureActivity.json instead", path=str(path), line=1)
 
 
 def _date_order(path: Path, required: tuple[str, ...]) -> str:
@@ -235,14 +241,16 @@ def _checked_objects(path: Path, items: Iterable[tuple[str, Any]], required: tup
                      report: ReadReport) -> RowStream:
     """Keep the JSON objects; the first one plays the header's part (its columns are checked)."""
     checked = False
+    mapped: activitylog.Mapper | None = None  # an Activity Log shape, decided by the first object
     for where, obj in items:
         if not isinstance(obj, dict):
             report.add_malformed(MalformedRow(str(path), where, "not a JSON object"))
             continue
         if not checked:
-            _check_columns(list(obj), required, str(path))
+            mapped = activitylog.mapper_for(obj, str(path)) if required == ACTIVITY_COLUMNS else None
+            _check_columns(list(mapped(obj) if mapped else obj), required, str(path))
             checked = True
-        yield where, obj
+        yield where, mapped(obj) if mapped else obj
 
 
 def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, str | bytes]], required: tuple[str, ...],
@@ -260,23 +268,25 @@ def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, str | bytes]], req
 
 
 def _iter_scanned(path: Path, required: tuple[str, ...], report: ReadReport, table: str,
-                  parts: Iterator[ScanResult]) -> RowStream:
+                  parts: Iterator[ScanResult], progress: Progress | None) -> RowStream:
     """Parse the candidate lines of a scan (see ``scan.py``) as its ranges arrive; count every line."""
     def numbered() -> Iterator[tuple[int, bytes]]:
         for part in parts:
             report.rows_read[table] = report.rows_read.get(table, 0) + part.lines
+            if progress is not None:
+                progress.advance(nbytes=part.size, rows=part.lines)
             for index, line in part.candidates:
                 yield index + 1, line
     yield from _parse_jsonl_lines(path, numbered(), required, report)
 
 
 def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport, date_order: str | None = None) -> RowStream:
-    with path.open("r", encoding="utf-8-sig") as handle:
+    with open_text(path) as handle:
         yield from _parse_jsonl_lines(path, enumerate(handle, start=1), required, report)
 
 
 def _iter_json(path: Path, required: tuple[str, ...], report: ReadReport, date_order: str | None = None) -> RowStream:
-    with path.open("r", encoding="utf-8-sig") as handle:
+    with open_text(path) as handle:
         text = handle.read()
         try:
             document = kql.loads(text)
@@ -286,11 +296,15 @@ def _iter_json(path: Path, required: tuple[str, ...], report: ReadReport, date_o
     if isinstance(document, dict) and isinstance(document.get("tables"), list):
         yield from _iter_rest_tables(document["tables"], path, required, report)
         return
-    if isinstance(document, dict) and isinstance(document.get("value"), list):
-        document = document["value"]
+    for wrapper in ("value", "records", "Value"):  # REST / az CLI, storage account and event hub, PowerShell 5.1
+        if isinstance(document, dict) and isinstance(document.get(wrapper), list):
+            document = document[wrapper]
+    if isinstance(document, dict) and document and required == ACTIVITY_COLUMNS \
+            and activitylog.mapper_for(document, str(path)) is not None:
+        document = [document]  # ConvertTo-Json of a single event writes the object, not an array
     if not isinstance(document, list):
-        raise InputError(
-            "expected a Log Analytics response ({\"tables\": ...}) or an array of objects", path=str(path))
+        raise InputError("expected a Log Analytics response ({\"tables\": ...}), an array of objects, or an "
+                         "Activity Log document ({\"records\": [...]}, {\"value\": [...]})", path=str(path))
     yield from _checked_objects(path, ((f"item {n}", obj) for n, obj in enumerate(document, start=1)), required,
                                 report)
 
@@ -330,10 +344,10 @@ def check_utf8_text(path: Path) -> None:
     give no usable row at all, which must never look like a clean, empty run.
     """
     try:
-        with path.open("rb") as handle:
+        with open_bytes(path) as handle:
             head = handle.read(4096)
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise InputError(f"cannot read: {getattr(exc, 'strerror', None) or exc}", path=str(path)) from None
     encoding = next((name for bom, name in _FOREIGN_BOMS if head.startswith(bom)), None)
     # Without a BOM: UTF-16/32 text has a NUL in every other (or three of four) byte of its ASCII
     # column names; a stray NUL in one UTF-8 value is a malformed row, not a foreign encoding.
@@ -345,39 +359,51 @@ def check_utf8_text(path: Path) -> None:
 
 
 def _records(path: Path, table: str, rows: RowStream, convert: Callable[[Mapping[str, Any]], _T],
-             report: ReadReport, *, count: bool) -> Iterator[_T]:
+             report: ReadReport, *, count: bool,
+             met_before: Callable[[Mapping[str, Any], _T], bool] | None = None) -> Iterator[_T]:
     for where, row in rows:
         if count:
             report.count_row(table)
         try:
-            yield convert(row)
+            record = convert(row)
         except RowError as exc:
             report.add_malformed(MalformedRow(str(path), where, str(exc)))
+            continue
+        if met_before is not None and met_before(row, record):
+            report.duplicates_skipped += 1
+            continue
+        yield record
 
 
 def read_table(path: Path, table: str, required: tuple[str, ...], convert: Callable[[Mapping[str, Any]], _T],
                report: ReadReport, *, scanned: Callable[[], Iterator[ScanResult]] | None = None,
-               date_order: str | None = None) -> Iterator[_T]:
+               date_order: str | None = None, met_before: Callable[[Mapping[str, Any], _T], bool] | None = None,
+               progress: Progress | None = None) -> Iterator[_T]:
     """Stream one export as records; malformed rows go to ``report``.
 
     ``scanned`` (JSON Lines only) gives the prefilter scan of the file: only its candidate lines are
     parsed, every line is counted. ``date_order`` (``"mdy"``/``"dmy"``, portal CSV only) overrides
-    the order found from the file's times.
+    the order found from the file's times. ``met_before`` (AzureActivity: ``activitylog.Identities``) tells
+    an event already read, in this file or another: it is skipped and counted (``duplicates_skipped``).
 
     A file in another encoding than UTF-8, or one that has rows but none of them readable, is an
     :class:`InputError`: the run must not look clean when the data was never read.
     """
-    ext = path.suffix.lstrip(".").lower()
     malformed_before = len(report.malformed), report.malformed_count
+    rows_before = report.rows_read.get(table, 0)
+    duplicates_before = report.duplicates_skipped
     converted = 0
     try:
         check_utf8_text(path)
-        rows: RowStream = (_iter_scanned(path, required, report, table, scanned()) if scanned is not None
-                           else _READERS[ext](path, required, report, date_order))
-        for record in _records(path, table, rows, convert, report, count=scanned is None):
+        rows: RowStream = (_iter_scanned(path, required, report, table, scanned(), progress) if scanned is not None
+                           else _READERS[reading_format(path)](path, required, report, date_order))
+        for record in _records(path, table, rows, convert, report, count=scanned is None,
+                               met_before=met_before):
             converted += 1
             yield record
-        if converted:
+        if progress is not None and scanned is None:
+            progress.advance(nbytes=path.stat().st_size, rows=report.rows_read.get(table, 0) - rows_before)
+        if converted or report.duplicates_skipped > duplicates_before:  # a duplicate is a readable row too
             return
         if scanned is None:
             malformed = report.malformed_count - malformed_before[1]
@@ -392,58 +418,83 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
             malformed, first = full.malformed_count, full.malformed[:1]
     except UnicodeDecodeError as exc:
         raise InputError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=str(path)) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", path=str(path)) from None
+    except (OSError, EOFError, zlib.error) as exc:  # gzip: a truncated or corrupt .gz
+        raise InputError(f"cannot read: {getattr(exc, 'strerror', None) or exc}", path=str(path)) from None
     if malformed:
         detail = f"{first[0].location}: {first[0].reason}" if first else "?"
         raise InputError(f"none of its {malformed} row(s) could be read (first: {detail}); nothing was checked",
                          path=str(path))
 
 
+def reading_format(path: Path) -> str:
+    """The reader for a file: ``jsonl``, ``json`` or ``csv`` (a ``.json`` of one object per line is ``jsonl``)."""
+    ext = format_of(path) or "jsonl"
+    return "jsonl" if ext == "json" and json_is_lines(path) else ext
+
+
+def _scannable(path: Path, table: str) -> bool:
+    """JSON Lines whose rows the prefilter may skip: not the older schema, whose display names it cannot see."""
+    if reading_format(path) != "jsonl":
+        return False
+    first = first_object(path) if table == ACTIVITY_TABLE else None
+    return not (first is not None and activitylog.is_older_schema(first))
+
+
 class FileSource:
-    """Exports in a folder; the correlation applies the window.
+    """Exports in a folder (tree); the correlation applies the window.
 
     ``prefilter`` (default on) skips parsing JSON Lines rows that cannot match; ``False`` parses every
-    row (and so reports every malformed row, even one that could never have matched).
+    row (and so reports every malformed row, even one that could never have matched). ``progress`` is told
+    of the bytes and rows read as the streams are consumed.
     """
 
     def __init__(self, directory: Path | str, *, prefilter: bool = True, date_order: str | None = None,
-                 selection: ActivitySelection = SEED_SELECTION) -> None:
+                 progress: Progress | None = None, selection: ActivitySelection = SEED_SELECTION) -> None:
         if date_order is not None and date_order not in DATE_ORDERS:
             raise InputError(f"date order must be one of {', '.join(DATE_ORDERS)}, got {date_order!r}")
         self.prefilter = prefilter
         self.prefilters = prefilters(selection)
         self.date_order = date_order
+        self.progress = progress
         self.directory = Path(directory)
         if not self.directory.is_dir():
             raise InputError("not a folder", path=str(self.directory))
-        self.activity_path = find_table_file(self.directory, ACTIVITY_TABLE)
-        self.ueba_path = find_table_file(self.directory, UEBA_TABLE)
+        self.files = find_tables(self.directory, (ACTIVITY_TABLE, UEBA_TABLE))
 
     def describe(self) -> str:
         return f"files in {self.directory}"
 
+    def total_bytes(self) -> int:
+        return sum(p.stat().st_size for paths in self.files.values() for p in paths)
+
     def fetch(self, window: Window) -> SourceData:
         report = ReadReport()
-        jobs = [(p, self.prefilters[t]) for p, t in ((self.activity_path, ACTIVITY_TABLE), (self.ueba_path, UEBA_TABLE))
-                if self.prefilter and t in self.prefilters and p.suffix.lower() == ".jsonl"]
+        for paths in self.files.values():
+            for path in paths:
+                check_utf8_text(path)  # before a scan starts: a UTF-16 file must be refused, not skipped
+        jobs = [(p, self.prefilters[t]) for t, paths in self.files.items() for p in paths
+                if self.prefilter and t in self.prefilters and _scannable(p, t)]
+        paths_scanned = [p for p, _ in jobs]
         streams: list[ScanStream] = []
 
         def scanned_for(path: Path) -> Callable[[], Iterator[ScanResult]] | None:
-            paths = [p for p, _ in jobs]
-            if path not in paths:
+            if path not in paths_scanned:
                 return None
 
             def get() -> Iterator[ScanResult]:
-                if not streams:  # both files share one process pool, started on first use
+                if not streams:  # every file shares one process pool, started on first use
                     streams.append(ScanStream(jobs))
-                return streams[0].parts(paths.index(path))
+                return streams[0].parts(paths_scanned.index(path))
             return get
 
-        return SourceData(
-            activity=read_table(self.activity_path, ACTIVITY_TABLE, ACTIVITY_COLUMNS, activity_event, report,
-                                scanned=scanned_for(self.activity_path), date_order=self.date_order),
-            ueba=read_table(self.ueba_path, UEBA_TABLE, UEBA_COLUMNS, ueba_event, report,
-                            scanned=scanned_for(self.ueba_path), date_order=self.date_order),
-            report=report,
-        )
+        identities = activitylog.Identities()
+        activity = itertools.chain.from_iterable(
+            read_table(p, ACTIVITY_TABLE, ACTIVITY_COLUMNS, activity_event, report, scanned=scanned_for(p),
+                       date_order=self.date_order, met_before=identities.met_before,
+                       progress=self.progress)
+            for p in self.files[ACTIVITY_TABLE])
+        ueba = itertools.chain.from_iterable(
+            read_table(p, UEBA_TABLE, UEBA_COLUMNS, ueba_event, report, scanned=scanned_for(p),
+                       date_order=self.date_order, progress=self.progress)
+            for p in self.files[UEBA_TABLE])
+        return SourceData(activity=activity, ueba=ueba, report=report)
