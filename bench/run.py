@@ -306,8 +306,9 @@ def hostile_input(repeat: int) -> dict[str, Any]:
 
     from detector.allowlist import Allowlist
     from detector.breadth import corpus
-    from detector.sources.files import PREFILTERS
+    from detector.sources.files import prefilters
     from detector.sources.scan import scan_range
+    from detector.window import SEED_SELECTION
 
     times: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,7 +318,7 @@ def hostile_input(repeat: int) -> dict[str, Any]:
             path.write_bytes(b'{"a":"' + piece * (mb * (1 << 20) // len(piece)) + b'"}\n')
             size = path.stat().st_size
             times[mb], _ = median_time(lambda path=path, size=size: scan_range(
-                str(path), 0, size, PREFILTERS["AzureActivity"], True), repeat)
+                str(path), 0, size, prefilters(SEED_SELECTION)["AzureActivity"], True), repeat)
     pattern = r"([a-z0-9-]+)*\.prod"
     allowlist = Allowlist.load([{"id": "redos", "reason": "benchmark",
                                  "conditions": [{"field": "vm_name", "op": "regex", "value": pattern}]}], now=AT)

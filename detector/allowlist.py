@@ -56,13 +56,14 @@ _ALERT_FIELDS: dict[str, Callable[[Alert], list[str]]] = {
     "resource_id": lambda a: [a.scope],
     "account_upn_suffix": lambda a: [a.account_upn_suffix],
     "correlation_id": lambda a: [a.correlation_id],
+    "rule_id": lambda a: [a.rule_id],
     "ueba_action_type": lambda a: [r.ueba_action_type for r in a.rows],
     "ueba_source_location": lambda a: [r.ueba_source_location for r in a.rows],
 }
 FIELDS: tuple[str, ...] = tuple(_ALERT_FIELDS)
 # Fields with exactly one value per alert: an equals/in condition on them can index the entry.
 _INDEXABLE: tuple[str, ...] = ("caller", "caller_ip", "subscription", "resource_group", "vm_name", "resource_id",
-                               "account_upn_suffix", "correlation_id")
+                               "account_upn_suffix", "correlation_id", "rule_id")
 OPERATORS: tuple[str, ...] = ("equals", "contains", "startswith", "endswith", "in", "cidr", "regex")
 
 _RE2_OPTIONS = re2.Options()

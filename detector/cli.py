@@ -11,21 +11,23 @@ import json
 import os
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from . import kql
+from . import rules as registry
 from .allowlist import FIELDS, OPERATORS, Allowlist, AllowlistEntry, InvalidEntry
-from .correlate import Window
 from .deliver.factory import build_destinations
 from .errors import DetectorError, InputError, UsageError
-from .model import RULE_COLUMNS
 from .pipeline import RunPolicy, RunResult, detect, plan_window, run_once, wall_clock
-from .rule import RULE
+from .rule import RULE, Rule, selection_of
 from .sample.generate import SAMPLE_DIR
 from .settings import Settings
 from .sources import Source
+from .sources.factory import open_source
 from .sources.files import FileSource
+from .window import DEFAULT_PERIOD_HOURS, Window
 
 if TYPE_CHECKING:
     from .sources.loganalytics import LogAnalyticsSource
@@ -103,6 +105,12 @@ def _sample_at() -> Ticks:
 SAMPLE_ALLOWLIST = SAMPLE_DIR.parent / "allowlist.json"
 
 
+def _rules(args: argparse.Namespace) -> tuple[Rule, ...]:
+    """``--rule`` (repeatable, comma lists, ``seed``, ``all``); without it DETECTOR_RULES; by default the seed."""
+    names = getattr(args, "rule", None) or [os.environ.get("DETECTOR_RULES", "")]
+    return registry.select(names)
+
+
 class _ProgressBar:
     """The replay's progress on a terminal (tqdm, imported here only: the Function App never shows one):
     bytes read as stored, their rate, rows read, and how many files."""
@@ -132,7 +140,9 @@ def _window(args: argparse.Namespace, err: TextIO) -> tuple[FileSource, Ticks]:
     else:
         at = args.at if args.at is not None else wall_clock()
     full_parse = bool(getattr(args, "check_all_rows", False) or getattr(args, "strict", False))
-    source = FileSource(data, prefilter=not full_parse, date_order=getattr(args, "date_order", None))
+    source = open_source(selection=selection_of(_rules(args)), directory=data, prefilter=not full_parse,
+                         date_order=getattr(args, "date_order", None))
+    assert isinstance(source, FileSource)  # nosec B101 - open_source's contract for a folder
     if err.isatty() and not getattr(args, "quiet", False):  # never in logs, pipes or --json captures
         source.progress = _ProgressBar(err, total=source.total_bytes(),
                                        files=sum(len(paths) for paths in source.files.values()))
@@ -178,19 +188,24 @@ def _shown(text: object) -> str:
 
 
 def _print_table(result: RunResult, out: TextIO) -> None:
-    headers = ("Start (UTC)", "Caller", "Caller IP", "VM", "Subscription", "UEBA matches")
+    several = len(result.rules) > 1
+    headers = ("Start (UTC)", *(("Rule",) if several else ()), "Caller", "Caller IP", "VM", "Subscription",
+               "UEBA matches")
     lines = []
     for alert in result.alerts:
         matches = "; ".join(
             f"{format_datetime(r.ueba_time)[:16]} {r.ueba_action_type} from {r.ueba_source_location}"
             for r in alert.rows)
-        lines.append(tuple(_shown(v) for v in (format_datetime(alert.start)[:19], alert.caller, alert.caller_ip,
-                                                alert.vm_name, alert.subscription, matches)))
+        rule_column = (alert.rule_id,) if several else ()
+        lines.append(tuple(_shown(v) for v in (format_datetime(alert.start)[:19], *rule_column, alert.caller,
+                                                alert.caller_ip, alert.vm_name, alert.subscription, matches)))
     widths = [max([len(h)] + [len(line[i]) for line in lines]) for i, h in enumerate(headers[:-1])]
 
     def fmt(row: tuple[str, ...]) -> str:
         return "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
-    out.write(f"{RULE.name} [{RULE.severity}]\n")
+    for rule in result.rules:
+        origin = "extended rule, not Sentinel's" if rule.extended else "Sentinel rule"
+        out.write(f"{rule.name} [{rule.severity}; {origin}{'; ' + rule.id if several else ''}]\n")
     out.write(f"window {format_datetime(result.window.start)} .. {format_datetime(result.window.end)}"
               f" from {result.source}\n\n")
     if lines:
@@ -228,12 +243,11 @@ def _report_problems(result: RunResult, err: TextIO) -> None:
 
 
 def _logs_source(args: argparse.Namespace, settings: Settings) -> LogAnalyticsSource:
-    from .sources.loganalytics import LogAnalyticsSource, make_client
-    client = args.logs_client
-    if client is None:
-        from azure.identity import DefaultAzureCredential  # az login on a laptop, managed identity in Azure
-        client = make_client(DefaultAzureCredential())
-    return LogAnalyticsSource(client, args.workspace, server_timeout=settings.query_timeout_seconds)
+    from .sources.loganalytics import LogAnalyticsSource
+    source = open_source(selection=selection_of(_rules(args)), workspace_id=args.workspace,
+                         logs_client=args.logs_client, server_timeout=settings.query_timeout_seconds)
+    assert isinstance(source, LogAnalyticsSource)  # nosec B101 - open_source's contract
+    return source
 
 
 MAX_FUTURE_AT_HOURS = 1
@@ -251,7 +265,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError("--allowlist/--no-allowlist are not used with a state backend (--state, --table-endpoint "
                          "or DETECTOR_* state settings), whose own allowlist applies; import entries with "
                          "'allowlist add' or disable them, or run without state")
-    policy = RunPolicy.from_settings(settings, period_hours=args.period_hours)
+    rules = _rules(args)
+    policy = replace(RunPolicy.from_settings(settings, period_hours=args.period_hours), rules=rules)
     if _stateful(args, settings):
         if at > wall_clock() + MAX_FUTURE_AT_HOURS * TICKS_PER_HOUR:
             # The state's watermark never moves back and the purge deletes by run time: a run "in the
@@ -269,7 +284,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                              "state or with a fresh --state folder")
         result = run_once(source=source, store=store, destinations=build_destinations(settings), at=at, policy=policy)
     else:
-        result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at))
+        result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at),
+                        rules=rules)
     _report_problems(result, err)
     if args.json:
         payload: dict[str, Any] = {"summary": result.summary(), "alerts": [a.to_dict() for a in result.alerts],
@@ -284,52 +300,42 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
-def _normalize_row(row: dict[str, Any]) -> str:
-    """One rule row in a comparable form, whichever side it came from."""
-    out: dict[str, Any] = {}
-    for column in RULE_COLUMNS:
-        value = row.get(column)
-        if column in ("StartTime", "EndTime", "UEBAEventTime"):
-            out[column] = format_datetime(parse_datetime(value)) if isinstance(value, str) and value else value
-        elif column in ("UEBAActivityInsights", "UEBAUsersInsights"):
-            out[column] = kql.parse_json(value)
-        else:
-            out[column] = kql.tostring(value)
-    return json.dumps(out, sort_keys=True, ensure_ascii=False, allow_nan=False)
-
-
 def cmd_parity(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from collections import Counter
+    from .parity import compare
 
     settings = Settings.from_env(os.environ)
     source = _logs_source(args, settings)
     window = Window.ending_at(args.at, hours=args.period_hours)
-    workspace_rows = Counter(_normalize_row(r) for r in source.rule_rows(window))
-    port = detect(source, window)
-    port_rows = Counter(_normalize_row(r.to_dict()) for r in port.correlation.rows)
-    only_workspace = workspace_rows - port_rows
-    only_port = port_rows - workspace_rows
-    counts = (f"parity: {sum(workspace_rows.values())} rows from the rule's KQL, {sum(port_rows.values())} from "
-              f"the Python port")
     out.write(f"window {format_datetime(window.start)} .. {format_datetime(window.end)}\n")
-    if not only_workspace and not only_port:
-        out.write(f"{counts}; no difference\n")
-        return EXIT_OK
-    out.write(counts + "\n")
-    for label, rows in (("only in the workspace (Sentinel's engine)", only_workspace),
-                        ("only in the Python port", only_port)):
-        for row, count in sorted(rows.items()):
-            out.write(f"{label}{f' x{count}' if count > 1 else ''}: {row}\n")
-    out.write(f"parity: {sum(only_workspace.values()) + sum(only_port.values())} difference(s)\n")
-    return EXIT_FAILED
+    total = 0
+    for rule in _rules(args):
+        report = compare(source, window, rule)
+        out.write(f"rule {rule.id} ({'extended' if rule.extended else 'Sentinel'}): {rule.name}\n")
+        counts = (f"parity: {report.workspace_rows} rows from the rule's KQL, {report.port_rows} from "
+                  f"the Python port")
+        if not report.differences:
+            out.write(f"{counts}; no difference\n")
+            continue
+        out.write(counts + "\n")
+        for label, rows in (("only in the workspace (Sentinel's engine)", report.only_workspace),
+                            ("only in the Python port", report.only_port)):
+            for row, count in sorted(rows.items()):
+                out.write(f"{label}{f' x{count}' if count > 1 else ''}: {row}\n")
+        out.write(f"parity: {report.differences} difference(s)\n")
+        total += report.differences
+    return EXIT_FAILED if total else EXIT_OK
 
 
 def cmd_rows(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """The rules' raw rows: for the seed alone exactly its 13 columns; with other rules, each row also names
+    its rule (``RuleId``)."""
     source, at = _window(args, err)
-    result = detect(source, Window.ending_at(at, hours=args.period_hours))
+    rules = _rules(args)
+    result = detect(source, Window.ending_at(at, hours=args.period_hours), rules=rules)
     _report_problems(result, err)
-    out.write(json.dumps([r.to_dict() for r in result.correlation.rows], indent=2, ensure_ascii=False,
-                         allow_nan=False) + "\n")
+    seed_only = rules == (RULE,)
+    out.write(json.dumps([r.to_dict() if seed_only else {**r.to_dict(), "RuleId": r.rule_id}
+                          for r in result.correlation.rows], indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     if args.strict and result.report.malformed_count:
         return EXIT_BAD_INPUT
     return EXIT_OK
@@ -341,7 +347,9 @@ def cmd_card(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .deliver.teams import build_alert_card, build_digest_card
 
     source, at = _window(args, err)
-    result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at))
+    rules = _rules(args)
+    result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at),
+                    rules=rules)
     _report_problems(result, err)
     options = DeliveryOptions.from_settings(Settings.from_env(os.environ))
     messages = [(f"{a.caller} on {a.vm_name} ({format_datetime(a.start)})", build_alert_card(a, options=options))
@@ -349,7 +357,8 @@ def cmd_card(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if len(result.alerts) > 1:
         messages.append((f"digest card (sent instead when a run has more than {args.digest_threshold} alerts)",
                          build_digest_card(result.alerts, options=options)))
-    page = render_page(messages, title=f"{RULE.name}: {len(result.alerts)} alert card(s)")
+    names = RULE.name if rules == (RULE,) else f"{len(rules)} rules"
+    page = render_page(messages, title=f"{names}: {len(result.alerts)} alert card(s)")
     try:
         args.html.parent.mkdir(parents=True, exist_ok=True)
         args.html.write_text(page, encoding="utf-8")
@@ -462,7 +471,7 @@ def cmd_allowlist_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
         out.write(f"  NOT IN FORCE {_shown(problem)}\n")
     if args.data is not None or args.file == SAMPLE_ALLOWLIST:
         source, at = _window(args, err)
-        result = detect(source, Window.ending_at(at, hours=args.period_hours))
+        result = detect(source, Window.ending_at(at, hours=args.period_hours), rules=_rules(args))
         for entry in loaded.active:
             hits = [a for a in result.alerts if entry.matches(a)]
             out.write(f"  {entry.id}: would suppress {len(hits)} alert(s)\n")
@@ -485,8 +494,14 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="detector", description=f"{RULE.name} ({RULE.severity}).")
+    parser = argparse.ArgumentParser(prog="detector", description=f"{RULE.name} ({RULE.severity}), and opt-in "
+                                     "extended rules (--rule).")
     sub = parser.add_subparsers(dest="command", required=True)
+    rule_ids = ", ".join(rule.id for rule in registry.ALL_RULES)
+
+    def rule_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--rule", action="append", metavar="ID", help="rule to run; repeat or give a comma list; "
+                       f"'seed' or 'all' (default: DETECTOR_RULES, else the seed rule alone). Rules: {rule_ids}")
 
     def data_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--data", type=Path, help="folder (tree) with the exports of AzureActivity and "
@@ -496,7 +511,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "terminal)")
         p.add_argument("--at", type=_time_arg, help="run time, ISO 8601; the period ends here "
                        "(default: the sample's run time, or now with --data)")
-        p.add_argument("--period-hours", type=_hours_arg, default=RULE.query_period_hours,
+        rule_option(p)
+        p.add_argument("--period-hours", type=_hours_arg, default=DEFAULT_PERIOD_HOURS,
                        help=f"query period in hours, 1-{MAX_PERIOD_HOURS} (default: %(default)s, as the rule)")
         p.add_argument("--date-order", choices=DATE_ORDERS, help="day/month order of a portal CSV export's times "
                        "(default: found from the file; a file where no day is above 12 needs it)")
@@ -525,10 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(rows)
     rows.set_defaults(handler=cmd_rows)
 
-    parity = sub.add_parser("parity", help="send the rule's KQL verbatim and compare its rows with the Python port")
+    parity = sub.add_parser("parity", help="send each selected rule's KQL verbatim and compare its rows with the "
+                            "Python port")
     parity.add_argument("--workspace", required=True, help="Log Analytics workspace GUID")
     parity.add_argument("--at", type=_time_arg, required=True, help="run time, ISO 8601")
-    parity.add_argument("--period-hours", type=_hours_arg, default=RULE.query_period_hours)
+    parity.add_argument("--period-hours", type=_hours_arg, default=DEFAULT_PERIOD_HOURS)
+    rule_option(parity)
     parity.set_defaults(handler=cmd_parity)
 
     card = sub.add_parser("card", help="render the run's Teams cards into a local HTML preview")

@@ -1,61 +1,61 @@
-"""The rule's query, step for step, in pure Python.
+"""The rules' query, step for step, in pure Python.
 
-This module is the single implementation of the rule: the file source, the Log Analytics source,
-the parity check and the benchmarks all feed it. Each function names the KQL lines it ports.
-It streams: AzureActivity rows are filtered one at a time and only Run Command groups are held;
-BehaviorAnalytics rows are filtered one at a time and only suspicious sign-ins are held.
+This module is the single implementation of every rule (detector/rule.py, detector/rules.py): the
+file source, the Log Analytics source, the parity check and the benchmarks all feed it. Each function
+names the KQL lines it ports. It streams: AzureActivity rows are filtered one at a time and only the
+groups of the selected rules' operations are held; BehaviorAnalytics rows are filtered one at a time
+and only suspicious sign-ins are held (that half, the join and the window are the same for every rule).
+The rules run side by side over one pass of the input: an event belongs to at most one rule (their
+operations do not overlap), and each rule's groups and rows carry its id.
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
-import json
+import importlib
 import operator
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import kql
-from .model import ActivityEvent, Alert, RuleRow, RunCommand, UebaEvent
+from .model import ActivityEvent, RuleRow, RunCommand, UebaEvent
 from .rule import (
-    AUTHORIZATION_TERM,
     RULE,
-    RUN_COMMAND_OPERATION,
     SUCCESS_STATUSES,
     UEBA_EVENT_SOURCE,
     UEBA_INSIGHT,
     UEBA_INSIGHT_VALUE,
     WINDOW_AFTER_HOURS,
     WINDOW_BEFORE_HOURS,
+    Rule,
 )
 from .timestamps import TICKS_PER_HOUR, Ticks
+from .window import Window
+
+__all__ = ["Correlation", "CorrelationStats", "Window", "correlate", "is_run_command", "is_suspicious_login", "join",
+           "select_suspicious_logins", "summarize_run_commands"]
+
+# Names that lived here before alert building moved to detector/alerts.py (the golden tests and older
+# callers import them from here). Resolved on first use, so the correlation itself never loads the
+# stage after it; the detector's own modules import detector.alerts directly.
+_MOVED = {"alert_key": "alerts", "build_alerts": "alerts", "legacy_alert_key": "alerts"}
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
-    """The query period: ``start <= TimeGenerated < end`` for both tables."""
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    start: Ticks
-    end: Ticks
-
-    def __post_init__(self) -> None:
-        if self.end <= self.start:
-            raise ValueError("window end must be after its start")
-
-    @classmethod
-    def ending_at(cls, at: Ticks, *, hours: int = RULE.query_period_hours) -> Window:
-        return cls(start=at - hours * TICKS_PER_HOUR, end=at)
-
-    def contains(self, time: Ticks) -> bool:
-        return self.start <= time < self.end
+SEED_ONLY: tuple[Rule, ...] = (RULE,)
 
 
-def is_run_command(event: ActivityEvent) -> bool:
-    """``where OperationNameValue =~ "...RUNCOMMAND/ACTION" | where Authorization has "virtualMachines"``."""
-    return kql.equals_ci(event.operation_name, RUN_COMMAND_OPERATION) and kql.has(
-        event.authorization, AUTHORIZATION_TERM
-    )
+def is_run_command(event: ActivityEvent, rule: Rule = RULE) -> bool:
+    """The rule's row filter; for the seed ``where OperationNameValue =~ "...RUNCOMMAND/ACTION"``
+    ``| where Authorization has "virtualMachines"``."""
+    return rule.matches(event.operation_name, event.authorization)
 
 
 class _Group:
@@ -91,11 +91,12 @@ def _resource_group(scope: str) -> str:
     return m.group(1) if m else ""
 
 
-def _finish(key: tuple[str, str, str], group: _Group) -> RunCommand:
-    correlation_id, authorization, caller = key
+def _finish(key: tuple[Rule, str, str, str], group: _Group) -> RunCommand:
+    rule, correlation_id, authorization, caller = key
     # extend Authorization_d = parse_json(Authorization) | extend Scope = Authorization_d.scope
     scope = kql.member(kql.parse_json(authorization), "scope")
     # extend Scope_s = split(Scope, "/") | Subscription = tostring(Scope_s[2]) | VM = tostring(Scope_s[-1])
+    # (the seed's index; an extended rule names its own, see Rule.machine)
     parts = kql.split(scope, "/")
     return RunCommand(
         correlation_id=correlation_id,
@@ -107,8 +108,9 @@ def _finish(key: tuple[str, str, str], group: _Group) -> RunCommand:
         statuses=tuple(group.statuses),
         scope=kql.tostring(scope),
         subscription=kql.tostring(kql.at(parts, 2)),
-        vm_name=kql.tostring(kql.at(parts, -1)),
+        vm_name=rule.machine(parts),
         resource_group=_resource_group(kql.tostring(scope)),
+        rule_id=rule.id,
     )
 
 
@@ -117,26 +119,32 @@ class CorrelationStats:
     """What the correlation saw; filled as the input streams through."""
 
     activity_rows: int = 0
-    activity_in_window: int = 0
-    run_command_rows: int = 0
-    run_command_groups: int = 0
+    activity_in_window: int = 0  # none while rows exist: the run warns (a replay without --at)
+    run_command_rows: int = 0  # rows the rules' filters kept (the benchmark's transfer figure)
     run_commands_succeeded: int = 0
     ueba_rows: int = 0
-    ueba_in_window: int = 0
     ueba_suspicious: int = 0
     # UEBA rows the rule passes over only because the insight flag is a JSON boolean, not "True".
     ueba_boolean_flags: int = 0
     rows: int = 0
+    # Succeeded groups and rows per rule id (only rules that found something appear).
+    groups_by_rule: Counter[str] = field(default_factory=Counter)
+    rows_by_rule: Counter[str] = field(default_factory=Counter)
+
+
+def _rule_of(event: ActivityEvent, rules: Sequence[Rule]) -> Rule | None:
+    return next((rule for rule in rules if rule.matches(event.operation_name, event.authorization)), None)
 
 
 def summarize_run_commands(
-    events: Iterable[ActivityEvent], window: Window, stats: CorrelationStats | None = None
+    events: Iterable[ActivityEvent], window: Window, stats: CorrelationStats | None = None, *,
+    rules: Sequence[Rule] = SEED_ONLY,
 ) -> list[RunCommand]:
-    """The AzureActivity half of the query, up to the ``project`` before the join."""
+    """The AzureActivity half of the query, up to the ``project`` before the join, for each rule."""
     stats = stats if stats is not None else CorrelationStats()
-    groups: dict[tuple[str, str, str], _Group] = {}
+    groups: dict[tuple[Rule, str, str, str], _Group] = {}
     # The events of one operation repeat its operation name and Authorization text: decide once per pair.
-    verdicts: dict[tuple[str, str], bool] = {}
+    verdicts: dict[tuple[str, str], Rule | None] = {}
     start, end = window.start, window.end
     for event in events:
         stats.activity_rows += 1
@@ -144,20 +152,20 @@ def summarize_run_commands(
             continue
         stats.activity_in_window += 1
         pair = (event.operation_name, event.authorization)
-        verdict = verdicts.get(pair)
-        if verdict is None:
-            verdict = verdicts[pair] = is_run_command(event)
-        if not verdict:
+        if pair in verdicts:
+            rule = verdicts[pair]
+        else:
+            rule = verdicts[pair] = _rule_of(event, rules)
+        if rule is None:
             continue
         stats.run_command_rows += 1
-        # summarize ... by CorrelationId, Authorization, Caller  (exact strings)
-        key = (event.correlation_id, event.authorization, event.caller)
+        # summarize ... by CorrelationId, Authorization, Caller  (exact strings), within one rule
+        key = (rule, event.correlation_id, event.authorization, event.caller)
         group = groups.get(key)
         if group is None:
             groups[key] = _Group(event)
         else:
             group.add(event)
-    stats.run_command_groups += len(groups)
     out = []
     succeeded: dict[tuple[str, ...], bool] = {}  # few distinct status lists: decide each once
     for key, group in groups.items():
@@ -168,6 +176,7 @@ def summarize_run_commands(
             verdict = succeeded[statuses] = kql.has_any(statuses, SUCCESS_STATUSES)
         if verdict:
             out.append(_finish(key, group))
+            stats.groups_by_rule[key[0].id] += 1
     stats.run_commands_succeeded += len(out)
     return out
 
@@ -193,7 +202,6 @@ def select_suspicious_logins(
         stats.ueba_rows += 1
         if not window.contains(event.time):
             continue
-        stats.ueba_in_window += 1
         if is_suspicious_login(event):
             out.append(event)
         elif (
@@ -251,7 +259,7 @@ def join(run_commands: Iterable[RunCommand], logins: Iterable[UebaEvent]) -> lis
                 login.time, login.action_type, login.source_ip_location, login.activity_insights,
                 login.users_insights, account_name, upn_suffix, rc.correlation_id, rc.scope, rc.resource_group,
                 login.source_ip, login.investigation_priority,
-                rc.authorization,
+                rc.authorization, rc.rule_id,
             ))
     rows.sort(key=_row_sort_key)
     return rows
@@ -269,60 +277,13 @@ class Correlation:
     logins: list[UebaEvent] = field(default_factory=list)
 
 
-def correlate(activity: Iterable[ActivityEvent], ueba: Iterable[UebaEvent], window: Window) -> Correlation:
-    """The whole query over one window: AzureActivity first, then BehaviorAnalytics."""
+def correlate(activity: Iterable[ActivityEvent], ueba: Iterable[UebaEvent], window: Window, *,
+              rules: Sequence[Rule] = SEED_ONLY) -> Correlation:
+    """The whole query over one window, for each rule: AzureActivity first, then BehaviorAnalytics."""
     stats = CorrelationStats()
-    run_commands = summarize_run_commands(activity, window, stats)
+    run_commands = summarize_run_commands(activity, window, stats, rules=rules)
     logins = select_suspicious_logins(ueba, window, stats)
     rows = join(run_commands, logins)
     stats.rows = len(rows)
+    stats.rows_by_rule.update(row.rule_id for row in rows)
     return Correlation(window=window, rows=rows, stats=stats, run_commands=run_commands, logins=logins)
-
-
-def alert_key(correlation_id: str, authorization: str, caller: str) -> str:
-    """The dedup key of an alert: the rule's own group (CorrelationId, Authorization, Caller), hashed.
-
-    Hashed so the key has a fixed length and no character Table Storage refuses in a RowKey, whatever
-    the logs hold; ``v2`` keeps it apart from the keys written before (``legacy_alert_key``).
-    """
-    group = json.dumps([correlation_id, authorization, caller], ensure_ascii=False)
-    return f"{RULE.id}:v2:{hashlib.sha256(group.encode('utf-8')).hexdigest()[:32]}"
-
-
-def legacy_alert_key(correlation_id: str) -> str:
-    """The key versions before the group identity used (rule id + CorrelationId), read on upgrade only."""
-    return f"{RULE.id}:{correlation_id}"
-
-
-def _group_key(row: RuleRow) -> tuple[str, str, str]:
-    return row.correlation_id, row.authorization, row.caller
-
-
-def build_alerts(rows: Iterable[RuleRow]) -> list[Alert]:
-    """One alert per group of the rule's ``summarize`` (CorrelationId, Authorization, Caller), holding its rows."""
-    grouped: dict[tuple[str, str, str], list[RuleRow]] = {}
-    for row in rows:
-        grouped.setdefault(_group_key(row), []).append(row)
-    alerts = []
-    for (correlation_id, authorization, caller), group in grouped.items():
-        group.sort(key=lambda r: (r.start, r.ueba_time, r.ueba_action_type, r.ueba_source_location))
-        first = group[0]
-        alerts.append(Alert(
-            key=alert_key(correlation_id, authorization, caller),
-            rule_id=RULE.id,
-            correlation_id=correlation_id,
-            caller=caller,
-            caller_ip=first.caller_ip,
-            subscription=first.subscription,
-            resource_group=first.resource_group,
-            vm_name=first.vm_name,
-            scope=first.scope,
-            start=min(r.start for r in group),
-            end=max(r.end for r in group),
-            account_name=first.account_name,
-            account_upn_suffix=first.account_upn_suffix,
-            rows=tuple(group),
-            authorization=authorization,
-        ))
-    alerts.sort(key=lambda a: (a.start, a.caller, a.correlation_id, a.vm_name, a.key))
-    return alerts

@@ -60,7 +60,3 @@ class SourceError(DetectorError):
 
 class StoreError(DetectorError):
     """The allowlist or run-state store failed."""
-
-
-class DeliveryError(DetectorError):
-    """A destination could not be reached or rejected a message."""

@@ -29,12 +29,14 @@ from . import health
 from .deliver import Destination
 from .deliver.factory import build_destinations
 from .deliver.health_card import send_health
-from .deliver.redact import install_log_redaction
 from .errors import ConfigError, DetectorError
 from .health_outbox import deliver_health, update
-from .pipeline import RunPolicy, redeliver, run_once, wall_clock
+from .pipeline import RunPolicy, RunSummary, redeliver, run_once, wall_clock
+from .redact import install_log_redaction
+from .rule import selection_of
 from .settings import Settings
 from .sources import Source
+from .sources.factory import open_source
 from .store import StateStore
 from .store.factory import open_store
 from .timestamps import TICKS_PER_MINUTE, Ticks
@@ -47,18 +49,15 @@ def _policy(settings: Settings) -> RunPolicy:
 
 
 def _source(settings: Settings) -> Source:
+    selection = selection_of(settings.rules)
     if settings.source_dir:
-        from .sources.files import FileSource
-        return FileSource(settings.source_dir)
-    from azure.identity import DefaultAzureCredential
-
-    from .sources.loganalytics import LogAnalyticsSource, make_client
-    return LogAnalyticsSource(make_client(DefaultAzureCredential()), settings.require_workspace(),
-                              server_timeout=settings.query_timeout_seconds)
+        return open_source(selection=selection, directory=settings.source_dir)
+    return open_source(selection=selection, workspace_id=settings.require_workspace(),
+                       server_timeout=settings.query_timeout_seconds)
 
 
 def daily_run(*, past_due: bool, env: dict[str, str] | None = None,
-              clock: Callable[[], Ticks] = wall_clock) -> dict[str, Any]:
+              clock: Callable[[], Ticks] = wall_clock) -> RunSummary:
     install_log_redaction()
     if past_due:
         logger.warning("detector: the daily timer is past due; running now (the window catches up)")

@@ -21,18 +21,21 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final, Literal
 
 from .errors import ConfigError, InputError, SourceError, StoreError
 from .timestamps import TICKS_PER_HOUR, Ticks, format_datetime, parse_datetime
 
-HEALTHY = "healthy"
-FAILING = "failing"
-SILENT = "silent"  # no completed run for longer than frequency + grace, and no failure seen
+HealthStatus = Literal["healthy", "failing", "silent"]
+HealthEventKind = Literal["failing", "recovered", "not_run_since"]
 
-EVENT_FAILING = "failing"
-EVENT_RECOVERED = "recovered"
-EVENT_NOT_RUN = "not_run_since"
+HEALTHY: Final = "healthy"
+FAILING: Final = "failing"
+SILENT: Final = "silent"  # no completed run for longer than frequency + grace, and no failure seen
+
+EVENT_FAILING: Final = "failing"
+EVENT_RECOVERED: Final = "recovered"
+EVENT_NOT_RUN: Final = "not_run_since"
 EVENTS = (EVENT_FAILING, EVENT_RECOVERED, EVENT_NOT_RUN)
 
 MAX_MESSAGES = 10  # the outbox of health messages stays one store row (under 16 KB even with long errors)
@@ -114,7 +117,7 @@ def classify(exc: BaseException) -> Failure:
 class HealthEvent:
     """One health message: what the destinations are told."""
 
-    kind: str  # failing | recovered | not_run_since
+    kind: HealthEventKind
     at: Ticks  # when the detector noticed
     since: Ticks | None = None  # failing: the streak's first failure; not_run_since: the last success
     last_success: Ticks | None = None
@@ -140,9 +143,10 @@ class HealthEvent:
     def from_dict(cls, data: dict[str, Any]) -> HealthEvent:
         failure = data.get("failure")
         at = _ticks(data.get("at"))
-        if data.get("kind") not in EVENTS or at is None:
-            raise ValueError(f"not a health event: kind {data.get('kind')!r}")
-        return cls(kind=str(data["kind"]), at=at, since=_ticks(data.get("since")),
+        kind = data.get("kind")
+        if kind not in EVENTS or at is None:
+            raise ValueError(f"not a health event: kind {kind!r}")
+        return cls(kind=kind, at=at, since=_ticks(data.get("since")),
                    last_success=_ticks(data.get("last_success")),
                    failure=Failure.from_dict(failure) if isinstance(failure, dict) else None,
                    failed_runs=int(data.get("failed_runs", 0)), missed_runs=int(data.get("missed_runs", 0)),
@@ -171,7 +175,7 @@ class PendingMessage:
 
 @dataclass(frozen=True, slots=True)
 class HealthRecord:
-    status: str = HEALTHY
+    status: HealthStatus = HEALTHY
     since: Ticks | None = None
     failed_runs: int = 0
     failure: Failure | None = None

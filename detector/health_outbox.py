@@ -10,6 +10,7 @@ before its "failing"); what is not accepted stays owed and is retried by the nex
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -53,8 +54,8 @@ def update(store: StateStore, change: Callable[[HealthRecord], HealthRecord]) ->
 
 @dataclass(slots=True)
 class HealthDeliveryStats:
-    delivered: dict[str, int] = field(default_factory=dict)
-    failed: dict[str, int] = field(default_factory=dict)
+    delivered: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
     claimed_elsewhere: bool = False
     errors: list[str] = field(default_factory=list)
 
@@ -98,10 +99,10 @@ def deliver_health(store: StateStore, destinations: Sequence[Destination], *, ow
                 outcome = Outcome(False, str(exc))
             results.append((message.event.id, dest_id, outcome))
             if outcome.ok:
-                stats.delivered[dest_id] = stats.delivered.get(dest_id, 0) + 1
+                stats.delivered[dest_id] += 1
             else:
                 held_back.add(dest_id)
-                stats.failed[dest_id] = stats.failed.get(dest_id, 0) + 1
+                stats.failed[dest_id] += 1
                 stats.errors.append(f"health {message.event.id} -> {outcome.detail[:200]}")
 
     def settle(record: HealthRecord) -> HealthRecord:

@@ -59,22 +59,6 @@ def _is_term_char(ch: str) -> bool:
     return ch.isalnum()
 
 
-def terms(text: str) -> list[str]:
-    """The maximal runs of alphanumeric characters of ``text``, in order."""
-    out: list[str] = []
-    start = -1
-    for i, ch in enumerate(text):
-        if _is_term_char(ch):
-            if start < 0:
-                start = i
-        elif start >= 0:
-            out.append(text[start:i])
-            start = -1
-    if start >= 0:
-        out.append(text[start:])
-    return out
-
-
 def has(haystack: str, needle: str) -> bool:
     """``haystack has needle``: the needle occurs case-insensitively on term boundaries.
 

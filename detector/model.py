@@ -14,7 +14,10 @@ from typing import Any, Literal, NamedTuple
 from .kql import JsonValue
 from .timestamps import Ticks, format_datetime, parse_datetime
 
-# The rule's final projection, in the query's order.
+SEED_RULE_ID = "11bda520-a965-4654-9a45-d09f372f71aa"
+"""The seed rule's id (Sentinel's): the rule of rows and alerts that name none (state written before rules)."""
+
+# The rule's final projection, in the query's order (every rule here projects these columns).
 RULE_COLUMNS: tuple[str, ...] = (
     "StartTime",
     "EndTime",
@@ -101,6 +104,7 @@ class RunCommand(NamedTuple):
     subscription: str
     vm_name: str
     resource_group: str
+    rule_id: str = SEED_RULE_ID
 
 
 class RuleRow(NamedTuple):
@@ -131,6 +135,8 @@ class RuleRow(NamedTuple):
     # The group's exact Authorization text (part of the rule's ``summarize`` key, so of the alert's identity).
     # Not stored per row: the alert holds it once (rows of one alert share it).
     authorization: str = ""
+    # The rule that produced the row (not stored per row either: the alert holds it).
+    rule_id: str = SEED_RULE_ID
 
     def to_dict(self) -> dict[str, Any]:
         """The 13 columns of the rule, datetimes as ISO 8601 UTC."""
@@ -171,7 +177,7 @@ class RuleRow(NamedTuple):
         return json.dumps(data, sort_keys=True, ensure_ascii=False)
 
     @classmethod
-    def from_state(cls, data: dict[str, Any], *, authorization: str = "") -> RuleRow:
+    def from_state(cls, data: dict[str, Any], *, authorization: str = "", rule_id: str = SEED_RULE_ID) -> RuleRow:
         return cls(
             start=parse_datetime(data["StartTime"]),
             end=parse_datetime(data["EndTime"]),
@@ -192,6 +198,7 @@ class RuleRow(NamedTuple):
             ueba_source_ip=data.get("UEBASourceIPAddress") or "",
             ueba_investigation_priority=data.get("UEBAInvestigationPriority"),
             authorization=authorization,
+            rule_id=rule_id,
         )
 
 
@@ -341,7 +348,8 @@ class Alert:
             end=parse_datetime(data["EndTime"]),
             account_name=data["AccountName"],
             account_upn_suffix=data["AccountUPNSuffix"],
-            rows=tuple(RuleRow.from_state(r, authorization=authorization) for r in data["Rows"]),
+            rows=tuple(RuleRow.from_state(r, authorization=authorization, rule_id=data["RuleId"])
+                       for r in data["Rows"]),
             context=TriageContext.from_dict(data["Context"]) if data.get("Context") else None,
             authorization=authorization,
             omitted_rows=int(data.get("OmittedRows", 0)),

@@ -31,14 +31,15 @@ import hashlib
 import heapq
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
+from .alerts import build_alerts, legacy_alert_key
 from .allowlist import Allowlist, Suppression
-from .correlate import build_alerts, legacy_alert_key
 from .deliver import Destination, Outcome
 from .errors import StoreError
-from .model import Alert, DeliveryEvent, RuleRow, TriageContext
+from .model import SEED_RULE_ID, Alert, DeliveryEvent, RuleRow, TriageContext
 from .store import (
     DELIVERED,
     FAILED,
@@ -224,7 +225,7 @@ def record_alerts(store: StateStore, alerts: Sequence[Alert], destination_ids: S
                   allowlist: Allowlist | None, now: Ticks, send_updates: bool = True) -> RecordStats:
     """Write this run's alerts (all of them, allowlisted or not) to state before any delivery."""
     stats = RecordStats()
-    hits: dict[str, int] = {}
+    hits: Counter[str] = Counter()
     for alert in alerts:
         try:
             _record_one(store, alert, destination_ids, allowlist, now, send_updates, stats, hits)
@@ -239,11 +240,11 @@ def record_alerts(store: StateStore, alerts: Sequence[Alert], destination_ids: S
 
 
 def _record_one(store: StateStore, alert: Alert, destination_ids: Sequence[str], allowlist: Allowlist | None,
-                now: Ticks, send_updates: bool, stats: RecordStats, hits: dict[str, int]) -> None:
+                now: Ticks, send_updates: bool, stats: RecordStats, hits: Counter[str]) -> None:
     for _ in range(MAX_WRITE_RETRIES):
         existing = store.get_alert(alert.key)
         migrating = False
-        if existing is None:
+        if existing is None and alert.rule_id == SEED_RULE_ID:  # only the seed rule had keys before v2
             legacy = store.get_alert(legacy_alert_key(alert.correlation_id))
             existing = from_legacy(legacy, alert) if legacy is not None else None
             migrating = existing is not None
@@ -262,7 +263,7 @@ def _record_one(store: StateStore, alert: Alert, destination_ids: Sequence[str],
     raise ConflictError(f"alert {alert.key} kept changing while being recorded")
 
 
-def _tally(stats: RecordStats, hits: dict[str, int], alert: Alert, decision: Decision, final: StoredAlert | None,
+def _tally(stats: RecordStats, hits: Counter[str], alert: Alert, decision: Decision, final: StoredAlert | None,
            migrating: bool) -> None:
     stats.migrated += migrating
     if decision.outcome == "new":
@@ -270,7 +271,7 @@ def _tally(stats: RecordStats, hits: dict[str, int], alert: Alert, decision: Dec
     elif decision.outcome == "new-suppressed" and decision.record is not None:
         stats.suppressed_new += 1
         for entry_id in decision.record.suppressed_by:
-            hits[entry_id] = hits.get(entry_id, 0) + 1
+            hits[entry_id] += 1
     elif decision.outcome == "unchanged":
         # Open alerts seen again (a suppressed one seen again is only in ``suppressed``, as before).
         stats.unchanged += final is None or final.status != SUPPRESSED
@@ -289,9 +290,9 @@ def _tally(stats: RecordStats, hits: dict[str, int], alert: Alert, decision: Dec
 
 @dataclass(slots=True)
 class DeliveryStats:
-    delivered: dict[str, int] = field(default_factory=dict)
-    updates: dict[str, int] = field(default_factory=dict)
-    failed: dict[str, int] = field(default_factory=dict)
+    delivered: Counter[str] = field(default_factory=Counter)
+    updates: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
     claimed_elsewhere: int = 0
     undelivered: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -376,15 +377,15 @@ class _Claims:
                 # The first message carries every match known: no update is owed after it.
                 state = replace(state, state=DELIVERED, attempts=state.attempts + 1, last_error="", delivered_at=now,
                                 update_owed=False)
-                self.stats.delivered[dest_id] = self.stats.delivered.get(dest_id, 0) + 1
+                self.stats.delivered[dest_id] += 1
             else:
                 state = replace(state, attempts=state.attempts + 1, last_error="", update_owed=False,
                                 updates_sent=state.updates_sent + 1)
-                self.stats.updates[dest_id] = self.stats.updates.get(dest_id, 0) + 1
+                self.stats.updates[dest_id] += 1
         else:
             state = replace(state, state=FAILED if event == "alert" else state.state, attempts=state.attempts + 1,
                             last_error=outcome.detail[:500])
-            self.stats.failed[dest_id] = self.stats.failed.get(dest_id, 0) + 1
+            self.stats.failed[dest_id] += 1
             self.stats.errors.append(f"{key} -> {dest_id} ({event}): {outcome.detail[:200]}")
         self.remaining[key] -= 1
         done = self.remaining[key] <= 0

@@ -13,23 +13,107 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Literal, TypedDict
 
+from .alerts import build_alerts
 from .allowlist import Allowlist, Suppression, apply
-from .correlate import Correlation, Window, build_alerts, correlate
+from .correlate import SEED_ONLY, Correlation, correlate
 from .deliver import Destination
 from .errors import DetectorError, StoreError
 from .model import Alert
 from .outbox import DeliveryStats, RecordStats, deliver_pending, record_alerts
-from .rule import RULE
+from .rule import Rule
 from .settings import Settings
 from .sources import ReadReport, Source
 from .store import PurgeStats, StateStore
-from .timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, TICKS_PER_MINUTE, Ticks, format_datetime, from_datetime
+from .timestamps import TICKS_PER_DAY, TICKS_PER_MINUTE, Ticks, format_datetime, from_datetime
 from .triage import attach_context
+from .window import DEFAULT_FREQUENCY_HOURS, DEFAULT_PERIOD_HOURS, Window, plan_window
+
+__all__ = ["FailedRunSummary", "RunPolicy", "RunResult", "RunStatus", "RunSummary", "detect", "plan_window",
+           "redeliver", "run_once", "wall_clock"]
+
+RunStatus = Literal["succeeded", "partial", "failed"]
+"""``partial``: some alert could not be recorded (the watermark stays); ``failed``: the run raised."""
+
+
+class WindowSummary(TypedDict):
+    start: str
+    end: str
+
+
+class RowsRead(TypedDict):
+    AzureActivity: int
+    BehaviorAnalytics: int
+
+
+class PurgeSummary(TypedDict):
+    alerts: int
+    runs: int
+    undelivered_kept: int
+
+
+class _DetectSummary(TypedDict):
+    run_id: str
+    status: RunStatus
+    window: WindowSummary
+    source: str
+    rules: list[str]
+    rows_read: RowsRead
+    malformed_rows: int
+    duplicates_skipped: int
+    run_commands: int
+    run_commands_by_rule: dict[str, int]
+    suspicious_logins: int
+    matches: int
+    matches_by_rule: dict[str, int]
+    alerts: int
+    alerts_by_rule: dict[str, int]
+    suppressed: int
+    suppressed_by: dict[str, int]
+    allowlist_problems: list[str]
+    ueba_boolean_flags: int
+    duration_seconds: float
+    warnings: list[str]
+
+
+class RunSummary(_DetectSummary, total=False):
+    """What one run reports (the run record, the CLI's --json, App Insights' custom dimensions).
+
+    The keys after ``warnings`` appear only for production runs (state and delivery)."""
+
+    new_alerts: int
+    updated_alerts: int
+    already_known_alerts: int
+    newly_suppressed: int
+    unsuppressed: list[dict[str, str]]
+    updates_owed: int
+    migrated_from_old_keys: int
+    record_failures: list[str]
+    delivered: int
+    delivered_by_destination: dict[str, int]
+    updates_by_destination: dict[str, int]
+    failed_by_destination: dict[str, int]
+    undelivered: int
+    claimed_elsewhere: int
+    delivery_errors: list[str]
+    unreadable_records: list[str]
+    error: str
+    purged: PurgeSummary
+    past_due: bool  # the Function's timer fired late (added by detector/functions.py)
+
+
+class FailedRunSummary(TypedDict):
+    """The run record of a run that raised."""
+
+    run_id: str
+    status: Literal["failed"]
+    error: str
+    window: WindowSummary
 
 
 def wall_clock() -> Ticks:
@@ -45,37 +129,39 @@ class RunResult:
     correlation: Correlation
     report: ReadReport
     alerts: list[Alert]
+    rules: tuple[Rule, ...] = SEED_ONLY
     suppressed: list[Suppression] = field(default_factory=list)
     allowlist_problems: list[str] = field(default_factory=list)
     recorded: RecordStats | None = None
     delivery: DeliveryStats | None = None
     purged: PurgeStats | None = None
     run_id: str = ""
-    status: str = "succeeded"
+    status: RunStatus = "succeeded"
     duration_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunSummary:
         stats = self.correlation.stats
-        suppressed_by: dict[str, int] = {}
-        for s in self.suppressed:
-            for entry_id in s.entry_ids:
-                suppressed_by[entry_id] = suppressed_by.get(entry_id, 0) + 1
-        out: dict[str, Any] = {
+        suppressed_by = Counter(entry_id for s in self.suppressed for entry_id in s.entry_ids)
+        out: RunSummary = {
             "run_id": self.run_id,
             "status": self.status,
             "window": {"start": format_datetime(self.window.start), "end": format_datetime(self.window.end)},
             "source": self.source,
+            "rules": [rule.id for rule in self.rules],
             "rows_read": {"AzureActivity": self.report.rows_read.get("AzureActivity", stats.activity_rows),
                           "BehaviorAnalytics": self.report.rows_read.get("BehaviorAnalytics", stats.ueba_rows)},
             "malformed_rows": self.report.malformed_count,
             "duplicates_skipped": self.report.duplicates_skipped,
             "run_commands": stats.run_commands_succeeded,
+            "run_commands_by_rule": dict(stats.groups_by_rule),
             "suspicious_logins": stats.ueba_suspicious,
             "matches": stats.rows,
+            "matches_by_rule": dict(stats.rows_by_rule),
             "alerts": len(self.alerts),
+            "alerts_by_rule": dict(Counter(a.rule_id for a in self.alerts)),
             "suppressed": len(self.suppressed),
-            "suppressed_by": suppressed_by,
+            "suppressed_by": dict(suppressed_by),
             "allowlist_problems": list(self.allowlist_problems),
             "ueba_boolean_flags": stats.ueba_boolean_flags,
             "duration_seconds": round(self.duration_seconds, 3),
@@ -108,11 +194,12 @@ class RunResult:
         return out
 
 
-def detect(source: Source, window: Window, *, allowlist: Allowlist | None = None) -> RunResult:
-    """Read the window from ``source``, apply the rule and (optionally) the allowlist; no side effects."""
+def detect(source: Source, window: Window, *, allowlist: Allowlist | None = None,
+           rules: Sequence[Rule] = SEED_ONLY) -> RunResult:
+    """Read the window from ``source``, apply the rules and (optionally) the allowlist; no side effects."""
     started = time.perf_counter()
     data = source.fetch(window)
-    correlation = correlate(data.activity, data.ueba, window)
+    correlation = correlate(data.activity, data.ueba, window, rules=rules)
     alerts = attach_context(build_alerts(correlation.rows), correlation, detected_at=window.end)
     suppressed: list[Suppression] = []
     problems: list[str] = []
@@ -120,7 +207,7 @@ def detect(source: Source, window: Window, *, allowlist: Allowlist | None = None
         alerts, suppressed = apply(allowlist, alerts)
         problems = [str(p) for p in allowlist.problems]
     result = RunResult(window=window, source=source.describe(), correlation=correlation, report=data.report,
-                       alerts=alerts, suppressed=suppressed, allowlist_problems=problems)
+                       alerts=alerts, rules=tuple(rules), suppressed=suppressed, allowlist_problems=problems)
     if data.report.malformed_count:
         result.warnings.append(f"{data.report.malformed_count} malformed row(s) skipped")
     if correlation.stats.activity_rows and not correlation.stats.activity_in_window:
@@ -140,10 +227,11 @@ def detect(source: Source, window: Window, *, allowlist: Allowlist | None = None
 
 @dataclass(frozen=True, slots=True)
 class RunPolicy:
-    """How runs are scheduled and caught up (settings)."""
+    """Which rules run, and how runs are scheduled and caught up (settings)."""
 
-    period_hours: int = RULE.query_period_hours
-    frequency_hours: int = RULE.query_frequency_hours
+    rules: tuple[Rule, ...] = SEED_ONLY
+    period_hours: int = DEFAULT_PERIOD_HOURS
+    frequency_hours: int = DEFAULT_FREQUENCY_HOURS
     max_catchup_days: int = 14
     lease_minutes: int = 10
     send_updates: bool = True
@@ -152,25 +240,9 @@ class RunPolicy:
     @classmethod
     def from_settings(cls, settings: Settings, *, period_hours: int | None = None) -> RunPolicy:
         period = period_hours if period_hours is not None else settings.period_hours
-        return cls(period_hours=period, frequency_hours=min(settings.frequency_hours, period),
+        return cls(rules=settings.rules, period_hours=period, frequency_hours=min(settings.frequency_hours, period),
                    max_catchup_days=settings.max_catchup_days, lease_minutes=settings.claim_lease_minutes,
                    send_updates=settings.send_updates, retention_days=settings.state_retention_days)
-
-
-def plan_window(at: Ticks, watermark: Ticks | None, policy: RunPolicy) -> Window:
-    """The rule's period ending at ``at``, widened back after missed runs.
-
-    Normally the previous successful run ended one frequency ago and the period alone is the window.
-    When runs were missed, the start moves back so the new window overlaps the last successful one as
-    much as a normal run would (``watermark - (period - frequency)``), never beyond
-    ``max_catchup_days``. A failed run does not move the watermark, so its gap is covered next time.
-    """
-    start = at - policy.period_hours * TICKS_PER_HOUR
-    if watermark is not None and watermark < at:
-        caught_up = watermark - (policy.period_hours - policy.frequency_hours) * TICKS_PER_HOUR
-        start = min(start, caught_up)
-    start = max(start, at - policy.max_catchup_days * TICKS_PER_DAY)
-    return Window(start=start, end=at)
 
 
 def run_once(*, source: Source, store: StateStore, destinations: Sequence[Destination], at: Ticks,
@@ -182,16 +254,17 @@ def run_once(*, source: Source, store: StateStore, destinations: Sequence[Destin
     window = plan_window(at, store.get_watermark(), policy)
     try:
         allowlist = Allowlist.load(store.list_allowlist(), now=at)
-        result = detect(source, window, allowlist=allowlist)
+        result = detect(source, window, allowlist=allowlist, rules=policy.rules)
         result.run_id = run_id
         # Every alert is recorded, allowlisted or not: a later match can lift a suppression (outbox.decide).
         seen = [*result.alerts, *(s.alert for s in result.suppressed)]
         recorded = record_alerts(store, seen, [d.id for d in destinations], allowlist=allowlist, now=at,
                                  send_updates=policy.send_updates)
     except DetectorError as exc:
-        store.record_run(run_id, {"run_id": run_id, "status": "failed", "error": str(exc)[:1000],
-                                  "window": {"start": format_datetime(window.start),
-                                             "end": format_datetime(window.end)}})
+        failed: FailedRunSummary = {"run_id": run_id, "status": "failed", "error": str(exc)[:1000],
+                                    "window": {"start": format_datetime(window.start),
+                                               "end": format_datetime(window.end)}}
+        store.record_run(run_id, failed)
         raise
     result.recorded = recorded
     result.alerts = sorted(recorded.open, key=lambda a: (a.start, a.caller, a.correlation_id, a.vm_name, a.key))

@@ -1,27 +1,59 @@
-"""The rule as data: Sentinel's "Azure VM Run Command operation executed during suspicious login window".
+"""A rule as data, and the seed rule: Sentinel's "Azure VM Run Command operation executed during suspicious login window".
 
-Upstream: Azure-Sentinel ``Detections/MultipleDataSources/RunCommandUEBABreach.yaml``, version 1.0.8.
-``QUERY`` is the rule's KQL verbatim; ``detector.correlate`` is its Python port, and
-``python -m detector parity`` sends ``QUERY`` itself to a workspace to prove they agree.
+A :class:`Rule` carries everything specific to one rule (in the spirit of panther-analysis: metadata,
+small pure functions, and its own tests in tests/test_rules.py): identity and metadata, its KQL text,
+the AzureActivity row filter (operations and Authorization terms, which the pushdown query and the
+file prefilter are built from), how the machine name is taken from the scope, and how its alert is
+titled. The BehaviorAnalytics half, the join and the window are the seed's and shared by every rule.
+
+Upstream of the seed: Azure-Sentinel ``Detections/MultipleDataSources/RunCommandUEBABreach.yaml``,
+version 1.0.8. ``QUERY`` is its KQL verbatim; ``detector.correlate`` is its Python port, and
+``python -m detector parity`` sends a rule's query itself to a workspace to prove they agree.
+The extended rules (not Sentinel's) are in detector/rules.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
-RUN_COMMAND_OPERATION = "MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION"
-AUTHORIZATION_TERM = "virtualMachines"
+from . import kql
+from .model import RULE_COLUMNS, SEED_RULE_ID
+from .window import (
+    DEFAULT_FREQUENCY_HOURS,
+    DEFAULT_PERIOD_HOURS,
+    SEED_SELECTION,
+    UEBA_EVENT_SOURCE,
+    UEBA_INSIGHT,
+    UEBA_INSIGHT_VALUE,
+    ActivitySelection,
+)
+
+[RUN_COMMAND_OPERATION] = SEED_SELECTION.operations
+[AUTHORIZATION_TERM] = SEED_SELECTION.authorization_terms
 SUCCESS_STATUSES: tuple[str, ...] = ("Success", "Succeeded")
-UEBA_EVENT_SOURCE = "Azure AD"
-UEBA_INSIGHT = "ActionUncommonlyPerformedByUser"
-UEBA_INSIGHT_VALUE = "True"
 WINDOW_BEFORE_HOURS = 1
 WINDOW_AFTER_HOURS = 6
 
+__all__ = ["AUTHORIZATION_TERM", "QUERY", "RULE", "RUN_COMMAND_OPERATION", "SUCCESS_STATUSES", "UEBA_EVENT_SOURCE",
+           "UEBA_INSIGHT", "UEBA_INSIGHT_VALUE", "WINDOW_AFTER_HOURS", "WINDOW_BEFORE_HOURS", "Origin", "Rule",
+           "selection_of"]
+
+Origin = Literal["sentinel", "extended"]
+
 
 @dataclass(frozen=True, slots=True)
-class RuleDefinition:
-    """Metadata of a scheduled analytics rule."""
+class Rule:
+    """One scheduled analytics rule: metadata, its KQL, and the small pure functions the port needs.
+
+    ``operations`` are matched with ``=~`` (``in~`` when several) on ``OperationNameValue``;
+    ``authorization_terms`` with ``has`` (``has_any``) on ``Authorization``; ``machine_segments`` are
+    the indexes of ``split(Scope, "/")`` that name the machine, joined with ``/`` (the seed takes
+    ``[-1]``). ``needle`` is lower-case text every AzureActivity line the rule can use holds (the file
+    prefilter). ``action`` names what the caller did, for titles; ``verb`` says it in a sentence
+    (``<caller> <verb> <machine>``, the cards' why-line).
+    """
 
     id: str
     name: str
@@ -33,6 +65,45 @@ class RuleDefinition:
     tactics: tuple[str, ...]
     techniques: tuple[str, ...]
     query: str
+    operations: tuple[str, ...]
+    authorization_terms: tuple[str, ...]
+    machine_segments: tuple[int, ...]
+    needle: bytes
+    action: str
+    verb: str
+    origin: Origin = "sentinel"
+    columns: tuple[str, ...] = RULE_COLUMNS
+
+    @property
+    def selection(self) -> ActivitySelection:
+        return ActivitySelection(operations=self.operations, authorization_terms=self.authorization_terms,
+                                 needle=self.needle)
+
+    @property
+    def extended(self) -> bool:
+        return self.origin == "extended"
+
+    def matches(self, operation_name: str, authorization: str) -> bool:
+        """The rule's row filter: ``where OperationNameValue =~ ... | where Authorization has ...``."""
+        return any(kql.equals_ci(operation_name, op) for op in self.operations) and any(
+            kql.has(authorization, term) for term in self.authorization_terms)
+
+    def machine(self, scope_parts: Sequence[str]) -> str:
+        """``VirtualMachineName``: ``tostring(Scope_s[i])`` for each index, joined with ``/``."""
+        return "/".join(kql.tostring(kql.at(scope_parts, i)) for i in self.machine_segments)
+
+    def title(self, machine: str, caller: str) -> str:
+        """How an alert of this rule is titled (cards' summaries, the payload's title)."""
+        return (f"{self.action} on {machine or ('a machine' if self.extended else 'a VM')} by {caller or 'an unknown caller'} during a "
+                "suspicious sign-in window")
+
+    def provenance(self) -> str:
+        """One plain sentence saying whose rule this is (every card and payload carries it)."""
+        if self.extended:
+            return (f"Extended rule {self.id} of this detector, not a Microsoft Sentinel rule: it applies the "
+                    "Sentinel rule's sign-in correlation to another way of running code on a machine.")
+        return (f"Microsoft Sentinel rule {self.id} (version {self.version}), reproduced by this detector: "
+                "no Sentinel incident exists.")
 
 
 QUERY = (
@@ -70,8 +141,8 @@ QUERY = (
     '| extend AccountName = tostring(split(Caller, "@")[0]), AccountUPNSuffix = tostring(split(Caller, "@")[1])\n'
 )
 
-RULE = RuleDefinition(
-    id="11bda520-a965-4654-9a45-d09f372f71aa",
+RULE = Rule(
+    id=SEED_RULE_ID,
     name="Azure VM Run Command operation executed during suspicious login window",
     version="1.0.8",
     description=(
@@ -79,9 +150,25 @@ RULE = RuleDefinition(
         "that has resulted in a recent user entity behaviour alert."
     ),
     severity="High",
-    query_frequency_hours=24,
-    query_period_hours=48,
+    query_frequency_hours=DEFAULT_FREQUENCY_HOURS,
+    query_period_hours=DEFAULT_PERIOD_HOURS,
     tactics=("LateralMovement", "CredentialAccess"),
     techniques=("T1570", "T1212"),
     query=QUERY,
+    operations=(RUN_COMMAND_OPERATION,),
+    authorization_terms=(AUTHORIZATION_TERM,),
+    machine_segments=(-1,),
+    needle=b"runcommand",
+    action="Run Command",
+    verb="ran a Run Command on",
 )
+
+
+def selection_of(rules: Sequence[Rule]) -> ActivitySelection:
+    """What the sources must read for these rules (the union of their row filters)."""
+    if not rules:
+        raise ValueError("no rule selected")
+    selection = rules[0].selection
+    for rule in rules[1:]:
+        selection = selection.union(rule.selection)
+    return selection

@@ -16,8 +16,10 @@ from urllib.parse import urlsplit
 
 import requests
 
-from .errors import ConfigError
-from .rule import RULE
+from . import rules as registry
+from .errors import ConfigError, UsageError
+from .rule import RULE, Rule
+from .window import DEFAULT_FREQUENCY_HOURS, DEFAULT_PERIOD_HOURS
 
 # name -> one-line description (documented in local.settings.example.json and the README).
 SETTINGS: dict[str, str] = {
@@ -27,6 +29,8 @@ SETTINGS: dict[str, str] = {
     "DETECTOR_STATE_DIR": "folder of the local file state backend when no Table Storage is configured",
     "DETECTOR_TEAMS_WEBHOOK_URLS": "Teams Workflows webhook URLs, one per line or comma-separated (secret)",
     "DETECTOR_LOGICAPP_WEBHOOK_URLS": "Logic App HTTP trigger URLs, one per line or comma-separated (secret)",
+    "DETECTOR_RULES": "rules to run: comma-separated rule ids, 'seed' or 'all' (default: the seed rule alone; "
+                      "see README, Extended rules)",
     "DETECTOR_PERIOD_HOURS": "query period in hours (default 48, as the rule)",
     "DETECTOR_FREQUENCY_HOURS": "hours between scheduled runs (default 24, as the rule)",
     "DETECTOR_MAX_CATCHUP_DAYS": "how far back a run widens its window after missed runs (default 14)",
@@ -205,11 +209,10 @@ class Settings:
     state_dir: str = ""
     teams_urls: tuple[Secret, ...] = field(default_factory=tuple)
     logicapp_urls: tuple[Secret, ...] = field(default_factory=tuple)
-    period_hours: int = RULE.query_period_hours
-    frequency_hours: int = RULE.query_frequency_hours
+    rules: tuple[Rule, ...] = (RULE,)
+    period_hours: int = DEFAULT_PERIOD_HOURS
+    frequency_hours: int = DEFAULT_FREQUENCY_HOURS
     max_catchup_days: int = 14
-    schedule: str = "0 0 6 * * *"
-    redeliver_schedule: str = "0 */15 * * * *"
     digest_threshold: int = 50
     http_timeout_seconds: int = 10
     http_max_seconds: int = 60
@@ -247,11 +250,17 @@ class Settings:
             raise ConfigError(f"must be an https:// table endpoint with a valid host and port; it {endpoint_problem}",
                               setting="DETECTOR_TABLE_ENDPOINT")
         conn = env.get("DETECTOR_TABLE_CONNECTION_STRING", "").strip()
-        period = _int(env, "DETECTOR_PERIOD_HOURS", RULE.query_period_hours, 1, 24 * 14)
-        frequency = _int(env, "DETECTOR_FREQUENCY_HOURS", RULE.query_frequency_hours, 1, 24 * 7)
+        try:
+            selected = registry.select([env.get("DETECTOR_RULES", "")])
+        except UsageError as exc:
+            raise ConfigError(str(exc), setting="DETECTOR_RULES") from None
+        period = _int(env, "DETECTOR_PERIOD_HOURS", DEFAULT_PERIOD_HOURS, 1, 24 * 14)
+        frequency = _int(env, "DETECTOR_FREQUENCY_HOURS", DEFAULT_FREQUENCY_HOURS, 1, 24 * 7)
         if frequency > period:
             raise ConfigError("must not exceed DETECTOR_PERIOD_HOURS, or time would go unchecked",
                               setting="DETECTOR_FREQUENCY_HOURS")
+        # Read by the Functions host (function_app.py's "%DETECTOR_SCHEDULE%"), checked here so a bad one
+        # fails the run with the setting's name rather than silently never firing.
         schedule = env.get("DETECTOR_SCHEDULE", "").strip() or "0 0 6 * * *"
         redeliver = env.get("DETECTOR_REDELIVER_SCHEDULE", "").strip() or "0 */15 * * * *"
         for name, value in (("DETECTOR_SCHEDULE", schedule), ("DETECTOR_REDELIVER_SCHEDULE", redeliver)):
@@ -278,6 +287,7 @@ class Settings:
                               f"period ({period} h), or a purged alert could be seen, and sent, again",
                               setting="DETECTOR_STATE_RETENTION_DAYS")
         return cls(
+            rules=selected,
             tenant_id=tenant,
             workspace_resource_id=workspace_resource,
             oncall_mention_id=mention,
@@ -294,8 +304,6 @@ class Settings:
             period_hours=period,
             frequency_hours=frequency,
             max_catchup_days=max_catchup_days,
-            schedule=schedule,
-            redeliver_schedule=redeliver,
             digest_threshold=_int(env, "DETECTOR_DIGEST_THRESHOLD", 50, 1, 1000),
             http_timeout_seconds=_int(env, "DETECTOR_HTTP_TIMEOUT_SECONDS", 10, 1, 120),
             http_max_seconds=_int(env, "DETECTOR_HTTP_MAX_SECONDS", 60, 1, 900),

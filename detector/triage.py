@@ -31,6 +31,7 @@ from typing import Any
 from . import kql
 from .correlate import Correlation
 from .model import Alert, RuleRow, RunCommandSighting, SignInSighting, TriageContext
+from .rules import by_id
 from .timestamps import MAX_TICKS, TICKS_PER_DAY, TICKS_PER_SECOND, Ticks, format_datetime
 
 MAX_LISTED = 10  # per context list, so a busy account never bloats the stored alert or the card
@@ -161,7 +162,7 @@ def why_line(alert: Alert) -> str:
             else f"{duration(delta)} {'after' if delta > 0 else 'before'}")
     more = alert.match_count - 1
     extra = f" (+{more} more flagged sign-in{'s' if more != 1 else ''})" if more else ""
-    return (f"{who} ran a Run Command on {where} {when} a flagged sign-in from "
+    return (f"{who} {by_id(alert.rule_id).verb} {where} {when} a flagged sign-in from "
             f"{row.ueba_source_location or 'an unknown place'}{extra}, {ip_relation(alert, row)}.")
 
 

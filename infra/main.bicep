@@ -39,6 +39,9 @@ param schedule string = '0 0 6 * * *'
 @description('NCRONTAB schedule of the outbox re-send timer.')
 param redeliverSchedule string = '0 */15 * * * *'
 
+@description('Rules to run: comma-separated rule ids, seed or all (default: the seed rule alone; README, Extended rules).')
+param rules string = 'seed'
+
 @description('Query period in hours (the rule: 48).')
 param periodHours int = 48
 
@@ -383,6 +386,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     DETECTOR_LOGICAPP_WEBHOOK_URLS: logicAppDelivery ? '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/${logicAppSecretName}/)' : ''
     DETECTOR_SCHEDULE: schedule
     DETECTOR_REDELIVER_SCHEDULE: redeliverSchedule
+    DETECTOR_RULES: rules
     DETECTOR_PERIOD_HOURS: string(periodHours)
     DETECTOR_FREQUENCY_HOURS: string(frequencyHours)
     DETECTOR_MAX_CATCHUP_DAYS: string(maxCatchupDays)

@@ -76,7 +76,13 @@ def _kusto_tolower(text: str) -> str:
     return "".join("i" if c == "\u0130" else (c.lower() if len(c.lower()) == 1 else c) for c in text)
 
 
-_TERM = re.compile(r"(?<![0-9A-Za-z])virtualmachines(?![0-9A-Za-z])")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_OPERATIONS = re.compile(r"^\| where OperationNameValue (?:=~|in~) (.+)$", re.MULTILINE)
+_TERMS = re.compile(r"^\| where Authorization (?:has|has_any) (.+)$", re.MULTILINE)
+
+
+def _has_term(text: str, term: str) -> bool:
+    return re.search(rf"(?<![0-9a-z]){re.escape(term.lower())}(?![0-9a-z])", text.lower()) is not None
 
 
 @dataclass
@@ -93,6 +99,9 @@ class LogAnalyticsFake:
     activity: list[dict[str, Any]] = field(default_factory=list)
     ueba: list[dict[str, Any]] = field(default_factory=list)
     parity_rows: list[dict[str, Any]] = field(default_factory=list)
+    # A rule's verbatim query is told apart by its first comment line (the seed's: "// Isolate run command
+    # actions"); rules not listed here get ``parity_rows``.
+    parity_by_comment: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     row_limit: int = 500_000
     failures: list[tuple[int, dict[str, str], dict[str, Any]]] = field(default_factory=list)  # scripted answers
     partial_error_on: str | None = None  # table name whose queries answer a partial error
@@ -108,15 +117,19 @@ class LogAnalyticsFake:
 
     def evaluate(self, query: str) -> tuple[list[tuple[str, str]], list[dict[str, Any]]]:
         table = query.split("\n", 1)[0].strip()
-        if query.startswith("AzureActivity\n// Isolate run command actions"):
-            columns = [(c, "string") for c in self.parity_rows[0]] if self.parity_rows else [("StartTime", "string")]
-            return columns, self.parity_rows
+        if query.startswith("AzureActivity\n// ") and "| join kind = inner" in query:
+            answer = self.parity_by_comment.get(query.split("\n")[1], self.parity_rows)
+            columns = [(c, "string") for c in answer[0]] if answer else [("StartTime", "string")]
+            return columns, answer
         start, end = self._window(query)
         if table == "AzureActivity":
             rows = [r for r in self.activity if start <= r["TimeGenerated"] < end]
-            if "RUNCOMMAND/ACTION" in query:
-                rows = [r for r in rows if r["OperationNameValue"].upper() ==
-                        "MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION" and _TERM.search(r["Authorization"].lower())]
+            operations, terms = _OPERATIONS.search(query), _TERMS.search(query)
+            if operations and terms:
+                wanted_ops = {json.loads(f'"{o}"').upper() for o in _QUOTED.findall(operations.group(1))}
+                wanted_terms = [json.loads(f'"{t}"') for t in _QUOTED.findall(terms.group(1))]
+                rows = [r for r in rows if r["OperationNameValue"].upper() in wanted_ops
+                        and any(_has_term(r["Authorization"], t) for t in wanted_terms)]
         elif table == "BehaviorAnalytics":
             rows = [r for r in self.ueba if start <= r["TimeGenerated"] < end]
             if "in (" in query:

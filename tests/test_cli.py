@@ -26,7 +26,7 @@ def test_run_on_the_sample_prints_a_table_and_summary() -> None:
     assert "alice.admin@contoso.com" in out
     assert "vm-web-01" in out
     # The sample's example allowlist suppresses its five documented false positives.
-    assert "rows read: 500 AzureActivity, 184 BehaviorAnalytics; malformed rows: 0; duplicates skipped: 0; run commands: 22; " \
+    assert "rows read: 524 AzureActivity, 191 BehaviorAnalytics; malformed rows: 0; duplicates skipped: 0; run commands: 22; " \
            "matches: 12; alerts: 6; suppressed: 5" in out
     assert "by allowlist entry maintenance-script-rg" in out
 

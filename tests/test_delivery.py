@@ -15,11 +15,11 @@ from detector.correlate import Window, build_alerts, correlate
 from detector.deliver.http import encode_json, make_session
 from detector.deliver.links import DeliveryOptions
 from detector.deliver.logicapp import LogicAppDestination, build_payload, load_schema
-from detector.deliver.redact import redact, safe_url
 from detector.deliver.teams import MAX_MESSAGE_BYTES, TARGET_BYTES, TeamsDestination, alert_message
 from detector.errors import ConfigError
 from detector.model import Alert
 from detector.pipeline import detect
+from detector.redact import redact, safe_url
 from detector.sample.generate import SAMPLE_DIR
 from detector.settings import Settings
 from detector.sources.files import FileSource

@@ -217,7 +217,7 @@ def test_prefilter_gives_the_full_parse_result_on_the_sample(tmp_path: Path) -> 
     full_rows = [r.to_dict() for r in correlate(full.activity, full.ueba, window).rows]
     assert fast_rows == full_rows
     assert len(fast_rows) == 12
-    assert fast.report.rows_read == full.report.rows_read == {"AzureActivity": 500, "BehaviorAnalytics": 184}
+    assert fast.report.rows_read == full.report.rows_read == {"AzureActivity": 524, "BehaviorAnalytics": 191}
 
 
 def test_prefilter_reports_malformed_candidate_lines_with_numbers(tmp_path: Path) -> None:

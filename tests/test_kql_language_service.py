@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from detector.rule import QUERY
+from detector.rule import QUERY, selection_of
+from detector.rules import ALL_RULES, EXTENDED
 from detector.schema import TABLES
 from detector.sources.kqltext import activity_query, parity_query, ueba_query, unfiltered_query
 from detector.timestamps import parse_datetime
@@ -32,8 +33,12 @@ def test_every_query_the_code_sends_and_the_seed_rule_analyse_cleanly() -> None:
                "émile@exemple.fr"]
     queries = {
         "seed rule": QUERY,
-        "parity": parity_query(),
+        "parity": parity_query(QUERY),
         "activity pushdown": activity_query(START, END),
+        "activity pushdown, every rule": activity_query(START, END, selection_of(ALL_RULES)),
+        **{f"extended rule {rule.id}": rule.query for rule in EXTENDED},
+        **{f"parity {rule.id}": parity_query(rule.query) for rule in EXTENDED},
+        **{f"activity pushdown {rule.id}": activity_query(START, END, rule.selection) for rule in EXTENDED},
         "ueba pushdown": ueba_query(START, END, hostile),
         "ueba pushdown, one caller": ueba_query(START, END, ["a@b.c"]),
         "unfiltered AzureActivity": unfiltered_query("AzureActivity", START, END),
@@ -47,6 +52,7 @@ def test_every_query_the_code_sends_and_the_seed_rule_analyse_cleanly() -> None:
 def test_the_check_can_fail() -> None:
     broken = activity_query(START, END).replace("OperationNameValue", "OperationNameValu")
     syntax = QUERY.replace("| summarize", "| summarise")
-    results = analyse([broken, syntax, "BehaviorAnalytics | where ActivityInsights.X == "])
+    extended = EXTENDED[1].query.replace("strcat_delim(", "strcat_delimited(")
+    results = analyse([broken, syntax, "BehaviorAnalytics | where ActivityInsights.X == ", extended])
     assert all(results), results
     assert any("OperationNameValu" in d["message"] for d in results[0])

@@ -11,12 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..health import EVENT_FAILING, EVENT_NOT_RUN, EVENT_RECOVERED, HealthEvent
-from ..rule import RULE
+from ..model import SEED_RULE_ID
+from ..redact import redact
+from ..rule import Rule
+from ..rules import by_id
 from ..timestamps import Ticks, format_datetime
 from . import Destination, Outcome
 from .http import encode_json
 from .logicapp import LogicAppDestination
-from .redact import redact
 from .teams import CARD_VERSION, TeamsDestination, clean
 
 SCHEMA_VERSION = "1.0"
@@ -52,11 +54,17 @@ def _fact(label: str, value: str) -> dict[str, Any]:
     ]}
 
 
+def _detector_rule() -> Rule:
+    # The detector's health is one state for every rule it runs, keyed (like its watermark) by the seed
+    # rule's id: health messages name the seed rule, as they did before there were several rules.
+    return by_id(SEED_RULE_ID)
+
+
 def build_health_card(event: HealthEvent) -> dict[str, Any]:
     """The Teams message for a health event: a 'good' or 'warning' banner that says it is not an alert."""
     good = event.kind == EVENT_RECOVERED
-    facts = [_fact("Rule", RULE.name), _fact("Status", {EVENT_FAILING: "failing", EVENT_RECOVERED: "recovered",
-                                                         EVENT_NOT_RUN: "not running"}[event.kind])]
+    status = {EVENT_FAILING: "failing", EVENT_RECOVERED: "recovered", EVENT_NOT_RUN: "not running"}[event.kind]
+    facts = [_fact("Rule", _detector_rule().name), _fact("Status", status)]
     if event.failure is not None:
         facts += [_fact("What failed", event.failure.stage), _fact("Error code", event.failure.code)]
     if event.kind != EVENT_RECOVERED:
@@ -107,7 +115,7 @@ def build_health_payload(event: HealthEvent) -> dict[str, Any]:
         "kind": KIND,
         "event": event.kind,
         "messageId": event.id,
-        "rule": {"id": RULE.id, "name": RULE.name},
+        "rule": {"id": _detector_rule().id, "name": _detector_rule().name},
         "text": redact(headline(event)),
         "at": format_datetime(event.at),
         "since": format_datetime(event.since) if event.since is not None else None,

@@ -22,8 +22,8 @@ from urllib3.exceptions import MaxRetryError, ReadTimeoutError, ResponseError
 from urllib3.util.retry import Retry
 
 from ..model import Alert
+from ..redact import install_log_redaction, redact, safe_url
 from . import Outcome, OutcomeCallback
-from .redact import install_log_redaction, redact, safe_url
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..model import Alert, DeliveryEvent
-from ..rule import RULE
+from ..rules import by_id
 from ..timestamps import TICKS_PER_SECOND, Ticks, format_datetime
 from ..triage import assess, closest_match, delay, object_id, plain_insights, proposed_entry, same_ip, why_line
 from ..triage import display_name as user_display_name
@@ -61,15 +61,15 @@ def build_payload(alert: Alert, *, event: DeliveryEvent = "alert", options: Deli
     lag = delay(alert)
     context = alert.context
     first = closest_match(alert)
+    rule = by_id(alert.rule_id)
     return {
         "schemaVersion": SCHEMA_VERSION,
         "eventType": event,
         "kind": "RunCommandDuringSuspiciousLogin",
         "alertId": alert.key,
-        "title": f"Run Command on {alert.vm_name or 'a VM'} by {alert.caller or 'an unknown caller'} during a "
-                 "suspicious sign-in window",
+        "title": rule.title(alert.vm_name, alert.caller),
         "description": why_line(alert),
-        "severity": RULE.severity,
+        "severity": rule.severity,
         "priority": {"level": priority.level, "label": priority.word, "score": priority.score,
                      "reasons": list(priority.reasons)},
         "detectedAt": format_datetime(detected),
@@ -78,8 +78,9 @@ def build_payload(alert: Alert, *, event: DeliveryEvent = "alert", options: Deli
         "tenantId": options.tenant_id or None,
         "workspaceId": options.workspace_id or None,
         "matchCount": alert.match_count,  # may exceed len(signIns) when the run state capped the list
-        "rule": {"id": RULE.id, "name": RULE.name, "version": RULE.version, "severity": RULE.severity,
-                 "tactics": list(RULE.tactics), "techniques": list(RULE.techniques)},
+        "rule": {"id": rule.id, "name": rule.name, "version": rule.version, "severity": rule.severity,
+                 "tactics": list(rule.tactics), "techniques": list(rule.techniques), "origin": rule.origin,
+                 "provenance": rule.provenance()},
         "runCommand": {"correlationId": alert.correlation_id, "startTime": format_datetime(alert.start),
                        "endTime": format_datetime(alert.end), "caller": alert.caller,
                        "callerIpAddress": alert.caller_ip, "callerRole": context.caller_role if context else "",

@@ -29,7 +29,7 @@ from typing import Any
 import requests
 
 from ..model import Alert, DeliveryEvent, RuleRow
-from ..rule import RULE
+from ..rules import by_id
 from ..timestamps import format_datetime
 from ..triage import (
     Priority,
@@ -185,15 +185,16 @@ def _command_block(alert: Alert, table_endpoint: str) -> list[dict[str, Any]]:
 
 
 def _details(alert: Alert, rows: Sequence[RuleRow], links: AlertLinks, table_endpoint: str) -> dict[str, Any]:
+    rule = by_id(alert.rule_id)
     role = alert.context.caller_role if alert.context else ""
     items: list[dict[str, Any]] = [
         _fact("Subscription", alert.subscription), _fact("Resource group", alert.resource_group),
-        _fact("VM", alert.vm_name), _fact("Caller IP", alert.caller_ip), _fact("Caller role", role),
+        _fact("VM", alert.vm_name), *([_fact("Resource", alert.scope, mono=True)] if rule.extended else []),
+        _fact("Caller IP", alert.caller_ip), _fact("Caller role", role),
         _fact("Correlation id", alert.correlation_id, mono=True),
         _fact("Started", _utc(alert.start)), _fact("Ended", _utc(alert.end)),
-        _rich(_run(f"Rule: {RULE.name} ({RULE.severity}); MITRE {', '.join(RULE.tactics)}, "
-                   f"{', '.join(RULE.techniques)}. Raised by this detector: no Sentinel incident exists.",
-                   isSubtle=True), spacing="Small"),
+        _rich(_run(f"Rule: {rule.name} ({rule.severity}); MITRE {', '.join(rule.tactics)}, "
+                   f"{', '.join(rule.techniques)}. {rule.provenance()}", isSubtle=True), spacing="Small"),
     ]
     for row in rows:
         raw = [*plain_insights(row.ueba_activity_insights), *_user_facts(row)]
@@ -236,11 +237,15 @@ def _context_block(alert: Alert) -> list[dict[str, Any]]:
 
 
 def _header(alert: Alert, priority: Priority, event: DeliveryEvent) -> dict[str, Any]:
-    label = f"{priority.level} · {priority.word} · triage priority; rule severity {RULE.severity}"
+    rule = by_id(alert.rule_id)
+    label = f"{priority.level} · {priority.word} · triage priority; rule severity {rule.severity}"
     items: list[dict[str, Any]] = [
         _rich(_run(clean(why_line(alert), 700), weight="Bolder")),
         {"type": "TextBlock", "text": label, "wrap": True, "spacing": "Small"},
     ]
+    if rule.extended:
+        items.append({"type": "TextBlock", "text": f"Extended rule of this detector, not a Microsoft Sentinel rule: "
+                      f"{rule.name}.", "wrap": True, "spacing": "Small", "weight": "Bolder"})
     if event == "update":
         items.insert(1, {"type": "TextBlock", "text": "Update: new flagged sign-ins for an alert already sent.",
                          "wrap": True, "weight": "Bolder", "spacing": "Small"})
@@ -341,11 +346,20 @@ def build_alert_card(alert: Alert, *, event: DeliveryEvent = "alert",
     return alert_message(alert, event=event, options=options)[0]
 
 
+def _rules_named(alerts: Sequence[Alert]) -> str:
+    rules = [by_id(rule_id) for rule_id in dict.fromkeys(a.rule_id for a in alerts)]
+    if len(rules) == 1:
+        return rules[0].name + (" (extended rule, not Sentinel's)" if rules[0].extended else "")
+    extended = sum(rule.extended for rule in rules)
+    return f"{len(rules)} rules" + (f", {extended} of them extended rules, not Sentinel's" if extended else "")
+
+
 def _digest_card(alerts: Sequence[Alert], shown: int, options: DeliveryOptions, event: DeliveryEvent) -> dict[str, Any]:
     kind = "updated alerts" if event == "update" else "alerts"
+    named = _rules_named(alerts)
     body: list[dict[str, Any]] = [
         {"type": "Container", "style": "attention", "bleed": True, "items": [
-            {"type": "TextBlock", "text": f"{len(alerts)} {kind}: {RULE.name}", "weight": "Bolder", "wrap": True},
+            {"type": "TextBlock", "text": f"{len(alerts)} {kind}: {named}", "weight": "Bolder", "wrap": True},
             {"type": "TextBlock", "text": "Too many for one card each; grouped by user, times in UTC. Every alert is "
              "in the Logic App payload and the detector's state.", "wrap": True, "spacing": "Small"}]},
     ]
@@ -354,11 +368,12 @@ def _digest_card(alerts: Sequence[Alert], shown: int, options: DeliveryOptions, 
         by_user.setdefault(alert.caller.lower(), []).append(alert)
     for group in by_user.values():
         items: list[dict[str, Any]] = [_rich(_run(clean(group[0].caller, 120) or "(no caller)", weight="Bolder"),
-                                             _run(f" · {len(group)} Run Command{'s' if len(group) != 1 else ''}"))]
+                                             _run(f" · {len(group)} alert{'s' if len(group) != 1 else ''}"))]
         for alert in group:
             priority = assess(alert, priority_resource_groups=options.priority_resource_groups)
             links = alert_links(alert, options)
-            runs = [_run(_utc(alert.start)[:16] + " UTC · "), _run(clean(alert.vm_name, 120) or "—"),
+            runs = [_run(_utc(alert.start)[:16] + " UTC · "), _run(by_id(alert.rule_id).action + " · "),
+                    _run(clean(alert.vm_name, 120) or "—"),
                     _run(f" · {priority.level} {priority.word} · ")]
             # The whole line is the link (a Container's selectAction keeps the host's text colours, which
             # meet the contrast checks; a TextRun link takes the client's link colour).
@@ -373,7 +388,7 @@ def _digest_card(alerts: Sequence[Alert], shown: int, options: DeliveryOptions, 
     if shown < len(alerts):
         body.append({"type": "TextBlock", "text": f"+{len(alerts) - shown} more alerts", "isSubtle": True,
                      "wrap": True})
-    return _card(body, [], summary=f"{len(alerts)} {kind}: {RULE.name}")
+    return _card(body, [], summary=f"{len(alerts)} {kind}: {named}")
 
 
 def digest_message(alerts: Sequence[Alert], *, event: DeliveryEvent = "alert",

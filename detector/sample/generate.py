@@ -6,6 +6,9 @@ Analytics REST response, and ``expected.json``, the alerts each scenario was bui
 
 Every scenario below is one case the rule must get right; background noise (other operations,
 other UEBA sources, unflagged sign-ins) surrounds them. The same seed always gives the same files.
+The extended rules' scenarios (detector/rules.py) come last, after the noise, so the seed rule's part
+of the sample (its rows, its alerts and their correlation ids) is what it was before they existed;
+``expected.json`` lists their alerts apart, under ``extended_alerts``.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Workspace:
     activity: list[dict[str, Any]] = field(default_factory=list)
     ueba: list[dict[str, Any]] = field(default_factory=list)
     expected: list[dict[str, Any]] = field(default_factory=list)
+    extended_expected: list[dict[str, Any]] = field(default_factory=list)
     scenarios: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -138,6 +142,18 @@ class _Builder:
                           evidence=evidence)
         return correlation_id
 
+    def operation(self, *, caller: str, operation: str, action: str, scope: str, start: Ticks, sub: str, rg: str,
+                  statuses: tuple[str, ...] = NEW_STATUSES) -> str:
+        """Any ARM operation as AzureActivity logs it: its statuses under one CorrelationId."""
+        correlation_id = self.guid()
+        ip = self.ip()
+        evidence = self.evidence(sub)
+        for status, offset in zip(statuses, (0, 1, 63), strict=False):
+            self.activity(time=start + offset * TICKS_PER_SECOND, operation=operation, scope=scope, action=action,
+                          caller=caller, ip=ip, status=status, correlation_id=correlation_id, sub=sub, rg=rg,
+                          evidence=evidence)
+        return correlation_id
+
     def ueba(self, *, upn: str, time: Ticks, flag: Any = "True", source: str = "Azure AD",
              location: str | None = None, action_type: str = "Sign-in", blast_radius: str = "Medium") -> Ticks:
         user = upn.split("@")[0]
@@ -170,6 +186,13 @@ class _Builder:
             "scenario": scenario, "correlation_id": correlation_id, "caller": caller, "vm": vm,
             "ueba_times": [format_datetime(t) for t in sorted(ueba_times)],
             "false_positive": false_positive,
+        })
+
+    def expect_extended(self, rule_id: str, scenario: str, correlation_id: str, caller: str, vm: str,
+                        ueba_times: list[Ticks]) -> None:
+        self.ws.extended_expected.append({
+            "rule": rule_id, "scenario": scenario, "correlation_id": correlation_id, "caller": caller, "vm": vm,
+            "ueba_times": [format_datetime(t) for t in sorted(ueba_times)],
         })
 
     def note(self, scenario: str, expect_alert: bool, why: str) -> None:
@@ -247,9 +270,10 @@ def build(seed: int = 20261120, at: str = SAMPLE_AT) -> Workspace:
     b.note("rejected run command", False, "no Success/Succeeded status")
 
     u = upn("kim.scale")
-    b.ueba(upn=u, time=t0 + 16 * h)
-    b.run_command(caller=u, vm="vmss-batch/virtualMachines/3", start=t0 + 17 * h, operation=VMSS_RUN_COMMAND,
-                  kind="virtualMachineScaleSets", rg="rg-prod-batch")
+    kim_time = b.ueba(upn=u, time=t0 + 16 * h)
+    kim_cid = b.run_command(caller=u, vm="vmss-batch/virtualMachines/3", start=t0 + 17 * h,
+                            operation=VMSS_RUN_COMMAND, kind="virtualMachineScaleSets", rg="rg-prod-batch")
+    kim_scale_time = (u, kim_time, kim_cid)
     b.note("run command on a VMSS instance", False, "operation is virtualMachineScaleSets/virtualMachines/runCommand")
 
     u = upn("leo.other")
@@ -319,16 +343,106 @@ def build(seed: int = 20261120, at: str = SAMPLE_AT) -> Workspace:
         b.ueba(upn=user, time=b.ws.at - b.rng.randrange(1, 55 * 3600) * TICKS_PER_SECOND, flag=flag,
                source=source)
 
+    _extended_scenarios(b, t0, kim_scale_time)
     b.ws.activity.sort(key=lambda r: r["TimeGenerated"])
     b.ws.ueba.sort(key=lambda r: r["TimeGenerated"])
     return b.ws
+
+
+def _extended_scenarios(b: _Builder, t0: Ticks, kim_scale: tuple[str, Ticks, str]) -> None:
+    """Scenarios of the opt-in extended rules (``--rule all``); the seed rule raises none of them."""
+    h, m = TICKS_PER_HOUR, TICKS_PER_MINUTE
+
+    def arm(provider: str, path: str, rg: str, sub: str = SUB_PROD) -> str:
+        return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/{provider}/{path}"
+
+    # The seed's own negative "run command on a VMSS instance" is the scale set rule's positive.
+    caller, ueba_time, cid = kim_scale
+    b.expect_extended("ext-vmss-run-command", "run command on a VMSS instance", cid, caller, "vmss-batch/3",
+                      [ueba_time])
+
+    u = f"quinn.managed@{DOMAIN}"
+    t = b.ueba(upn=u, time=t0 + 30 * h, location="Lagos, NG")
+    cid = b.operation(caller=u, operation="MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMANDS/WRITE",
+                      action="Microsoft.Compute/virtualMachines/runCommands/write",
+                      scope=arm("Microsoft.Compute", "virtualMachines/vm-web-12/runCommands/rc-hotfix", "rg-prod-web"),
+                      start=t0 + 31 * h, sub=SUB_PROD, rg="rg-prod-web")
+    b.expect_extended("ext-vm-managed-run-command", "managed run command created on a VM", cid, u, "vm-web-12", [t])
+    b.note("managed run command created on a VM", False, "seed: not its operation; ext-vm-managed-run-command alerts")
+
+    u = f"rita.scale@{DOMAIN}"
+    t = b.ueba(upn=u, time=t0 + 31 * h, location="Sao Paulo, BR")
+    cid = b.operation(caller=u, operation="Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommands/write",
+                      action="Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommands/write",
+                      scope=arm("Microsoft.Compute",
+                                "virtualMachineScaleSets/vmss-api/virtualMachines/7/runCommands/rc1", "rg-prod-app"),
+                      start=t0 + 32 * h, sub=SUB_PROD, rg="rg-prod-app")
+    b.expect_extended("ext-vmss-run-command", "managed run command on a VMSS instance", cid, u, "vmss-api/7", [t])
+    b.note("managed run command on a VMSS instance", False, "seed: not its operation; ext-vmss-run-command alerts")
+
+    u = f"sam.hybrid@{DOMAIN}"
+    t = b.ueba(upn=u, time=t0 + 32 * h, location="Singapore, SG")
+    cid = b.operation(caller=u, operation="MICROSOFT.HYBRIDCOMPUTE/MACHINES/RUNCOMMANDS/WRITE",
+                      action="Microsoft.HybridCompute/machines/runCommands/write",
+                      scope=arm("Microsoft.HybridCompute", "machines/srv-onprem-01/runCommands/collect", "rg-arc"),
+                      start=t0 + 33 * h, sub=SUB_PROD, rg="rg-arc")
+    b.expect_extended("ext-arc-run-command", "run command on an Arc-enabled server", cid, u, "srv-onprem-01", [t])
+    b.note("run command on an Arc-enabled server", False, "seed: not its operation; ext-arc-run-command alerts")
+
+    u = f"tina.ext@{DOMAIN}"
+    t = b.ueba(upn=u, time=t0 + 33 * h, location="Amsterdam, NL")
+    cid = b.operation(caller=u, operation="MICROSOFT.COMPUTE/VIRTUALMACHINES/EXTENSIONS/WRITE",
+                      action="Microsoft.Compute/virtualMachines/extensions/write",
+                      scope=arm("Microsoft.Compute", "virtualMachines/vm-app-04/extensions/CustomScriptExtension",
+                                "rg-prod-app"),
+                      start=t0 + 34 * h, sub=SUB_PROD, rg="rg-prod-app")
+    b.expect_extended("ext-vm-extension-write", "custom script extension on a VM", cid, u, "vm-app-04", [t])
+    b.note("custom script extension on a VM", False, "seed: not its operation; ext-vm-extension-write alerts")
+
+    u = f"uma.ext@{DOMAIN}"
+    t = b.ueba(upn=u, time=t0 + 34 * h, location="Dublin, IE")
+    cid = b.operation(caller=u, operation="MICROSOFT.COMPUTE/VIRTUALMACHINESCALESETS/EXTENSIONS/WRITE",
+                      action="Microsoft.Compute/virtualMachineScaleSets/extensions/write",
+                      scope=arm("Microsoft.Compute", "virtualMachineScaleSets/vmss-batch/extensions/CustomScript",
+                                "rg-prod-batch"),
+                      start=t0 + 35 * h, sub=SUB_PROD, rg="rg-prod-batch")
+    b.expect_extended("ext-vm-extension-write", "custom script extension on a scale set", cid, u, "vmss-batch", [t])
+    b.note("custom script extension on a scale set", False, "seed: not its operation; ext-vm-extension-write alerts")
+
+    # Negatives for the extended rules.
+    u = f"victor.managed@{DOMAIN}"
+    b.ueba(upn=u, time=t0 + 35 * h)
+    b.operation(caller=u, operation="MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMANDS/WRITE",
+                action="Microsoft.Compute/virtualMachines/runCommands/write",
+                scope=arm("Microsoft.Compute", "virtualMachines/vm-web-13/runCommands/rc2", "rg-prod-web"),
+                start=t0 + 35 * h + 20 * m, sub=SUB_PROD, rg="rg-prod-web", statuses=("Started", "Failed"))
+    b.note("failed managed run command", False, "no Success/Succeeded status")
+    u = f"walt.reader@{DOMAIN}"
+    b.ueba(upn=u, time=t0 + 36 * h)
+    b.operation(caller=u, operation="MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMANDS/READ",
+                action="Microsoft.Compute/virtualMachines/runCommands/read",
+                scope=arm("Microsoft.Compute", "virtualMachines/vm-web-13/runCommands/rc2", "rg-prod-web"),
+                start=t0 + 36 * h + 5 * m, sub=SUB_PROD, rg="rg-prod-web", statuses=("Succeeded",))
+    b.operation(caller=u, operation="MICROSOFT.COMPUTE/VIRTUALMACHINES/EXTENSIONS/DELETE",
+                action="Microsoft.Compute/virtualMachines/extensions/delete",
+                scope=arm("Microsoft.Compute", "virtualMachines/vm-web-13/extensions/CustomScriptExtension",
+                          "rg-prod-web"),
+                start=t0 + 36 * h + 9 * m, sub=SUB_PROD, rg="rg-prod-web")
+    b.note("reading a run command, deleting an extension", False, "not a write that runs code")
+    b.operation(caller=f"user01@{DOMAIN}", operation="MICROSOFT.COMPUTE/VIRTUALMACHINES/EXTENSIONS/WRITE",
+                action="Microsoft.Compute/virtualMachines/extensions/write",
+                scope=arm("Microsoft.Compute", "virtualMachines/vm-ops-01/extensions/AzureMonitorLinuxAgent",
+                          "rg-prod-web"),
+                start=t0 + 37 * h, sub=SUB_PROD, rg="rg-prod-web")
+    b.note("extension write by a user without a flagged sign-in", False, "no UEBA row to join")
 
 
 def write(ws: Workspace, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     write_portal_csv(directory / "AzureActivity.csv", "AzureActivity", ws.activity)
     write_rest_json(directory / "BehaviorAnalytics.json", "BehaviorAnalytics", ws.ueba)
-    manifest = {"at": format_datetime(ws.at), "alerts": ws.expected, "scenarios": ws.scenarios}
+    manifest = {"at": format_datetime(ws.at), "alerts": ws.expected, "extended_alerts": ws.extended_expected,
+                "scenarios": ws.scenarios}
     (directory / "expected.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 

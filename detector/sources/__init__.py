@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..correlate import Window
 from ..model import ActivityEvent, UebaEvent
+from ..window import Window
 
 MAX_REPORTED_MALFORMED = 200
 """Malformed rows kept with their location; beyond this they are only counted."""

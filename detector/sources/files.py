@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import kql
-from ..correlate import Window
 from ..errors import InputError
 from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS, UEBA_OPTIONAL_COLUMNS
 from ..timestamps import DATE_ORDERS, PORTAL, format_datetime, parse_portal_datetime, portal_date_evidence
+from ..window import SEED_SELECTION, ActivitySelection, Window
 from . import MalformedRow, Progress, ReadReport, SourceData, activitylog
 from .records import RowError, activity_event, ueba_event
 from .scan import LinePrefilter, ScanResult, ScanStream, open_bytes
@@ -223,13 +223,18 @@ def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport, date_or
         yield where, row
 
 
-PREFILTERS: dict[str, LinePrefilter] = {
-    # OperationNameValue =~ ".../RUNCOMMAND/ACTION": the letters of "runcommand" in any case.
-    ACTIVITY_TABLE: LinePrefilter((b"runcommand",), lower=True),
-    # EventSource == "Azure AD" and the insight == "True": both exact, case-sensitive. The rarer needle
-    # comes first: it drives the scan.
-    UEBA_TABLE: LinePrefilter((b"True", b"Azure AD"), lower=False),
-}
+# EventSource == "Azure AD" and the insight == "True": both exact, case-sensitive. The rarer needle
+# comes first: it drives the scan.
+UEBA_PREFILTER = LinePrefilter((b"True", b"Azure AD"), lower=False)
+
+
+def prefilters(selection: ActivitySelection) -> dict[str, LinePrefilter]:
+    """Per table, the needles a usable line holds; AzureActivity's from the selected rules (lower-cased: the
+    operation name is compared case-insensitively), none when they share no needle (every line parsed)."""
+    out = {UEBA_TABLE: UEBA_PREFILTER}
+    if selection.needle is not None:
+        out[ACTIVITY_TABLE] = LinePrefilter((selection.needle,), lower=True)
+    return out
 
 
 def _checked_objects(path: Path, items: Iterable[tuple[str, Any]], required: tuple[str, ...],
@@ -444,10 +449,11 @@ class FileSource:
     """
 
     def __init__(self, directory: Path | str, *, prefilter: bool = True, date_order: str | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, selection: ActivitySelection = SEED_SELECTION) -> None:
         if date_order is not None and date_order not in DATE_ORDERS:
             raise InputError(f"date order must be one of {', '.join(DATE_ORDERS)}, got {date_order!r}")
         self.prefilter = prefilter
+        self.prefilters = prefilters(selection)
         self.date_order = date_order
         self.progress = progress
         self.directory = Path(directory)
@@ -466,8 +472,8 @@ class FileSource:
         for paths in self.files.values():
             for path in paths:
                 check_utf8_text(path)  # before a scan starts: a UTF-16 file must be refused, not skipped
-        jobs = [(p, PREFILTERS[t]) for t, paths in self.files.items() for p in paths
-                if self.prefilter and _scannable(p, t)]
+        jobs = [(p, self.prefilters[t]) for t, paths in self.files.items() for p in paths
+                if self.prefilter and t in self.prefilters and _scannable(p, t)]
         paths_scanned = [p for p, _ in jobs]
         streams: list[ScanStream] = []
 

@@ -9,15 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS, UEBA_OPTIONAL_COLUMNS
-from ..rule import (
-    AUTHORIZATION_TERM,
-    QUERY,
-    RUN_COMMAND_OPERATION,
-    UEBA_EVENT_SOURCE,
-    UEBA_INSIGHT,
-    UEBA_INSIGHT_VALUE,
-)
 from ..timestamps import Ticks, format_datetime
+from ..window import SEED_SELECTION, UEBA_EVENT_SOURCE, UEBA_INSIGHT, UEBA_INSIGHT_VALUE, ActivitySelection
 
 PARITY_TIME_COLUMNS = ("StartTime", "EndTime", "UEBAEventTime")
 
@@ -44,13 +37,20 @@ def _project(columns: Sequence[str]) -> str:
                                     for c in columns)
 
 
-def activity_query(start: Ticks, end: Ticks) -> str:
-    """AzureActivity rows the rule can use: its own first two filters, server-side."""
+def _any_of(column: str, values: tuple[str, ...], one: str, many: str) -> str:
+    if len(values) == 1:
+        return f"| where {column} {one} {string_literal(values[0])}"
+    return f"| where {column} {many} (" + ", ".join(string_literal(v) for v in values) + ")"
+
+
+def activity_query(start: Ticks, end: Ticks, selection: ActivitySelection = SEED_SELECTION) -> str:
+    """AzureActivity rows the rules can use: their own first two filters, server-side (for the seed alone,
+    exactly its ``=~`` and ``has`` lines; for several rules the union, ``in~`` and ``has_any``)."""
     return "\n".join([
         "AzureActivity",
         _time_filter(start, end),
-        f"| where OperationNameValue =~ {string_literal(RUN_COMMAND_OPERATION)}",
-        f"| where Authorization has {string_literal(AUTHORIZATION_TERM)}",
+        _any_of("OperationNameValue", selection.operations, "=~", "in~"),
+        _any_of("Authorization", selection.authorization_terms, "has", "has_any"),
         _project(ACTIVITY_COLUMNS),
     ])
 
@@ -79,6 +79,6 @@ def unfiltered_query(table: str, start: Ticks, end: Ticks) -> str:
     return "\n".join([table, _time_filter(start, end)])
 
 
-def parity_query() -> str:
-    """The rule's KQL verbatim, with only a final line that returns its datetimes as text (full precision)."""
-    return QUERY.rstrip("\n") + "\n| extend " + ", ".join(f"{c} = tostring({c})" for c in PARITY_TIME_COLUMNS)
+def parity_query(rule_query: str) -> str:
+    """A rule's KQL verbatim, with only a final line that returns its datetimes as text (full precision)."""
+    return rule_query.rstrip("\n") + "\n| extend " + ", ".join(f"{c} = tostring({c})" for c in PARITY_TIME_COLUMNS)

@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult
 
-from ..correlate import Window
 from ..errors import SourceError
 from ..model import UebaEvent
 from ..timestamps import TICKS_PER_MINUTE, Ticks, to_datetime
+from ..window import SEED_SELECTION, ActivitySelection, Window
 from . import MalformedRow, ReadReport, SourceData
 from .kqltext import activity_query, parity_query, ueba_query
 from .records import RowError, activity_event, ueba_event
@@ -55,6 +55,10 @@ def make_client(credential: Any, *, endpoint: str | None = None, retries: int = 
         options["endpoint"] = endpoint
     options.update(transport)
     return LogsQueryClient(credential, **options)
+
+
+def _activity_for(selection: ActivitySelection, start: Ticks, end: Ticks) -> str:
+    return activity_query(start, end, selection)
 
 
 def _ueba_for(callers: list[str], start: Ticks, end: Ticks) -> str:
@@ -84,8 +88,9 @@ def _rows(tables: Any) -> Iterator[dict[str, Any]]:
 
 class LogAnalyticsSource:
     def __init__(self, client: LogsQueryClient, workspace_id: str, *, server_timeout: int = 180,
-                 max_rows: int = MAX_ROWS) -> None:
+                 max_rows: int = MAX_ROWS, selection: ActivitySelection = SEED_SELECTION) -> None:
         self.client = client
+        self.selection = selection
         self.workspace_id = workspace_id
         self.server_timeout = server_timeout
         self.max_rows = max_rows
@@ -147,7 +152,7 @@ class LogAnalyticsSource:
     # --- the source interface --------------------------------------------------------------------
     def fetch(self, window: Window) -> SourceData:
         report = ReadReport()
-        activity_rows = self.query(activity_query, window)
+        activity_rows = self.query(functools.partial(_activity_for, self.selection), window)
         activity = list(_convert(activity_rows, activity_event, "AzureActivity", report))
         # Exact strings, not lower-cased here: the query lower-cases them with Kusto's own tolower.
         callers = sorted({e.caller for e in activity if e.caller})
@@ -158,11 +163,12 @@ class LogAnalyticsSource:
             ueba.extend(_convert(rows, ueba_event, "BehaviorAnalytics", report))
         return SourceData(activity=activity, ueba=ueba, report=report)
 
-    def rule_rows(self, window: Window) -> list[dict[str, Any]]:
-        """The seed rule's KQL, verbatim, over the window (parity)."""
-        self.queries_sent.append(parity_query())
+    def rule_rows(self, window: Window, rule_query: str) -> list[dict[str, Any]]:
+        """A rule's KQL, verbatim, over the window (parity)."""
+        text = parity_query(rule_query)
+        self.queries_sent.append(text)
         try:
-            result = self.client.query_workspace(self.workspace_id, parity_query(),
+            result = self.client.query_workspace(self.workspace_id, text,
                                                  timespan=(to_datetime(window.start), to_datetime(window.end)),
                                                  server_timeout=self.server_timeout,
                                                  retry_on_methods=list(RETRY_ON_METHODS))

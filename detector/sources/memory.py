@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..correlate import Window
 from ..model import ActivityEvent, UebaEvent
+from ..window import Window
 from . import ReadReport, SourceData
 
 

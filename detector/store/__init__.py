@@ -13,19 +13,24 @@ Both backends apply the same bounds, so they behave alike.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from ..errors import StoreError
 from ..model import Alert
 from ..timestamps import Ticks, format_datetime, parse_datetime
 
-PENDING = "pending"
-DELIVERED = "delivered"
-FAILED = "failed"
+DeliveryState = Literal["pending", "delivered", "failed"]
+AlertStatus = Literal["open", "suppressed"]
+PurgeVerdict = Literal["purge", "keep", "undelivered"]
 
-OPEN = "open"
-SUPPRESSED = "suppressed"
+PENDING: Final = "pending"
+DELIVERED: Final = "delivered"
+FAILED: Final = "failed"
+
+OPEN: Final = "open"
+SUPPRESSED: Final = "suppressed"
 
 # Bounds of one alert record (see the module docstring). The alert JSON is measured ASCII-escaped, the
 # form Table Storage keeps (one character = one UTF-16 unit); 250,000 + 10,000 x 17 characters stay
@@ -42,7 +47,7 @@ class ConflictError(StoreError):
 class DestinationState:
     """One destination's view of one alert: the first message, then any "new evidence" update owed."""
 
-    state: str = PENDING
+    state: DeliveryState = PENDING
     attempts: int = 0
     last_error: str = ""
     delivered_at: Ticks | None = None
@@ -71,7 +76,7 @@ class StoredAlert:
     """An alert in the outbox: what it is, where it must go, and who is sending it now."""
 
     alert: Alert
-    status: str = OPEN
+    status: AlertStatus = OPEN
     suppressed_by: tuple[str, ...] = ()
     destinations: dict[str, DestinationState] = field(default_factory=dict)
     first_seen: Ticks = 0
@@ -129,7 +134,7 @@ class StoredAlert:
             raise StoreError(f"unreadable alert record: {type(exc).__name__} {exc}") from None
 
 
-def purge_verdict(record: dict[str, Any], cutoff: Ticks) -> str:
+def purge_verdict(record: dict[str, Any], cutoff: Ticks) -> PurgeVerdict:
     """``purge``, ``keep`` or ``undelivered`` for a stored alert record at the purge ``cutoff``.
 
     A record may go when it is delivered or suppressed and its Run Command ended before ``cutoff``
@@ -188,7 +193,7 @@ class StateStore(Protocol):
     # runs
     def get_watermark(self) -> Ticks | None: ...
     def set_watermark(self, end: Ticks) -> None: ...
-    def record_run(self, run_id: str, summary: dict[str, Any]) -> None: ...
+    def record_run(self, run_id: str, summary: Mapping[str, Any]) -> None: ...
     def list_runs(self) -> list[dict[str, Any]]: ...
 
     # the detector's own health (detector/health.py): one record and its ETag; ``put_health`` with

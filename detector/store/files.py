@@ -19,7 +19,7 @@ import json
 import os
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -288,7 +288,7 @@ class FileStore:
                 data["watermark"] = format_datetime(end)
                 self._write("runs.json", data)
 
-    def record_run(self, run_id: str, summary: dict[str, Any]) -> None:
+    def record_run(self, run_id: str, summary: Mapping[str, Any]) -> None:
         with self._locked():
             data = self._runs_doc()
             runs = data.setdefault("runs", [])

@@ -13,18 +13,22 @@ import contextlib
 import functools
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
-from ..deliver.redact import safe_url
 from ..errors import StoreError
-from ..rule import RULE
+from ..model import SEED_RULE_ID
+from ..redact import safe_url
 from ..timestamps import Ticks, format_datetime, parse_datetime
 from . import ConflictError, EntryStats, PurgeStats, StoredAlert, purge_verdict
+
+# Every alert lives in one partition, and the watermark and health rows are keyed the same: the seed rule's
+# id, which is what state written before there were several rules uses. An alert's own rule is in its key.
+STATE_KEY = SEED_RULE_ID
 
 _T = TypeVar("_T")
 ALLOWLIST_TABLE = "detectorallowlist"
@@ -67,7 +71,7 @@ def _join(entity: dict[str, Any], name: str) -> str:
     return "".join(entity[f"{name}_{i}"] for i in range(int(count))) if count is not None else ""
 
 
-def _summary_text(summary: dict[str, Any]) -> str:
+def _summary_text(summary: Mapping[str, Any]) -> str:
     """A run summary as whole JSON (never cut mid-text, which made it unreadable) within one entity:
     ASCII-escaped, so each character is one UTF-16 unit; lists are shortened only when it must."""
     text = json.dumps(summary, ensure_ascii=True, allow_nan=False)
@@ -214,7 +218,7 @@ class TableStore:
     @staticmethod
     def _entity(stored: StoredAlert) -> dict[str, Any]:
         record = stored.to_record()
-        entity: dict[str, Any] = {"PartitionKey": encode_key(RULE.id), "RowKey": encode_key(stored.key)}
+        entity: dict[str, Any] = {"PartitionKey": encode_key(STATE_KEY), "RowKey": encode_key(stored.key)}
         entity.update({k: v for k, v in record.items() if k not in ("alert", "evidence")})
         alert_text = json.dumps(json.loads(record["alert"]), ensure_ascii=True, separators=(",", ":"))
         entity.update(_split("alert", alert_text))
@@ -241,7 +245,7 @@ class TableStore:
 
         def run() -> StoredAlert | None:
             try:
-                entity = self.alerts.get_entity(encode_key(RULE.id), encode_key(key))
+                entity = self.alerts.get_entity(encode_key(STATE_KEY), encode_key(key))
             except ResourceNotFoundError:
                 return None
             return self._stored(entity)
@@ -274,7 +278,7 @@ class TableStore:
         def run() -> list[StoredAlert]:
             query = "PartitionKey eq @pk and pending eq @pending"
             pending: list[StoredAlert] = []
-            for entity in self.alerts.query_entities(query, parameters={"pk": encode_key(RULE.id), "pending": True}):
+            for entity in self.alerts.query_entities(query, parameters={"pk": encode_key(STATE_KEY), "pending": True}):
                 try:
                     pending.append(self._stored(entity))
                 except StoreError as exc:
@@ -288,7 +292,7 @@ class TableStore:
         def run() -> PurgeStats:
             alerts = kept = 0
             # A full scan of a few properties: the table holds one lifetime of alerts (bounded by this purge).
-            for entity in self.alerts.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(RULE.id)},
+            for entity in self.alerts.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(STATE_KEY)},
                                                      select=["PartitionKey", "RowKey", "pending", "alert_end",
                                                              "updated"]):
                 verdict = purge_verdict(dict(entity), before)
@@ -322,7 +326,7 @@ class TableStore:
     def get_watermark(self) -> Ticks | None:
         def run() -> Ticks | None:
             try:
-                entity = self.runs.get_entity("watermark", encode_key(RULE.id))
+                entity = self.runs.get_entity("watermark", encode_key(STATE_KEY))
             except ResourceNotFoundError:
                 return None
             return parse_datetime(entity["end"])
@@ -335,10 +339,10 @@ class TableStore:
             entity["end"] = format_datetime(end)
             return True
         self._call("move watermark", lambda: self._read_modify_write(
-            self.runs, "watermark", encode_key(RULE.id), create={"end": format_datetime(end)}, change=forward,
+            self.runs, "watermark", encode_key(STATE_KEY), create={"end": format_datetime(end)}, change=forward,
             what="move the watermark"))
 
-    def record_run(self, run_id: str, summary: dict[str, Any]) -> None:
+    def record_run(self, run_id: str, summary: Mapping[str, Any]) -> None:
         end = summary.get("window", {}).get("end")
         order = _MAX_TICKS - (parse_datetime(end) if end else 0)
         entity = {"PartitionKey": "run", "RowKey": encode_key(f"{order:019d}-{run_id}"), "run_id": run_id,
@@ -362,7 +366,7 @@ class TableStore:
     def get_health(self) -> tuple[dict[str, Any] | None, str | None]:
         def run() -> tuple[dict[str, Any] | None, str | None]:
             try:
-                entity = self.runs.get_entity("health", encode_key(RULE.id))
+                entity = self.runs.get_entity("health", encode_key(STATE_KEY))
             except ResourceNotFoundError:
                 return None, None
             try:
@@ -378,7 +382,7 @@ class TableStore:
         text = json.dumps(record, ensure_ascii=False)
         if len(text) > _CHUNK:  # never cut JSON in half: refuse, and the caller logs it
             raise StoreError(f"{self._label}: the health record is too large ({len(text)} characters)")
-        entity = {"PartitionKey": "health", "RowKey": encode_key(RULE.id), "record": text}
+        entity = {"PartitionKey": "health", "RowKey": encode_key(STATE_KEY), "record": text}
 
         def run() -> str:
             try:
