@@ -6,8 +6,9 @@
 
 Times are medians of ``--repeat`` runs and are reported as ratios to DuckDB measured in the same run,
 on the same files and rows, after checking that DuckDB's rows equal ours (equal work). The replays (ours, DuckDB's,
-the hourly folder) take turns, one round at a time, so that a shared machine's changing load falls on all of them
-alike; each round's ratio is kept too (``ratio_range``), with the load average when the scale started.
+the hourly folder) take turns, one round at a time after an untimed one (the page cache), so that a shared
+machine's changing load falls on all of them alike; each round's ratio is kept too (``ratio_range``), with the load
+average when the scale started.
 Beside the replay: the same rows as 24 hourly ``PT1H.json`` files in a data-export folder tree (written once
 into ``bench/data/<scale>/hourly``), and the floor for the same bytes: reading them from the page cache and
 a single-core ``grep -ci``.
@@ -82,7 +83,10 @@ def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 def rounds(fns: list[Callable[[], Any]], repeat: int) -> list[tuple[list[float], Any]]:
     """Each function's times over ``repeat`` rounds, and its last result; in each round every function runs once,
-    in turn, so that they share whatever load the machine has at the time."""
+    in turn, so that they share whatever load the machine has at the time. An untimed round first puts every
+    input in the page cache (the floor is measured from the page cache too)."""
+    for fn in fns:
+        fn()
     out: list[tuple[list[float], Any]] = [([], None) for _ in fns]
     for _ in range(repeat):
         for i, fn in enumerate(fns):
