@@ -5,7 +5,10 @@
     python -m bench.run --only state         # runs with state: 500 / 2,000 / 10,000 alerts, both backends
 
 Times are medians of ``--repeat`` runs and are reported as ratios to DuckDB measured in the same run,
-on the same files and rows, after checking that DuckDB's rows equal ours (equal work).
+on the same files and rows, after checking that DuckDB's rows equal ours (equal work). The replays (ours, DuckDB's,
+the hourly folder) take turns, one round at a time after an untimed one (the page cache), so that a shared
+machine's changing load falls on all of them alike; each round's ratio is kept too (``ratio_range``), with the load
+average when the scale started.
 Beside the replay: the same rows as 24 hourly ``PT1H.json`` files in a data-export folder tree (written once
 into ``bench/data/<scale>/hourly``), and the floor for the same bytes: reading them from the page cache and
 a single-core ``grep -ci``.
@@ -76,6 +79,21 @@ def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
         result = fn()
         times.append(time.perf_counter() - started)
     return statistics.median(times), result
+
+
+def rounds(fns: list[Callable[[], Any]], repeat: int) -> list[tuple[list[float], Any]]:
+    """Each function's times over ``repeat`` rounds, and its last result; in each round every function runs once,
+    in turn, so that they share whatever load the machine has at the time. An untimed round first puts every
+    input in the page cache (the floor is measured from the page cache too)."""
+    for fn in fns:
+        fn()
+    out: list[tuple[list[float], Any]] = [([], None) for _ in fns]
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            started = time.perf_counter()
+            result = fn()
+            out[i] = ([*out[i][0], time.perf_counter() - started], result)
+    return out
 
 
 def ours_key(rows: list[Any]) -> list[tuple[str, ...]]:
@@ -460,12 +478,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in scales:
         folder = write(SCALES[name], DATA / name)
         size_mb = sum(f.stat().st_size for f in folder.glob("*.jsonl")) / 1e6
-        ours_t, ours = median_time(lambda folder=folder: replay_ours(folder), args.repeat)
-        duck_t, duck = median_time(lambda folder=folder: replay_duck(folder), args.repeat)
-        equal = ours_key(ours) == duck_key(duck)
         hourly = hourly_folder(folder)
-        hourly_t, hourly_rows = median_time(lambda hourly=hourly: replay_ours(hourly), args.repeat)
-        equal = equal and ours_key(hourly_rows) == ours_key(ours)
+        load = os.getloadavg()
+        (ours_ts, ours), (duck_ts, duck), (hourly_ts, hourly_rows) = rounds(
+            [lambda folder=folder: replay_ours(folder), lambda folder=folder: replay_duck(folder),
+             lambda hourly=hourly: replay_ours(hourly)], args.repeat)
+        ours_t, duck_t, hourly_t = (statistics.median(ts) for ts in (ours_ts, duck_ts, hourly_ts))
+        ratios = [o / d for o, d in zip(ours_ts, duck_ts, strict=True)]
+        hourly_ratios = [h / o for h, o in zip(hourly_ts, ours_ts, strict=True)]
+        equal = ours_key(ours) == duck_key(duck) and ours_key(hourly_rows) == ours_key(ours)
         code = (f"import sys;sys.path.insert(0,{str(ROOT)!r});from bench.run import replay_ours;"
                 f"from pathlib import Path;"
                 f"replay_ours(Path({str(folder)!r}))")
@@ -473,8 +494,11 @@ def main(argv: list[str] | None = None) -> int:
                      f"from pathlib import Path;replay_duck(Path({str(folder)!r}))")
         entry = {
             "rows": SCALES[name], "jsonl_mb": round(size_mb, 1),
+            "load_average": [round(x, 2) for x in load],
             "replay": {"ours_s": ours_t, "duckdb_s": duck_t, "ratio": ours_t / duck_t, "rows_out": len(ours),
-                       "equal": equal, "hourly_files_s": hourly_t, "hourly_vs_one_file": hourly_t / ours_t},
+                       "ratio_range": [min(ratios), max(ratios)], "equal": equal, "hourly_files_s": hourly_t,
+                       "hourly_vs_one_file": hourly_t / ours_t,
+                       "hourly_vs_one_file_range": [min(hourly_ratios), max(hourly_ratios)]},
             "floor": floor(folder, args.repeat),
             "correlation": correlation_alone(folder, args.repeat),
             "peak_rss_mb": {"ours": rss_of(code), "duckdb": rss_of(duck_code)},
@@ -518,13 +542,15 @@ def render(results: dict[str, Any]) -> str:
     if not results["scales"]:
         return "\n".join(lines)
     lines += ["",
-              "| scale | JSONL MB | replay ours s | DuckDB s | ratio | 24 hourly files s | x one file "
-              "| page-cache read s | grep -ci s | correlation ours ms | DuckDB ms | ratio "
+              "| scale | load avg | JSONL MB | replay ours s | DuckDB s | ratio (rounds) | 24 hourly files s "
+              "| x one file | page-cache read s | grep -ci s | correlation ours ms | DuckDB ms | ratio "
               "| peak RSS ours MB | DuckDB MB | rows equal |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, e in results["scales"].items():
         r, c, m, f = e["replay"], e["correlation"], e["peak_rss_mb"], e["floor"]
-        lines.append(f"| {name} | {e['jsonl_mb']} | {r['ours_s']:.2f} | {r['duckdb_s']:.2f} | {r['ratio']:.2f}x "
+        low, high = r["ratio_range"]
+        lines.append(f"| {name} | {e['load_average'][0]:.1f} | {e['jsonl_mb']} | {r['ours_s']:.2f} "
+                     f"| {r['duckdb_s']:.2f} | {r['ratio']:.2f}x ({low:.2f}-{high:.2f}) "
                      f"| {r['hourly_files_s']:.2f} | {r['hourly_vs_one_file']:.2f}x | {f['page_cache_read_s']:.2f} "
                      f"| {f['grep_ci_s']:.2f} "
                      f"| {c['ours_s'] * 1000:.1f} | {c['duckdb_s'] * 1000:.1f} | {c['ratio']:.2f}x "

@@ -39,8 +39,9 @@ __all__ = ["Correlation", "CorrelationStats", "Window", "correlate", "is_run_com
            "select_suspicious_logins", "summarize_run_commands"]
 
 # Names that lived here before alert building moved to detector/alerts.py: kept as the module's public API
-# for callers outside the package (scripts, notebooks, older tests import them from here). Resolved on first use, so the correlation itself never loads the
-# stage after it; the detector's own modules import detector.alerts directly.
+# for callers outside the package (scripts, notebooks, older tests import them from here). Resolved on first
+# use, so the correlation itself never loads the stage after it; the detector's own modules import
+# detector.alerts directly.
 _MOVED = {"alert_key": "alerts", "build_alerts": "alerts", "legacy_alert_key": "alerts"}
 
 
