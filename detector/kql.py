@@ -50,6 +50,20 @@ def _fold(text: str) -> str:
     return "".join(_simple_upper(c) for c in text)
 
 
+# Non-ASCII characters whose ordinal upper case is an ASCII letter, by that letter: U+0131 (dotless i) and
+# U+017F (long s). Computing it over all of Unicode takes 0.2 s; tests/test_kql.py proves this table complete.
+ASCII_TWINS = {"I": "\u0131", "S": "\u017f"}
+
+
+def case_twins(text: str) -> str:
+    """The non-ASCII characters that ``=~`` and ``has`` take for one of ``text``'s letters.
+
+    ``extensions`` =~ the same word spelled with U+017F (long s) and U+0131 (dotless i), so a byte
+    prefilter that folds only ASCII case must also keep lines holding them.
+    """
+    return "".join(dict.fromkeys(ch for letter in _fold(text) for ch in ASCII_TWINS.get(letter, "")))
+
+
 def equals_ci(left: str, right: str) -> bool:
     """``left =~ right``."""
     return len(left) == len(right) and _fold(left) == _fold(right)

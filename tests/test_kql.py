@@ -140,3 +140,17 @@ def test_tolower(value: str, expected: str) -> None:
 ])
 def test_dynamic_equals_true(value: object, expected: bool) -> None:
     assert kql.dynamic_equals(value, "True") is expected
+
+
+def test_the_ascii_twins_table_is_every_character_that_folds_to_an_ascii_letter() -> None:
+    found: dict[str, str] = {}
+    for cp in range(0x80, 0x110000):
+        if 0xD800 <= cp <= 0xDFFF:
+            continue
+        up = kql._fold(chr(cp))
+        if up.isascii() and up.isalpha():
+            found[up] = found.get(up, "") + chr(cp)
+    assert found == kql.ASCII_TWINS
+    assert kql.case_twins("extensions") == "\u017f\u0131"  # s before i, as the word has them
+    assert kql.case_twins("runcommand") == ""
+    assert kql.equals_ci("EXTEN\u017f\u0131ONS", "extensions")

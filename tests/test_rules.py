@@ -428,3 +428,32 @@ def test_the_jsonl_prefilter_keeps_every_line_the_selected_rules_use(tmp_path: P
     fast = alerts(True)
     assert fast == alerts(False)
     assert {rule_id for rule_id, _ in fast} == {r.id for r in rules}
+
+
+def test_the_jsonl_prefilter_keeps_operation_names_spelled_with_case_twins(tmp_path: Path) -> None:
+    # `=~` and `has` compare upper-cased characters, so they take U+017F (long s) for s and U+0131 (dotless i) for i;
+    # `bytes.lower` folds ASCII only, so without kql.case_twins the scan would skip such lines and lose alerts.
+    from detector.pipeline import detect
+    from detector.sample.exports import write_jsonl
+    from detector.sample.generate import build
+    from detector.sources.files import FileSource
+    ws = build()
+    write_jsonl(tmp_path / "AzureActivity.jsonl", "AzureActivity", ws.activity)
+    write_jsonl(tmp_path / "BehaviorAnalytics.jsonl", "BehaviorAnalytics", ws.ueba)
+    # Every "extensions" of every line spelled with the twins, in raw UTF-8 as Log Analytics writes it
+    # (a \u escape alone would already make a line a candidate).
+    path = tmp_path / "AzureActivity.jsonl"
+    twisted = [re.sub("(?i)extensions", lambda m: m.group(0)[:5] + "\u017f\u0131" + m.group(0)[7:],
+                      json.dumps(json.loads(line), ensure_ascii=False))
+               for line in path.read_text(encoding="utf-8").splitlines()]
+    path.write_text("\n".join(twisted) + "\n", encoding="utf-8")
+    assert b"extensions" not in path.read_bytes().lower()
+    rules = registry.select(["ext-vm-extension-write"])
+    window = Window.ending_at(ws.at)
+
+    def alerts(prefilter: bool) -> list[str]:
+        source = FileSource(tmp_path, prefilter=prefilter, selection=selection_of(rules))
+        return [a.key for a in detect(source, window, rules=rules).alerts]
+    full = alerts(False)
+    assert full  # the twins do match the rule
+    assert alerts(True) == full

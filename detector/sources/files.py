@@ -233,7 +233,9 @@ def prefilters(selection: ActivitySelection) -> dict[str, LinePrefilter]:
     operation name is compared case-insensitively), none when they share no needle (every line parsed)."""
     out = {UEBA_TABLE: UEBA_PREFILTER}
     if selection.needle is not None:
-        out[ACTIVITY_TABLE] = LinePrefilter((selection.needle,), lower=True)
+        twins = kql.case_twins(selection.needle.decode("ascii"))
+        out[ACTIVITY_TABLE] = LinePrefilter((selection.needle,), lower=True,
+                                            twins=tuple(ch.encode("utf-8") for ch in twins))
     return out
 
 

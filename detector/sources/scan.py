@@ -44,10 +44,15 @@ RANGE_BYTES = 96 << 20  # ranges this size keep the pool busy while the main pro
 class LinePrefilter:
     needles: tuple[bytes, ...]
     lower: bool
+    # UTF-8 of non-ASCII characters that case-insensitive KQL takes for a needle's letter (U+0131 dotless i
+    # for i, U+017F long s for s): ``bytes.lower`` folds ASCII only, so a line holding one is a candidate too
+    # (kql.case_twins).
+    twins: tuple[bytes, ...] = ()
 
     def wants(self, line: bytes) -> bool:
         hay = line.lower() if self.lower else line
-        return b"\\u" in line or all(n in hay for n in self.needles)
+        return (b"\\u" in line or any(t in line for t in self.twins)
+                or all(n in hay for n in self.needles))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +71,9 @@ def _database(prefilter: LinePrefilter) -> hyperscan.Database:
     if db is None:
         db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         needle_flags = hyperscan.HS_FLAG_CASELESS if prefilter.lower else 0
-        db.compile(expressions=[re.escape(prefilter.needles[0]), rb"\\u"], ids=[0, 1], flags=[needle_flags, 0])
+        twins = [re.escape(t) for t in prefilter.twins]
+        db.compile(expressions=[re.escape(prefilter.needles[0]), rb"\\u", *twins], ids=list(range(2 + len(twins))),
+                   flags=[needle_flags, 0, *[0] * len(twins)])
         _DATABASES[prefilter] = db
     return db
 
