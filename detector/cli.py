@@ -13,7 +13,7 @@ import re
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import kql
 from . import rules as registry
@@ -493,8 +493,18 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return report.exit_code
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors are one line (the documented promise for every error); ``--help`` still shows the usage.
+
+    Subcommand parsers are made of the same class (argparse's default ``parser_class``).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="detector", description=f"{RULE.name} ({RULE.severity}), and opt-in "
+    parser = _OneLineParser(prog="detector", description=f"{RULE.name} ({RULE.severity}), and opt-in "
                                      "extended rules (--rule).")
     sub = parser.add_subparsers(dest="command", required=True)
     rule_ids = ", ".join(rule.id for rule in registry.ALL_RULES)

@@ -148,3 +148,15 @@ def test_stateful_run_records_then_dedups(tmp_path: Path) -> None:
     assert "new alerts: 6; already known: 0" in out
     code, out, _ = call("run", "--state", str(state))
     assert "new alerts: 0; already known: 6" in out
+
+
+@pytest.mark.parametrize("argv", [["run", "--period-hours", "100000000"], ["run", "--at", "0001-01-01T00:00:00Z"],
+                                  ["run", "--bogus"], ["allowlist", "add", "--when", "caller"],
+                                  ["run", "--date-order", "ymd"]])
+def test_usage_errors_are_one_line_on_stderr(argv: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "detector", *argv], capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert "error:" in done.stderr
