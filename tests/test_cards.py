@@ -440,13 +440,13 @@ def test_context_does_not_change_the_rules_rows() -> None:
 
 def test_cards_show_as_much_as_fits() -> None:
     from detector.deliver.http import encode_json
-    from detector.deliver.teams import TARGET_BYTES, _digest_card, _envelope, digest_message
+    from detector.deliver.teams import TARGET_BYTES, _digest_card, digest_message, teams_message
     many = sample_alerts() * 20
     payload, body = digest_message(many, options=OPTIONS)
     shown = sum(len(g["items"]) - 1 for g in content(payload)["body"][1:] if g.get("separator"))
     assert len(body) <= TARGET_BYTES
     assert f"+{len(many) - shown} more alerts" in body.decode()
-    assert len(encode_json(_envelope(_digest_card(many, shown + 1, OPTIONS, "alert")))) > TARGET_BYTES
+    assert len(encode_json(teams_message(_digest_card(many, shown + 1, OPTIONS, "alert")))) > TARGET_BYTES
     assert shown >= 15  # each line carries its own Investigate link (~1 KB)
 
 

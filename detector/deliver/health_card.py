@@ -19,7 +19,7 @@ from ..timestamps import Ticks, format_datetime
 from . import Destination, Outcome
 from .http import encode_json
 from .logicapp import LogicAppDestination
-from .teams import CARD_VERSION, TeamsDestination, clean
+from .teams import TeamsDestination, adaptive_card, clean, teams_message
 
 SCHEMA_VERSION = "1.0"
 KIND = "DetectorHealth"
@@ -99,10 +99,7 @@ def build_health_card(event: HealthEvent) -> dict[str, Any]:
                 "deployment succeeded, and the app's invocation log in Application Insights; until a run "
                 "completes, Run Commands are not being checked")}]},
         ]
-    card = {"type": "AdaptiveCard", "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-            "version": CARD_VERSION, "body": body, "msteams": {"width": "Full"}}
-    return {"type": "message", "attachments": [
-        {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
+    return teams_message(adaptive_card(body, [], summary=_safe(headline(event))))
 
 
 def build_health_payload(event: HealthEvent) -> dict[str, Any]:

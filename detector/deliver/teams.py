@@ -268,7 +268,7 @@ def _mention(options: DeliveryOptions) -> tuple[list[dict[str, Any]], list[dict[
               "mentioned": {"id": options.mention_id, "name": options.mention_name or options.mention_id}}])
 
 
-def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]], *, summary: str,
+def adaptive_card(body: list[dict[str, Any]], actions: list[dict[str, Any]], *, summary: str,
           entities: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     msteams: dict[str, Any] = {"width": "Full"}
     if entities:
@@ -280,7 +280,8 @@ def _card(body: list[dict[str, Any]], actions: list[dict[str, Any]], *, summary:
     return card
 
 
-def _envelope(card: dict[str, Any]) -> dict[str, Any]:
+def teams_message(card: dict[str, Any]) -> dict[str, Any]:
+    """The Workflows webhook message around a card; its summary is what a notification shows."""
     return {"type": "message", "summary": card["fallbackText"], "attachments": [
         {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
 
@@ -291,16 +292,16 @@ def _fit(build: Callable[[int], dict[str, Any]], count: int) -> tuple[dict[str, 
     Sizes grow with the items shown, so a binary search finds the largest that fits in a few builds.
     With no item the message is sent whatever its size (the webhook's answer then says why).
     """
-    payload = _envelope(build(count))
+    payload = teams_message(build(count))
     body = encode_json(payload)
     if len(body) <= TARGET_BYTES or count == 0:
         return payload, body
-    best = _envelope(build(0))
+    best = teams_message(build(0))
     best_body = encode_json(best)
     low, high = 1, count - 1
     while low <= high and len(best_body) <= TARGET_BYTES:
         middle = (low + high) // 2
-        payload = _envelope(build(middle))
+        payload = teams_message(build(middle))
         body = encode_json(payload)
         if len(body) <= TARGET_BYTES:
             best, best_body = payload, body
@@ -332,7 +333,7 @@ def _alert_card(alert: Alert, shown: int, options: DeliveryOptions, event: Deliv
     body.append({"type": "ActionSet", "spacing": "Medium", "actions": [
         {"type": "Action.ToggleVisibility", "title": "Details", "targetElements": ["details"]}]})
     body.append(_details(alert, rows, links, options.table_endpoint))
-    return _card(body, _primary_actions(links), summary=clean(why_line(alert), 700), entities=entities)
+    return adaptive_card(body, _primary_actions(links), summary=clean(why_line(alert), 700), entities=entities)
 
 
 def alert_message(alert: Alert, *, event: DeliveryEvent = "alert",
@@ -388,7 +389,7 @@ def _digest_card(alerts: Sequence[Alert], shown: int, options: DeliveryOptions, 
     if shown < len(alerts):
         body.append({"type": "TextBlock", "text": f"+{len(alerts) - shown} more alerts", "isSubtle": True,
                      "wrap": True})
-    return _card(body, [], summary=f"{len(alerts)} {kind}: {named}")
+    return adaptive_card(body, [], summary=f"{len(alerts)} {kind}: {named}")
 
 
 def digest_message(alerts: Sequence[Alert], *, event: DeliveryEvent = "alert",
