@@ -125,11 +125,12 @@ def test_activity_log_records_in_the_storage_tree_as_json_lines_and_gz(tmp_path:
 
 
 def test_records_wrapper_document_and_the_caller_claims(tmp_path: Path) -> None:
-    spn = record(3, claims={"appid": "9b2f-app"})  # a service principal: no UPN claim
+    # a service principal: no UPN claim; AzureActivity shows its object id (tests/test_adversarial_exports.py)
+    spn = record(3, claims={"appid": "9b2f-app", "http://schemas.microsoft.com/identity/claims/objectidentifier": "5f1c"})
     (tmp_path / "AzureActivity.json").write_text(json.dumps({"records": [record(1), spn]}, indent=2), encoding="utf-8")
     ueba_file(tmp_path)
     events, _, _ = read(tmp_path)
-    assert [e.caller for e in events] == ["alice@contoso.com", "9b2f-app"]
+    assert [e.caller for e in events] == ["alice@contoso.com", "5f1c"]
     assert [e.status for e in events] == ["Success", "Success"]
 
 

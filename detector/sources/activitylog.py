@@ -12,14 +12,18 @@ TimeGenerated         ``time``                                     ``eventTimest
 OperationNameValue    ``operationName``                            ``operationName.value``
 Authorization         ``identity.authorization``                   ``authorization``
 CorrelationId         ``correlationId``                            ``correlationId``
-Caller                ``identity.claims`` UPN claim, else appid    ``caller``
+Caller                ``identity.claims``: UPN, e-mail, object id  ``caller``
 CallerIpAddress       ``callerIpAddress``                          ``httpRequest.clientIpAddress``
 ActivityStatusValue   ``resultType``                               ``status.value``
 EventDataId           (not in the record)                          ``eventDataId``
 ====================  ===========================================  =============================================
 
-The record has no ``caller``: the schema page defines the caller as "UPN claim, or SPN claim based on
-availability", so it is the ``.../claims/upn`` claim, else the ``appid`` claim (a service principal).
+The record has no ``caller``: the schema page defines the caller as the "email address of the user ..., UPN
+claim, or SPN claim based on availability". It is taken from ``identity.claims`` as the ``.../claims/upn`` claim,
+else the e-mail claim (``.../claims/emailaddress``: a guest has no UPN), else the ``.../claims/objectidentifier``
+claim: AzureActivity shows a service principal or managed identity by its object id (``AzureActivity | where
+Caller == <ServicePrincipalId>``; MicrosoftDocs/azure-docs#56412), never by its application id (``appid``). The
+UPN comes before the e-mail address because the rule joins the Caller with sign-ins' UserPrincipalName.
 PowerShell writes the REST fields in PascalCase (``EventTimestamp``, ``Authorization.Scope``), and Windows
 PowerShell 5.1 writes times as ``/Date(ms)/``: keys are matched without regard to case, the authorization's
 keys are given the REST spelling (the rule reads ``scope``), and ``/Date(ms)/`` is read as milliseconds
@@ -49,7 +53,10 @@ from ..timestamps import Ticks
 Row = Mapping[str, Any]
 Mapper = Callable[[Row], dict[str, Any]]
 
-UPN_CLAIM = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
+# The claims AzureActivity's Caller comes from, in order (see the module's docstring).
+CALLER_CLAIMS = ("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn",
+                 "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+                 "http://schemas.microsoft.com/identity/claims/objectidentifier")
 _OPERATION_ID = re.compile(r"[A-Za-z0-9.]+(/[^/\s]+)+")
 _MS_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
 OLDER_SCHEMA_FIX = (
@@ -94,7 +101,7 @@ def from_record(obj: Row) -> dict[str, Any]:
     """A storage account / event hub record (resource log schema) as AzureActivity columns."""
     identity = obj.get("identity")
     claims = _member(identity, "claims")
-    caller = _member(claims, UPN_CLAIM) or _member(claims, "appid")
+    caller = next((c for c in (_member(claims, name) for name in CALLER_CLAIMS) if c), None)
     return {"TimeGenerated": obj.get("time"), "OperationNameValue": obj.get("operationName"),
             "Authorization": _member(identity, "authorization"), "CorrelationId": obj.get("correlationId"),
             "Caller": caller, "CallerIpAddress": obj.get("callerIpAddress"),
