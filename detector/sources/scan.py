@@ -249,7 +249,9 @@ class ScanStream:
         tasks = [(str(jobs[i][0]), a, b, jobs[i][1], a == 0) for i, a, b in self._ranges]
         self._buffers: list[deque[ScanResult]] = [deque() for _ in jobs]
         self._lines = [0] * len(jobs)
-        self._remaining = [sum(1 for r in self._ranges if r[0] == i) for i in range(len(jobs))]
+        self._remaining = [0] * len(jobs)  # ranges per file, counted in one pass (thousands of files)
+        for job, _, _ in self._ranges:
+            self._remaining[job] += 1
         self._next = 0
         self._pool: ProcessPoolExecutor | None = None
         if len(tasks) > 1 and total >= PARALLEL_MIN_BYTES and workers() > 1:
