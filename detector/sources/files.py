@@ -141,6 +141,10 @@ def _read_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> Iter
         splitter = _CsvRecords(handle)
         records = iter(splitter)
         header_record = next(records, None)
+        while header_record is not None and header_record[1] is not None and not header_record[1].strip():
+            header_record = next(records, None)
+        if header_record is None:
+            return  # an empty file (a zero-byte blob): an empty table, as a header without rows is
         if header_record is not None and header_record[1] is not None and header_record[1].startswith("#TYPE"):
             _refuse_flattened_objects(header_record[1], path)
             header_record = next(records, None)  # PowerShell Export-Csv's type line: the header follows
@@ -290,6 +294,8 @@ def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport, date_
 def _iter_json(path: Path, required: tuple[str, ...], report: ReadReport, date_order: str | None = None) -> RowStream:
     with open_text(path) as handle:
         text = handle.read()
+        if not text.strip():
+            return  # an empty file (a zero-byte blob): an empty table, as an empty ``rows`` list is
         try:
             document = kql.loads(text)
         except ValueError as exc:
