@@ -6,11 +6,16 @@ setting: ``insights-activity-logs``) or when its name starts with the table's na
 ``AzureActivity-2026-11.csv.gz``). Extensions: ``.jsonl``, ``.json``, ``.csv``, each optionally ``.gz``. Any
 number of files per table, in any folder depth; they are read in path order, and the order does not change
 the result (the correlation groups and sorts; duplicates across files are dropped, see ``activitylog``).
-Other files are ignored; a table with no file is an error naming the folder.
+Other files are ignored, and so are hidden names (a leading ``.``: macOS's ``._PT1H.json`` twins, ``.git``,
+editors' and download tools' temporary files); a table with no file is an error naming the folder. Symbolic
+links to folders are followed (a mounted archive linked into the tree), each real folder and file once, so a
+link back up cannot loop; a folder that cannot be listed is an error naming it, never a silent gap.
 
 Azure names its hourly blobs ``PT1H.json`` though they hold one JSON object per line: a ``.json`` file is read
-as JSON Lines when its first line is a whole JSON object that is not a wrapper (``records``, ``value``,
-``tables``), else as one JSON document.
+as JSON Lines when its first non-blank line is a whole JSON object that is not a wrapper (``records``,
+``value``, ``tables``), or when that line is a broken object (``{`` but not JSON) and the next non-blank one
+is such an object (the broken line is then one malformed row); else as one JSON document (whose lines are
+never whole objects: ``{``, ``"records": [``).
 """
 
 from __future__ import annotations
@@ -53,12 +58,21 @@ def _table_of(relative: Path, tables: tuple[str, ...]) -> str | None:
 def find_tables(directory: Path, tables: tuple[str, ...]) -> dict[str, list[Path]]:
     """Every export file of each table under ``directory``, in path order; an error for a table with none."""
     found: dict[str, list[Path]] = {t: [] for t in tables}
-    for folder, subfolders, files in os.walk(directory):
-        subfolders.sort()
+    seen: set[str] = set()  # real paths of the folders and files met: links are followed once, never in a loop
+
+    def unlisted(exc: OSError) -> None:
+        raise InputError(f"cannot list the folder: {exc.strerror}", path=exc.filename)
+
+    for folder, subfolders, files in os.walk(directory, onerror=unlisted, followlinks=True):
+        seen.add(os.path.realpath(folder))
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
+                               and os.path.realpath(os.path.join(folder, d)) not in seen)
         for name in sorted(files):
             path = Path(folder) / name
+            real = os.path.realpath(path)
             table = _table_of(path.relative_to(directory), tables) if format_of(path) else None
-            if table is not None:
+            if table is not None and not name.startswith(".") and real not in seen:
+                seen.add(real)
                 found[table].append(path)
     for table, paths in found.items():
         if not paths:
@@ -86,17 +100,35 @@ def open_text(path: Path, *, newline: str | None = None) -> io.TextIOWrapper:
     return io.TextIOWrapper(cast(BinaryIO, open_bytes(path)), encoding="utf-8-sig", newline=newline)
 
 
-def first_object(path: Path) -> dict[str, object] | None:
-    """The file's first line as a JSON object, when it is one (unreadable text: None; its reader says why)."""
+def _leading_lines(path: Path, count: int) -> list[tuple[str, object]]:
+    """The file's first ``count`` non-blank lines, each with its JSON value, None when it is not JSON
+    (unreadable text ends the list; its reader says why)."""
+    lines: list[tuple[str, object]] = []
     try:
         with open_text(path) as handle:
-            value = kql.loads(handle.readline())
+            for line in handle:
+                if line.strip():
+                    try:
+                        lines.append((line.strip(), kql.loads(line)))
+                    except ValueError:
+                        lines.append((line.strip(), None))
+                    if len(lines) == count:
+                        break
     except (ValueError, OSError, EOFError, zlib.error):  # UnicodeDecodeError is a ValueError
-        return None
-    return value if isinstance(value, dict) else None
+        pass
+    return lines
+
+
+def first_object(path: Path) -> dict[str, object] | None:
+    """The file's first non-blank line as a JSON object, when it is one."""
+    first = _leading_lines(path, 1)
+    return first[0][1] if first and isinstance(first[0][1], dict) else None
 
 
 def json_is_lines(path: Path) -> bool:
     """Whether a ``.json`` file holds one JSON object per line (see the module's docstring)."""
-    first = first_object(path)
-    return first is not None and not any(isinstance(first.get(k), list) for k in WRAPPERS)
+    leading = _leading_lines(path, 2)
+    if leading and leading[0][1] is None and leading[0][0].startswith("{") and len(leading) > 1:
+        leading = leading[1:]  # a broken first object (a document's lone "{" is followed by no whole object)
+    line = leading[0][1] if leading else None
+    return isinstance(line, dict) and not any(isinstance(line.get(k), list) for k in WRAPPERS)
