@@ -131,6 +131,10 @@ class _ProgressBar:
             self._bar.refresh()  # the final figures, whatever the refresh interval skipped
             self._bar.close()
 
+    def close(self) -> None:
+        """Erase the bar (a replay that stopped early): a line written after it must start its own line."""
+        self._bar.close()
+
 
 def _window(args: argparse.Namespace, err: TextIO) -> tuple[FileSource, Ticks]:
     data: Path | None = args.data
@@ -144,8 +148,8 @@ def _window(args: argparse.Namespace, err: TextIO) -> tuple[FileSource, Ticks]:
                          date_order=getattr(args, "date_order", None))
     assert isinstance(source, FileSource)  # nosec B101 - open_source's contract for a folder
     if err.isatty() and not getattr(args, "quiet", False):  # never in logs, pipes or --json captures
-        source.progress = _ProgressBar(err, total=source.total_bytes(),
-                                       files=sum(len(paths) for paths in source.files.values()))
+        source.progress = args.progress_bar = _ProgressBar(
+            err, total=source.total_bytes(), files=sum(len(paths) for paths in source.files.values()))
     return source, at
 
 
@@ -634,7 +638,11 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         err.write(f"detector: error: {conflict}\n")
         return EXIT_USAGE
     try:
-        code: int = args.handler(args, out, err)
+        try:
+            code: int = args.handler(args, out, err)
+        finally:
+            if getattr(args, "progress_bar", None) is not None:  # an error stopped the replay mid-way
+                args.progress_bar.close()
         return code
     except UsageError as exc:
         err.write(f"detector: error: {exc}\n")
