@@ -257,6 +257,27 @@ def test_the_same_event_in_a_portal_csv_and_a_json_lines_export_is_read_once(tmp
     assert report.duplicates_skipped == 1
 
 
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_overlapping_portal_csv_and_query_response_exports_count_each_event_once(tmp_path: Path, fmt: str) -> None:
+    # Both readers kept only the rule's columns, so EventDataId never reached the duplicate check: the same
+    # events in two overlapping CSV (or query response) exports were all read twice.
+    rows = [columns_row(s, st, event_id=f"E-{s}") for s, st in ((0, "Started"), (4, "Accepted"), (8, "Succeeded"))]
+    for name, part in (("AzureActivity-week1", rows[:2]), ("AzureActivity-week2", rows[1:])):
+        if fmt == "csv":
+            with (tmp_path / f"{name}.csv").open("w", encoding="utf-8", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(part)
+        else:
+            document = _rest_tables(list(rows[0]), [list(r.values()) for r in part])
+            (tmp_path / f"{name}.json").write_text(json.dumps(document), encoding="utf-8")
+    ueba_file(tmp_path)
+    events, report, result = read(tmp_path)
+    assert len(events) == 3
+    assert report.duplicates_skipped == 1
+    assert len(result) == 1
+
+
 # --- progress -------------------------------------------------------------------------------------------
 
 def test_an_error_during_the_replay_is_printed_on_its_own_line_not_after_the_bar(tmp_path: Path) -> None:

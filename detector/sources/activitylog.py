@@ -48,7 +48,6 @@ from typing import Any
 
 from ..errors import InputError
 from ..model import ActivityEvent
-from ..timestamps import Ticks
 
 Row = Mapping[str, Any]
 Mapper = Callable[[Row], dict[str, Any]]
@@ -160,17 +159,21 @@ def mapper_for(first: Row, path: str) -> Mapper | None:
 
 
 class Identities:
-    """The AzureActivity events read so far, by identity: CorrelationId + EventDataId + time (GUIDs compared
-    without case), for the rows that carry an EventDataId; rows without one are never merged."""
+    """The AzureActivity events read so far, by identity: CorrelationId + EventDataId (GUIDs compared without
+    case), for the rows that carry an EventDataId; rows without one are never merged.
+
+    The time is not part of it: EventDataId is the event's unique identifier (schema page), and the same
+    event's time differs between exports in precision (the portal's CSV to the millisecond, the workspace and
+    its data export to 100 ns), so a key with the time never met the portal copy of an exported event."""
 
     def __init__(self) -> None:
-        self._seen: set[tuple[str, str, Ticks]] = set()
+        self._seen: set[tuple[str, str]] = set()
 
     def met_before(self, row: Row, event: ActivityEvent) -> bool:
         event_id = row.get("EventDataId")
         if not isinstance(event_id, str) or not event_id.strip():
             return False
-        key = (event.correlation_id.strip().lower(), event_id.strip().lower(), event.time)
+        key = (event.correlation_id.strip().lower(), event_id.strip().lower())
         if key in self._seen:
             return True
         self._seen.add(key)

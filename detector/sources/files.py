@@ -68,10 +68,16 @@ def normalize_header(name: str, path: str, required: tuple[str, ...]) -> str:
     return name
 
 
+# Read when present besides the required columns: the UEBA context, and the event identity duplicates are
+# told by (activitylog.Identities): without it a portal CSV or a query response never met its own events in
+# another export.
+OPTIONAL_COLUMNS = (*UEBA_OPTIONAL_COLUMNS, "EventDataId")
+
+
 def _column_index(columns: list[str], required: tuple[str, ...]) -> list[tuple[str, int]]:
-    """Where each required column is, plus the optional context columns that are present."""
+    """Where each required column is, plus the optional columns that are present."""
     return [(name, columns.index(name)) for name in required] + [
-        (name, columns.index(name)) for name in UEBA_OPTIONAL_COLUMNS if name in columns and name not in required]
+        (name, columns.index(name)) for name in OPTIONAL_COLUMNS if name in columns and name not in required]
 
 
 def _check_columns(columns: list[str], required: tuple[str, ...], path: str) -> None:
