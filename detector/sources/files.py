@@ -160,9 +160,7 @@ def _read_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> Iter
             header = [normalize_header(h, str(path), required) for h in _parse_record(header_record[1])]
         except csv.Error as exc:
             raise InputError(f"unreadable CSV header: {exc}", path=str(path), line=1) from None
-        older = required == ACTIVITY_COLUMNS and activitylog.is_older_schema(header)
-        if older:
-            header = activitylog.older_names(header)
+        header, older = _newer_names(header, required)
         _check_columns(header, required, str(path))
         index = _column_index(header, required)
         width = len(header)
@@ -189,6 +187,13 @@ def _read_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> Iter
             if older:
                 activitylog.check_older_operation(row["OperationNameValue"], str(path))
             yield where, row
+
+
+def _newer_names(columns: list[str], required: tuple[str, ...]) -> tuple[list[str], bool]:
+    """A header (CSV, query response) with the older AzureActivity schema's columns renamed, and whether it had
+    them: then each row's OperationName must be checked (``activitylog.check_older_operation``)."""
+    older = required == ACTIVITY_COLUMNS and activitylog.is_older_schema(columns)
+    return (activitylog.older_names(columns) if older else columns), older
 
 
 def _refuse_flattened_objects(type_line: str, path: Path) -> None:
@@ -331,8 +336,8 @@ def _iter_rest_tables(
         table = tables[0] if tables and isinstance(tables[0], dict) else None
     if table is None or not isinstance(table.get("columns"), list) or not isinstance(table.get("rows"), list):
         raise InputError("the response holds no table with columns and rows", path=str(path))
-    names = [normalize_header(str(c.get("name", "")) if isinstance(c, dict) else "", str(path), required)
-             for c in table["columns"]]
+    names, older = _newer_names([normalize_header(str(c.get("name", "")) if isinstance(c, dict) else "", str(path),
+                                                  required) for c in table["columns"]], required)
     _check_columns(names, required, str(path))
     index = _column_index(names, required)
     for number, row in enumerate(table["rows"], start=1):
@@ -340,7 +345,10 @@ def _iter_rest_tables(
         if not isinstance(row, list) or len(row) != len(names):
             report.add_malformed(MalformedRow(str(path), where, f"expected a list of {len(names)} values"))
             continue
-        yield where, {name: row[i] for name, i in index}
+        values = {name: row[i] for name, i in index}
+        if older:
+            activitylog.check_older_operation(values["OperationNameValue"], str(path))
+        yield where, values
 
 
 _READERS = {"csv": _iter_csv, "jsonl": _iter_jsonl, "json": _iter_json}
