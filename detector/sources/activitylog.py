@@ -107,6 +107,26 @@ def from_record(obj: Row) -> dict[str, Any]:
             "ActivityStatusValue": obj.get("resultType"), "EventDataId": None}
 
 
+# ConvertTo-Json writes an object nested deeper than its -Depth as the object's .NET type name.
+_TYPE_NAME = re.compile(r"(Microsoft|System)(\.\w+)+(`\d+\[.*\])?")
+_NESTED = {"authorization": "Authorization", "operationname": "OperationNameValue", "status": "ActivityStatusValue",
+           "httprequest": "CallerIpAddress"}  # the REST event's objects the columns come from
+
+
+def event_mapper(path: str) -> Mapper:
+    """REST / ``Get-AzLog`` events as AzureActivity columns; a file whose objects PowerShell cut at its -Depth
+    (the scope, the operation or the status replaced by a type name) is refused with how to export it whole:
+    read as it is, its Run Commands would silently never match."""
+    def mapped(obj: Row) -> dict[str, Any]:
+        for key, value in _lower_keys(obj).items():
+            if key in _NESTED and isinstance(value, str) and _TYPE_NAME.fullmatch(value.strip()):
+                raise InputError(f"holds the type name {value[:80]!r} where the event has an object: ConvertTo-Json "
+                                 f"cut the objects nested deeper than its -Depth; export again with Get-AzLog | "
+                                 f"ConvertTo-Json -Depth 10", path=path, column=_NESTED[key])
+        return from_event(obj)
+    return mapped
+
+
 def from_event(obj: Row) -> dict[str, Any]:
     """A REST API / ``az monitor activity-log list`` / ``Get-AzLog`` event as AzureActivity columns."""
     keys = _lower_keys(obj)
@@ -150,7 +170,7 @@ def mapper_for(first: Row, path: str) -> Mapper | None:
     if "OperationNameValue" in first:
         return None
     if "eventtimestamp" in _lower_keys(first):  # PowerShell's events have an OperationName too
-        return from_event
+        return event_mapper(path)
     if is_older_schema(first):
         return older_schema_mapper(path)
     if "time" in first and "operationName" in first:
