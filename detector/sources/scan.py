@@ -1,15 +1,15 @@
 """Fast scan of JSON Lines exports: find the few lines the rule could use, on every core.
 
-A line is a *candidate* when it holds every needle of its table's :class:`LinePrefilter` (after
-lower-casing when asked) or a JSON ``\\u`` escape (which could spell a needle another way); the
-file's first line is always a candidate (it plays the header's part). Only candidates are parsed;
-every line is counted. Results are exactly those of a full parse, because a line that is not a
-candidate cannot pass the rule's row filter.
+A line is a *candidate* (:meth:`LinePrefilter.wants`) when it holds one of its table's ``any_of``
+needles and every ``all_of`` needle (after lower-casing when asked), or a JSON ``\\u`` escape or a
+twin (which could spell a needle another way); the file's first line is always a candidate (it plays
+the header's part). Only candidates are parsed; every line is counted. Results are exactly those of a
+full parse, because a line that is not a candidate cannot pass the rules' row filters.
 
-The search for lines holding the first needle or an escape runs in Hyperscan (a SIMD literal and
-regex matcher, ASCII case folding as ``bytes.lower``); each line it finds is then checked by
-:meth:`LinePrefilter.wants` in Python, so Hyperscan only narrows the lines to look at and the
-decision stays the plain ``in`` test the property tests compare with a full parse.
+The search for lines holding an ``any_of`` needle, and separately for escapes and twins, runs in
+Hyperscan (a SIMD literal matcher; its caseless matching is ASCII case folding, exactly as
+``bytes.lower``); the ``all_of`` needles of the lines it finds are then checked with Python's ``in``.
+The property tests compare the candidates with :meth:`LinePrefilter.wants` and the rows with a full parse.
 
 Large files are cut into byte ranges on line boundaries and scanned by a pool of processes; so are
 many files (a folder of hourly exports), one range or more each. The candidates (about 1% of a real
@@ -42,8 +42,9 @@ RANGE_BYTES = 96 << 20  # ranges this size keep the pool busy while the main pro
 
 @dataclass(frozen=True, slots=True)
 class LinePrefilter:
-    needles: tuple[bytes, ...]
+    any_of: tuple[bytes, ...]  # a usable line holds at least one: each selected rule's needle
     lower: bool
+    all_of: tuple[bytes, ...] = ()  # and all of these
     # UTF-8 of non-ASCII characters that case-insensitive KQL takes for a needle's letter (U+0131 dotless i
     # for i, U+017F long s for s): ``bytes.lower`` folds ASCII only, so a line holding one is a candidate too
     # (kql.case_twins).
@@ -51,14 +52,14 @@ class LinePrefilter:
 
     def wants(self, line: bytes) -> bool:
         """Whether the line is a candidate: the definition the scan implements and the tests compare with."""
-        return self.escaped(line) or all(n in self._hay(line) for n in self.needles)
+        hay = self._hay(line)
+        return self.escaped(line) or (any(n in hay for n in self.any_of) and all(n in hay for n in self.all_of))
 
     def escaped(self, line: bytes) -> bool:
         return b"\\u" in line or any(t in line for t in self.twins)
 
-    def holds_other_needles(self, line: bytes) -> bool:
-        """All needles but the first (which the scan found already)."""
-        return len(self.needles) == 1 or all(n in self._hay(line) for n in self.needles[1:])
+    def holds_all_of(self, line: bytes) -> bool:
+        return not self.all_of or all(n in self._hay(line) for n in self.all_of)
 
     def _hay(self, line: bytes) -> bytes:
         return line.lower() if self.lower else line
@@ -75,15 +76,15 @@ _DATABASES: dict[LinePrefilter, tuple[hyperscan.Database, hyperscan.Database]] =
 
 
 def _databases(prefilter: LinePrefilter) -> tuple[hyperscan.Database, hyperscan.Database]:
-    """The first needle (case-folded when the prefilter lower-cases); and ``\\u`` or a twin. Compiled once
+    """The ``any_of`` needles (case-folded when the prefilter lower-cases); and ``\\u`` or a twin. Compiled once
     per process. Two databases, scanned one after the other, because ``\\`` is frequent in exports (escaped
     quotes of JSON text inside JSON) and a two-byte literal beside the needle slows the needle's search by half
     (``bench.run``'s profile: 150 against 65 + 42 us per MiB)."""
     dbs = _DATABASES.get(prefilter)
     if dbs is None:
         needle = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        needle.compile(expressions=[re.escape(prefilter.needles[0])], ids=[0],
-                       flags=[hyperscan.HS_FLAG_CASELESS if prefilter.lower else 0])
+        needle.compile(expressions=[re.escape(n) for n in prefilter.any_of], ids=list(range(len(prefilter.any_of))),
+                       flags=[hyperscan.HS_FLAG_CASELESS if prefilter.lower else 0] * len(prefilter.any_of))
         escapes = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         spellings = [rb"\\u", *(re.escape(t) for t in prefilter.twins)]
         escapes.compile(expressions=spellings, ids=list(range(len(spellings))), flags=[0] * len(spellings))
@@ -159,9 +160,9 @@ def _scan_text(block: bytearray, pos: int, cut: int, prefilter: LinePrefilter, b
     view = memoryview(block)
     needle, escapes = _databases(prefilter)
     starts = _hit_lines(needle, block, view, pos, cut)
-    # A line found by the needle's database holds the first needle (Hyperscan's caseless matching is ASCII
+    # A line found by the needles' database holds an any_of needle (Hyperscan's caseless matching is ASCII
     # folding, as bytes.lower); one found by the escapes' database is a candidate whatever it holds. So each
-    # line below is a candidate exactly when LinePrefilter.wants says so, without lower-casing it again.
+    # line below is a candidate exactly when LinePrefilter.wants says so.
     escaped = set(_hit_lines(escapes, block, view, pos, cut))
     if first:
         escaped.add(pos)  # the first line plays the header's part
@@ -173,7 +174,7 @@ def _scan_text(block: bytearray, pos: int, cut: int, prefilter: LinePrefilter, b
         counted = start
         end = block.find(b"\n", start, cut)
         line = bytes(block[start:end])
-        if start in escaped or prefilter.holds_other_needles(line):
+        if start in escaped or prefilter.holds_all_of(line):
             out.append((line_no, line))
     return line_no - base + counter.count(block, counted, cut)
 
