@@ -183,8 +183,8 @@ def test_unknown_rules_are_refused_with_their_name() -> None:
 def test_selection_drives_the_pushdown_and_the_prefilter() -> None:
     assert selection_of((RULE,)) == SEED_SELECTION
     everything = selection_of(registry.ALL_RULES)
-    assert everything.needle is None  # "runcommand" and "extensions" share no needle: every line is parsed
-    assert selection_of(registry.EXTENDED[:3]).needle == b"runcommand"
+    assert everything.needles == (b"runcommand", b"extensions")  # a usable line holds one of them
+    assert selection_of(registry.EXTENDED[:3]).needles == (b"runcommand",)
     text = activity_query(WINDOW.start, WINDOW.end, everything)
     assert "| where OperationNameValue in~ (" in text
     assert "| where Authorization has_any (" in text

@@ -238,20 +238,18 @@ def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport, date_or
         yield where, row
 
 
-# EventSource == "Azure AD" and the insight == "True": both exact, case-sensitive. The rarer needle
-# comes first: it drives the scan.
-UEBA_PREFILTER = LinePrefilter((b"True", b"Azure AD"), lower=False)
+# EventSource == "Azure AD" and the insight == "True": both exact, case-sensitive. The rarer needle drives
+# the scan.
+UEBA_PREFILTER = LinePrefilter(any_of=(b"True",), all_of=(b"Azure AD",), lower=False)
 
 
 def prefilters(selection: ActivitySelection) -> dict[str, LinePrefilter]:
-    """Per table, the needles a usable line holds; AzureActivity's from the selected rules (lower-cased: the
-    operation name is compared case-insensitively), none when they share no needle (every line parsed)."""
-    out = {UEBA_TABLE: UEBA_PREFILTER}
-    if selection.needle is not None:
-        twins = kql.case_twins(selection.needle.decode("ascii"))
-        out[ACTIVITY_TABLE] = LinePrefilter((selection.needle,), lower=True,
-                                            twins=tuple(ch.encode("utf-8") for ch in twins))
-    return out
+    """Per table, the needles a usable line holds; AzureActivity's: one of the selected rules' needles
+    (lower-cased: operation names are compared case-insensitively)."""
+    twins = kql.case_twins("".join(n.decode("ascii") for n in selection.needles))
+    return {UEBA_TABLE: UEBA_PREFILTER,
+            ACTIVITY_TABLE: LinePrefilter(any_of=selection.needles, lower=True,
+                                          twins=tuple(ch.encode("utf-8") for ch in twins))}
 
 
 def _checked_objects(path: Path, items: Iterable[tuple[str, Any]], required: tuple[str, ...],
@@ -495,7 +493,7 @@ class FileSource:
             for path in paths:
                 check_utf8_text(path)  # before a scan starts: a UTF-16 file must be refused, not skipped
         jobs = [(p, self.prefilters[t]) for t, paths in self.files.items() for p in paths
-                if self.prefilter and t in self.prefilters and _scannable(p, t)]
+                if self.prefilter and _scannable(p, t)]
         job_of = {p: index for index, (p, _) in enumerate(jobs)}  # a dict: 10,000 hourly files stay linear
         streams: list[ScanStream] = []
 

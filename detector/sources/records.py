@@ -38,14 +38,12 @@ def _text(row: Mapping[str, Any], column: str) -> str:
 
 
 def _check_standard(value: Any, column: str) -> None:
-    """Objects and lists from a source must print as standard JSON: no NaN/Infinity, no extreme nesting."""
-    if isinstance(value, dict | list) and kql.too_deep(value):
+    """Objects, lists and numbers from a source must print as standard JSON: no NaN/Infinity, no extreme nesting."""
+    problem = kql.nonstandard(value)
+    if problem == "deep":
         raise RowError(f"{column} nests deeper than {kql.MAX_DYNAMIC_DEPTH} levels")
-    if isinstance(value, dict | list | float):
-        try:
-            kql.to_json_text(value)
-        except ValueError:
-            raise RowError(f"{column} holds NaN or Infinity, which are not JSON numbers") from None
+    if problem == "nan":
+        raise RowError(f"{column} holds NaN or Infinity, which are not JSON numbers")
 
 
 def _time(row: Mapping[str, Any], column: str) -> Ticks:
