@@ -73,6 +73,22 @@ def test_powershell_json_cut_by_convertto_json_depth_is_refused_not_read_as_no_m
     assert caught.value.column == "Authorization"
 
 
+def test_get_azlog_export_csv_without_a_type_line_is_refused_with_the_fix(tmp_path: Path) -> None:
+    # PowerShell 7's Export-Csv (and Microsoft's documented `Get-AzActivityLog | Export-Csv -NoTypeInformation`)
+    # writes no #TYPE line, so the refusal keyed on it never came: the user got "TimeGenerated is missing".
+    header = ["Authorization", "Caller", "CorrelationId", "EventDataId", "EventTimestamp", "HttpRequest",
+              "OperationName", "Status", "SubscriptionId"]
+    row = ["Microsoft.Azure.Commands.Insights.OutputClasses.PSEventDataAuthorization", "alice@contoso.com", "c",
+           "e", "11/19/2026 6:00:07 AM", "Microsoft.Azure.Commands.Insights.OutputClasses.PSEventDataHttpRequest",
+           "Microsoft.Azure.Management.Monitor.Models.LocalizableString",
+           "Microsoft.Azure.Management.Monitor.Models.LocalizableString", "s"]
+    with (tmp_path / "AzureActivity-20260519-0000.csv").open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle, quoting=csv.QUOTE_ALL).writerows([header, row])
+    ueba_file(tmp_path)
+    with pytest.raises(InputError, match="ConvertTo-Json"):
+        read(tmp_path)
+
+
 def _rest_tables(columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
     return {"tables": [{"name": "PrimaryResult", "columns": [{"name": c, "type": "string"} for c in columns],
                         "rows": rows}]}
