@@ -151,8 +151,9 @@ def _read_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> Iter
             header_record = next(records, None)
         if header_record is None:
             return  # an empty file (a zero-byte blob): an empty table, as a header without rows is
-        if header_record is not None and header_record[1] is not None and header_record[1].startswith("#TYPE"):
-            _refuse_flattened_objects(header_record[1], path)
+        type_line = ""
+        if header_record[1] is not None and header_record[1].startswith("#TYPE"):
+            type_line = header_record[1]
             header_record = next(records, None)  # PowerShell Export-Csv's type line: the header follows
         if header_record is None or header_record[1] is None:
             raise InputError("no readable CSV header", path=str(path), line=1)
@@ -160,6 +161,7 @@ def _read_csv(path: Path, required: tuple[str, ...], report: ReadReport) -> Iter
             header = [normalize_header(h, str(path), required) for h in _parse_record(header_record[1])]
         except csv.Error as exc:
             raise InputError(f"unreadable CSV header: {exc}", path=str(path), line=1) from None
+        _refuse_flattened_objects(type_line, header, path)
         header, older = _newer_names(header, required)
         _check_columns(header, required, str(path))
         index = _column_index(header, required)
@@ -196,9 +198,11 @@ def _newer_names(columns: list[str], required: tuple[str, ...]) -> tuple[list[st
     return (activitylog.older_names(columns) if older else columns), older
 
 
-def _refuse_flattened_objects(type_line: str, path: Path) -> None:
-    """``Get-AzLog | Export-Csv`` writes nested objects as .NET type names: the scope is lost, say how to keep it."""
-    if "PSEventData" in type_line:
+def _refuse_flattened_objects(type_line: str, header: list[str], path: Path) -> None:
+    """``Get-AzLog | Export-Csv`` writes nested objects as .NET type names: the scope is lost, say how to keep it.
+    Told by its type line, or, without one (PowerShell 7's default, ``-NoTypeInformation``), by the event's
+    ``EventTimestamp`` column, which no AzureActivity export has."""
+    if "PSEventData" in type_line or "EventTimestamp" in header:
         raise InputError("Export-Csv of Get-AzLog events writes Authorization and HttpRequest as type names, so "
                          "the scope and the caller's IP are lost; export with Get-AzLog | ConvertTo-Json -Depth 10 "
                          "| Set-Content -Encoding utf8 AzureActivity.json instead", path=str(path), line=1)
