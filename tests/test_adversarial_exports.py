@@ -148,7 +148,8 @@ def test_hourly_blob_whose_first_line_is_blank_or_broken_is_still_json_lines(tmp
         assert report.malformed_count == (0 if not first.strip() else 1)
 
 
-def test_older_schema_after_a_broken_first_line_is_still_refused_not_scanned_past(tmp_path: Path) -> None:
+@pytest.mark.parametrize("first", ['{"TimeGenerated": "2026-11', "garbage", "[]"])
+def test_older_schema_after_a_broken_first_line_is_still_refused_not_scanned_past(tmp_path: Path, first: str) -> None:
     # The scan cannot see display names: a file is scanned only when its first object is not the older schema,
     # and that first object must be the one the readers take, even after a broken first line.
     def older(second: int, operation: str) -> dict[str, Any]:
@@ -156,8 +157,7 @@ def test_older_schema_after_a_broken_first_line_is_still_refused_not_scanned_pas
         del row["OperationNameValue"], row["ActivityStatusValue"]
         return row
     rows = [older(1, OPERATION), older(3, "Run Command on Virtual Machine")]
-    (_data_export_hour(tmp_path, 6) / "PT1H.json").write_text('{"TimeGenerated": "2026-11\n' + jsonl(rows),
-                                                              encoding="utf-8")
+    (_data_export_hour(tmp_path, 6) / "PT1H.jsonl").write_text(first + "\n" + jsonl(rows), encoding="utf-8")
     ueba_file(tmp_path)
     with pytest.raises(InputError, match="OperationNameValue") as caught:
         read(tmp_path)

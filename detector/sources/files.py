@@ -457,11 +457,14 @@ def reading_format(path: Path) -> str:
 
 
 def _scannable(path: Path, table: str) -> bool:
-    """JSON Lines whose rows the prefilter may skip: not the older schema, whose display names it cannot see."""
+    """JSON Lines whose rows the prefilter may skip: not the older schema, whose display names it cannot see,
+    nor an AzureActivity file whose first object cannot be told (a first line that is not one): parsed whole."""
     if reading_format(path) != "jsonl":
         return False
-    first = first_object(path) if table == ACTIVITY_TABLE else None
-    return not (first is not None and activitylog.is_older_schema(first))
+    if table != ACTIVITY_TABLE:
+        return True
+    first = first_object(path)
+    return first is not None and not activitylog.is_older_schema(first)
 
 
 class FileSource:

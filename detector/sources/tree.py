@@ -120,15 +120,15 @@ def _leading_lines(path: Path, count: int) -> list[tuple[str, object]]:
 
 
 def first_object(path: Path) -> dict[str, object] | None:
-    """The file's first non-blank line as a JSON object, when it is one."""
-    first = _leading_lines(path, 1)
-    return first[0][1] if first and isinstance(first[0][1], dict) else None
+    """The file's first object as the readers take it: its first non-blank line when that is a JSON object, or
+    the next one after a broken first object (see the module's docstring); None otherwise."""
+    leading = _leading_lines(path, 2)
+    if len(leading) > 1 and leading[0][1] is None and leading[0][0].startswith("{"):
+        leading = leading[1:]  # a broken first object (a document's lone "{" is followed by no whole object)
+    return leading[0][1] if leading and isinstance(leading[0][1], dict) else None
 
 
 def json_is_lines(path: Path) -> bool:
     """Whether a ``.json`` file holds one JSON object per line (see the module's docstring)."""
-    leading = _leading_lines(path, 2)
-    if leading and leading[0][1] is None and leading[0][0].startswith("{") and len(leading) > 1:
-        leading = leading[1:]  # a broken first object (a document's lone "{" is followed by no whole object)
-    line = leading[0][1] if leading else None
-    return isinstance(line, dict) and not any(isinstance(line.get(k), list) for k in WRAPPERS)
+    first = first_object(path)
+    return first is not None and not any(isinstance(first.get(k), list) for k in WRAPPERS)
