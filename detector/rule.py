@@ -28,6 +28,7 @@ from .window import (
     UEBA_INSIGHT,
     UEBA_INSIGHT_VALUE,
     ActivitySelection,
+    row_filter,
 )
 
 [RUN_COMMAND_OPERATION] = SEED_SELECTION.operations
@@ -85,8 +86,8 @@ class Rule:
 
     def matches(self, operation_name: str, authorization: str) -> bool:
         """The rule's row filter: ``where OperationNameValue =~ ... | where Authorization has ...``."""
-        return any(kql.equals_ci(operation_name, op) for op in self.operations) and any(
-            kql.has(authorization, term) for term in self.authorization_terms)
+        return row_filter(operation_name, authorization, operations=self.operations,
+                          authorization_terms=self.authorization_terms)
 
     def machine(self, scope_parts: Sequence[str]) -> str:
         """``VirtualMachineName``: ``tostring(Scope_s[i])`` for each index, joined with ``/``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from . import kql
 from .timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, Ticks
 
 DEFAULT_PERIOD_HOURS = 48
@@ -71,6 +72,13 @@ def plan_window(at: Ticks, watermark: Ticks | None, cadence: Cadence) -> Window:
     return Window(start=start, end=at)
 
 
+def row_filter(operation_name: str, authorization: str, *, operations: tuple[str, ...],
+               authorization_terms: tuple[str, ...]) -> bool:
+    """``where OperationNameValue =~ op (in~ when several) | where Authorization has_any (terms)``."""
+    return any(kql.equals_ci(operation_name, op) for op in operations) and any(
+        kql.has(authorization, term) for term in authorization_terms)
+
+
 @dataclass(frozen=True, slots=True)
 class ActivitySelection:
     """Which AzureActivity rows the selected rules can use: what sources may narrow their reading to.
@@ -88,6 +96,11 @@ class ActivitySelection:
     def __post_init__(self) -> None:
         if not self.operations or not self.authorization_terms or not self.needles:
             raise ValueError("an activity selection needs at least one operation, Authorization term and needle")
+
+    def wants(self, operation_name: str, authorization: str) -> bool:
+        """Whether a row passes some selected rule's row filter (see ``row_filter``)."""
+        return row_filter(operation_name, authorization, operations=self.operations,
+                          authorization_terms=self.authorization_terms)
 
     def union(self, other: ActivitySelection) -> ActivitySelection:
         return ActivitySelection(

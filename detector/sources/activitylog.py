@@ -48,6 +48,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..model import ActivityEvent
+from ..window import ActivitySelection
 
 Row = Mapping[str, Any]
 Mapper = Callable[[Row], dict[str, Any]]
@@ -182,16 +183,22 @@ class Identities:
     """The AzureActivity events read so far, by identity: CorrelationId + EventDataId (GUIDs compared without
     case), for the rows that carry an EventDataId; rows without one are never merged.
 
+    Only rows some selected rule can use (``selection.wants``) are remembered and told: the others cannot
+    change a result, and remembering every row would make memory grow with the export (about 290 MB per
+    million rows, where a replay otherwise holds the usable rows only).
+
     The time is not part of it: EventDataId is the event's unique identifier (schema page), and the same
     event's time differs between exports in precision (the portal's CSV to the millisecond, the workspace and
     its data export to 100 ns), so a key with the time never met the portal copy of an exported event."""
 
-    def __init__(self) -> None:
+    def __init__(self, selection: ActivitySelection) -> None:
+        self._selection = selection
         self._seen: set[tuple[str, str]] = set()
 
     def met_before(self, row: Row, event: ActivityEvent) -> bool:
         event_id = row.get("EventDataId")
-        if not isinstance(event_id, str) or not event_id.strip():
+        if not isinstance(event_id, str) or not event_id.strip() or \
+                not self._selection.wants(event.operation_name, event.authorization):
             return False
         key = (event.correlation_id.strip().lower(), event_id.strip().lower())
         if key in self._seen:

@@ -480,6 +480,7 @@ class FileSource:
         if date_order is not None and date_order not in DATE_ORDERS:
             raise InputError(f"date order must be one of {', '.join(DATE_ORDERS)}, got {date_order!r}")
         self.prefilter = prefilter
+        self.selection = selection
         self.prefilters = prefilters(selection)
         self.date_order = date_order
         self.progress = progress
@@ -514,7 +515,7 @@ class FileSource:
                 return streams[0].parts(job_of[path])
             return get
 
-        identities = activitylog.Identities()
+        identities = activitylog.Identities(self.selection)
         activity = itertools.chain.from_iterable(
             read_table(p, ACTIVITY_TABLE, ACTIVITY_COLUMNS, activity_event, report, scanned=scanned_for(p),
                        date_order=self.date_order, met_before=identities.met_before,
