@@ -168,6 +168,20 @@ def test_older_schema_after_a_broken_first_line_is_still_refused_not_scanned_pas
     assert caught.value.column == "OperationName"
 
 
+@pytest.mark.parametrize("ext", ["json", "jsonl"])
+def test_event_hub_messages_one_records_document_per_line(tmp_path: Path, ext: str) -> None:
+    # An event hub consumer writes each message body, {"records": [...]}, as a line: refused before ("Extra
+    # data" as a .json, "TimeGenerated is missing" as a .jsonl), though each line is the documented shape.
+    messages = [{"records": [record(0, "Start"), record(5, "Accept")]}, {"records": [record(9)]}]
+    (tmp_path / f"AzureActivity.{ext}").write_text(jsonl(messages), encoding="utf-8")
+    ueba_file(tmp_path)
+    for prefilter in (True, False):
+        events, report, rows = read(tmp_path, prefilter=prefilter)
+        assert [e.status for e in events] == ["Start", "Accept", "Success"]
+        assert report.rows_read["AzureActivity"] == 3
+        assert len(rows) == 1
+
+
 def test_macos_metadata_and_hidden_files_in_a_tree_are_ignored(tmp_path: Path) -> None:
     # A tree copied by macOS to a share or zipped there carries AppleDouble twins (._PT1H.json, __MACOSX/):
     # binary, NUL-filled, they were taken for UTF-16 exports and stopped the run.
