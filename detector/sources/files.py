@@ -39,7 +39,7 @@ from ..window import SEED_SELECTION, ActivitySelection, Window
 from . import MalformedRow, Progress, ReadReport, SourceData, activitylog
 from .records import RowError, activity_event, ueba_event
 from .scan import LinePrefilter, ScanResult, ScanStream, open_bytes
-from .tree import find_tables, first_object, format_of, json_is_lines, open_text
+from .tree import find_tables, first_object, format_of, is_records, json_is_lines, open_text
 
 ACTIVITY_TABLE = "AzureActivity"
 UEBA_TABLE = "BehaviorAnalytics"
@@ -274,15 +274,21 @@ def _checked_objects(path: Path, items: Iterable[tuple[str, Any]], required: tup
 
 def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, str | bytes]], required: tuple[str, ...],
                        report: ReadReport) -> RowStream:
-    """Numbered JSON Lines -> objects; blank lines are skipped, unparseable ones reported."""
+    """Numbered JSON Lines -> objects; blank lines are skipped, unparseable ones reported. A line that is an
+    event hub message, ``{"records": [...]}``, gives its records (``line N item K``)."""
     def decoded() -> Iterator[tuple[str, Any]]:
         for number, line in lines:
             if not line.strip():
                 continue
             try:
-                yield f"line {number}", kql.loads(line)
+                value = kql.loads(line)
             except ValueError as exc:
                 report.add_malformed(MalformedRow(str(path), f"line {number}", f"not JSON: {exc}"))
+                continue
+            if is_records(value):
+                yield from ((f"line {number} item {k}", item) for k, item in enumerate(value["records"], start=1))
+            else:
+                yield f"line {number}", value
     yield from _checked_objects(path, decoded(), required, report)
 
 
@@ -458,13 +464,15 @@ def reading_format(path: Path) -> str:
 
 def _scannable(path: Path, table: str) -> bool:
     """JSON Lines whose rows the prefilter may skip: not the older schema, whose display names it cannot see,
-    nor an AzureActivity file whose first object cannot be told (a first line that is not one): parsed whole."""
+    nor an AzureActivity file whose first object cannot be told (a first line that is not one) or is an event hub
+    message: parsed whole."""
     if reading_format(path) != "jsonl":
         return False
     if table != ACTIVITY_TABLE:
         return True
     first = first_object(path)
-    return first is not None and not activitylog.is_older_schema(first)
+    # Event hub messages hold several records a line: parsed whole, so rows are counted as records either way.
+    return first is not None and not activitylog.is_older_schema(first) and not is_records(first)
 
 
 class FileSource:

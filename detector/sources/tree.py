@@ -12,10 +12,10 @@ links to folders are followed (a mounted archive linked into the tree), each rea
 link back up cannot loop; a folder that cannot be listed is an error naming it, never a silent gap.
 
 Azure names its hourly blobs ``PT1H.json`` though they hold one JSON object per line: a ``.json`` file is read
-as JSON Lines when its first non-blank line is a whole JSON object that is not a wrapper (``records``,
-``value``, ``tables``), or when that line is a broken object (``{`` but not JSON) and the next non-blank one
-is such an object (the broken line is then one malformed row); else as one JSON document (whose lines are
-never whole objects: ``{``, ``"records": [``).
+as JSON Lines when its first non-blank line is a whole JSON object that is not a document wrapper (``value``,
+``tables``; a ``records`` line is an event hub message, whose records are read), or when that line is a broken
+object (``{`` but not JSON) and the next non-blank one is such an object (the broken line is then one
+malformed row); else as one JSON document (whose lines are never whole objects: ``{``, ``"records": [``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ TABLE_FOLDERS = {
     "AzureActivity": ("am-azureactivity", "insights-activity-logs"),
     "BehaviorAnalytics": ("am-behavioranalytics",),
 }
-WRAPPERS = ("records", "value", "tables")
+DOCUMENT_WRAPPERS = ("value", "tables")  # an object holding these is a whole document, never a line
 
 
 def format_of(path: Path) -> str | None:
@@ -128,7 +128,12 @@ def first_object(path: Path) -> dict[str, object] | None:
     return leading[0][1] if leading and isinstance(leading[0][1], dict) else None
 
 
+def is_records(value: object) -> bool:
+    """An event hub message / storage document: ``{"records": [...]}``."""
+    return isinstance(value, dict) and isinstance(value.get("records"), list)
+
+
 def json_is_lines(path: Path) -> bool:
     """Whether a ``.json`` file holds one JSON object per line (see the module's docstring)."""
     first = first_object(path)
-    return first is not None and not any(isinstance(first.get(k), list) for k in WRAPPERS)
+    return first is not None and not any(isinstance(first.get(k), list) for k in DOCUMENT_WRAPPERS)
