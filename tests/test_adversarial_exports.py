@@ -328,6 +328,22 @@ def test_overlapping_portal_csv_and_query_response_exports_count_each_event_once
     assert len(result) == 1
 
 
+def test_a_copy_that_says_something_else_is_not_a_duplicate_and_never_hides_the_event(tmp_path: Path) -> None:
+    # The first copy read won: a planted or corrupt copy with the real event's ids but another status (or
+    # caller, operation) in a file read earlier made the real success vanish, and with it the alert.
+    started, succeeded = columns_row(0, "Started", event_id="E-0"), columns_row(8, "Succeeded", event_id="E-8")
+    forged = [{**succeeded, "ActivityStatusValue": "Failed"}, {**succeeded, "Caller": "mallory@contoso.com"},
+              {**succeeded, "OperationNameValue": "MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE"}]
+    (tmp_path / "AzureActivity-0-planted.jsonl").write_text(jsonl(forged), encoding="utf-8")
+    (tmp_path / "AzureActivity-1-real.jsonl").write_text(jsonl([started, succeeded]), encoding="utf-8")
+    (tmp_path / "AzureActivity-2-overlap.jsonl").write_text(jsonl([started, succeeded]), encoding="utf-8")
+    ueba_file(tmp_path)
+    events, report, rows = read(tmp_path)
+    assert report.duplicates_skipped == 2  # the true copies in the overlapping export
+    assert len(events) == 5
+    assert [r["Caller"] for r in rows] == ["alice@contoso.com"]
+
+
 def _peak_bytes_reading(directory: Path, *, prefilter: bool) -> int:
     """Peak traced allocations while the rows stream through (none kept, as the correlation keeps none but the
     usable ones)."""
