@@ -48,6 +48,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..model import ActivityEvent
+from ..timestamps import TICKS_PER_SECOND
 from ..window import ActivitySelection
 
 Row = Mapping[str, Any]
@@ -187,13 +188,17 @@ class Identities:
     change a result, and remembering every row would make memory grow with the export (about 290 MB per
     million rows, where a replay otherwise holds the usable rows only).
 
+    A copy is a duplicate only when it also says the same thing: operation and caller (without case), status,
+    and time to the second (exports differ below it). One that differs is read too, never skipped: a corrupt
+    or planted copy read first must not hide the real event (and with it, an alert).
+
     The time is not part of it: EventDataId is the event's unique identifier (schema page), and the same
     event's time differs between exports in precision (the portal's CSV to the millisecond, the workspace and
     its data export to 100 ns), so a key with the time never met the portal copy of an exported event."""
 
     def __init__(self, selection: ActivitySelection) -> None:
         self._selection = selection
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: dict[tuple[str, str], set[tuple[str, str, str, int]]] = {}
 
     def met_before(self, row: Row, event: ActivityEvent) -> bool:
         event_id = row.get("EventDataId")
@@ -201,7 +206,9 @@ class Identities:
                 not self._selection.wants(event.operation_name, event.authorization):
             return False
         key = (event.correlation_id.strip().lower(), event_id.strip().lower())
-        if key in self._seen:
+        says = (event.operation_name.lower(), event.status, event.caller.lower(), event.time // TICKS_PER_SECOND)
+        copies = self._seen.setdefault(key, set())
+        if says in copies:
             return True
-        self._seen.add(key)
+        copies.add(says)
         return False
