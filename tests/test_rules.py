@@ -410,6 +410,33 @@ def test_the_layout_has_no_back_edges() -> None:
     assert {"window", "model"} <= _detector_imports(ROOT / "detector" / "sources" / "files.py")
 
 
+def _hidden_imports(path: Path) -> list[str]:
+    """What in ``path`` reaches a module without an import statement (the check above reads statements only)."""
+    import ast
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name)):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id
+            if name in ("import_module", "__import__"):
+                found.append(f"line {node.lineno}: {name}()")
+    found += [f"line {node.lineno}: module-level __getattr__ (a lazy re-export)" for node in tree.body
+              if isinstance(node, ast.FunctionDef) and node.name == "__getattr__"]
+    return found
+
+
+def test_every_detector_import_is_a_statement_the_layout_check_reads(tmp_path: Path) -> None:
+    # A lazy re-export (a module __getattr__ calling importlib) would let a stage reach a later one unseen.
+    problems = [f"{path.relative_to(ROOT)} {hidden}" for path in sorted((ROOT / "detector").rglob("*.py"))
+                for hidden in _hidden_imports(path)]
+    assert problems == []
+    # The check sees a hidden import when there is one.
+    shim = tmp_path / "shim.py"
+    shim.write_text("import importlib\n\ndef __getattr__(name):\n"
+                    "    return getattr(importlib.import_module('detector.alerts'), name)\n", encoding="utf-8")
+    assert _hidden_imports(shim) == ["line 4: import_module()", "line 3: module-level __getattr__ (a lazy re-export)"]
+
+
 @pytest.mark.parametrize("names", [["all"], ["ext-vm-extension-write"], ["ext-arc-run-command,ext-vmss-run-command"]])
 def test_the_jsonl_prefilter_keeps_every_line_the_selected_rules_use(tmp_path: Path, names: list[str]) -> None:
     from detector.pipeline import detect

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from detector.correlate import alert_key
+from detector.alerts import alert_key
 from detector.deliver import Outcome
 from detector.deliver.http import make_session
 from detector.deliver.logicapp import LogicAppDestination
