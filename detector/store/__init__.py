@@ -43,6 +43,10 @@ class ConflictError(StoreError):
     """The record changed (or appeared) since it was read; re-read and decide again."""
 
 
+# How many times a writer re-reads and decides again on ConflictError before it gives up.
+MAX_WRITE_RETRIES = 5
+
+
 @dataclass(frozen=True, slots=True)
 class DestinationState:
     """One destination's view of one alert: the first message, then any "new evidence" update owed."""
