@@ -224,7 +224,7 @@ def _check_zone(zone: str) -> None:
 
 
 def _parse_clock(value: Any, what: str) -> dtime:
-    if not isinstance(value, str) or not re.fullmatch(r"\d{1,2}:\d{2}", value.strip()):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,2}:[0-9]{2}", value.strip()):
         raise InvalidEntry(f"maintenance window {what} must be HH:MM, got {value!r}")
     hours, minutes = (int(x) for x in value.strip().split(":"))
     if hours > 23 or minutes > 59:

@@ -51,7 +51,7 @@ Mapper = Callable[[Row], dict[str, Any]]
 
 UPN_CLAIM = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 _OPERATION_ID = re.compile(r"[A-Za-z0-9.]+(/[^/\s]+)+")
-_MS_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+_MS_DATE = re.compile(r"/Date\((-?[0-9]+)([+-][0-9]{4})?\)/")  # ASCII digits: see timestamps.py
 OLDER_SCHEMA_FIX = (
     "this is the older AzureActivity schema, and OperationName holds a display name ({value!r}) that no "
     "documented mapping turns back into the operation's identifier. Re-export from the workspace with "

@@ -20,7 +20,7 @@ from typing import Any
 
 from .. import kql
 from ..model import ActivityEvent, UebaEvent
-from ..timestamps import Ticks, from_datetime, parse_datetime
+from ..timestamps import Ticks, from_datetime, parse_datetime, parse_whole_number
 
 
 class RowError(ValueError):
@@ -103,6 +103,9 @@ def _priority(row: Mapping[str, Any]) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str):
+        try:
+            return parse_whole_number(value)
+        except ValueError:  # "\u00b2".isdigit() is true, int() reads "\u0667" as 7: neither is an int
+            return None
     return None

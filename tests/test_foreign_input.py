@@ -1,0 +1,152 @@
+"""Foreign and hostile values (review gaps): digits of other scripts in times and numbers, old time zone
+aliases, BehaviorAnalytics rows met twice, and JSON objects that name a key twice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detector.allowlist import Allowlist
+from detector.cli import EXIT_OK, EXIT_USAGE
+from detector.errors import ConfigError, StoreError
+from detector.settings import Settings
+from detector.sources.records import ueba_event
+from detector.store.files import FileStore
+from detector.timestamps import parse_datetime, parse_portal_datetime, portal_date_evidence
+from tests.builders import AT
+from tests.test_hostile_input import UEBA_ROW, activity_rows, call, jsonl, run_json, write_exports
+
+# Python's int(), float() and re's \d read these as digits; Kusto, Azure and .NET's invariant parsing do not.
+FOREIGN_DIGITS = {script: "".join(chr(zero + i) for i in range(10)) for script, zero in (
+    ("arabic-indic", 0x0660), ("extended-arabic-indic", 0x06F0), ("devanagari", 0x0966), ("fullwidth", 0xFF10),
+    ("mathematical-bold", 0x1D7CE))}
+
+
+def with_foreign_digit(text: str, digits: str) -> list[str]:
+    """``text`` once per ASCII digit in it, that one digit written in ``digits``' script."""
+    return [text[:i] + digits[int(ch)] + text[i + 1:] for i, ch in enumerate(text) if ch in "0123456789"]
+
+
+def translated(text: str, digits: str) -> str:
+    return text.translate(str.maketrans("0123456789", digits))
+
+
+# --- 1. digits of other scripts are not digits in a time --------------------------------------------
+
+ISO_TIME = "2026-11-20T06:00:00.5+01:00"
+PORTAL_TIME = "4/28/2021, 2:32:14.029 PM"
+
+
+@pytest.mark.parametrize("script", FOREIGN_DIGITS)
+def test_an_iso_time_with_any_foreign_digit_is_not_a_time(script: str) -> None:
+    parse_datetime(ISO_TIME)  # the ASCII original is a time
+    for text in [*with_foreign_digit(ISO_TIME, FOREIGN_DIGITS[script]), translated(ISO_TIME, FOREIGN_DIGITS[script])]:
+        with pytest.raises(ValueError, match="not a datetime"):
+            parse_datetime(text)
+
+
+@pytest.mark.parametrize("script", FOREIGN_DIGITS)
+def test_a_portal_time_with_any_foreign_digit_is_not_a_time(script: str) -> None:
+    parse_portal_datetime(PORTAL_TIME, "mdy")
+    for text in with_foreign_digit(PORTAL_TIME, FOREIGN_DIGITS[script]):
+        assert portal_date_evidence(text) is None
+        with pytest.raises(ValueError, match="not a portal datetime"):
+            parse_portal_datetime(text, "mdy")
+
+
+def test_a_row_whose_time_has_foreign_digits_is_a_reported_malformed_row(tmp_path: Path) -> None:
+    rows: list[dict[str, Any]] = activity_rows()
+    rows[1]["TimeGenerated"] = translated(rows[1]["TimeGenerated"], FOREIGN_DIGITS["arabic-indic"])
+    ueba_rows = [UEBA_ROW, {**UEBA_ROW, "TimeGenerated": translated(UEBA_ROW["TimeGenerated"],
+                                                                      FOREIGN_DIGITS["fullwidth"])}]
+    directory = write_exports(tmp_path, jsonl(rows), jsonl(ueba_rows))  # type: ignore[arg-type]
+    code, payload, err = run_json(directory)
+    assert code == EXIT_OK
+    assert payload["summary"]["malformed_rows"] == 2  # type: ignore[index]
+    assert "AzureActivity.jsonl, line 2: TimeGenerated: not a datetime" in err
+    assert "BehaviorAnalytics.jsonl, line 2: TimeGenerated: not a datetime" in err
+
+
+def test_a_portal_csv_time_with_foreign_digits_is_a_malformed_row(tmp_path: Path) -> None:
+    header = "$table,TimeGenerated [UTC],OperationNameValue,Authorization,CorrelationId,Caller,CallerIpAddress," \
+             "ActivityStatusValue\n"
+    auth = '"{""scope"":""/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm-1""}"'
+    lines = [f'AzureActivity,"{t}",MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION,{auth},c-1,alice@contoso.com,'
+             f'20.1.2.3,{s}\n' for t, s in (("11/19/2026, 6:00:00.000 AM", "Started"),
+                                            (translated("11/19/2026, 6:00:30.000 AM", FOREIGN_DIGITS["fullwidth"]),
+                                             "Succeeded"))]
+    directory = write_exports(tmp_path, header + "".join(lines), activity_name="AzureActivity.csv")
+    code, payload, err = run_json(directory)
+    assert code == EXIT_OK
+    assert payload["summary"]["malformed_rows"] == 1  # type: ignore[index]
+    assert "AzureActivity.csv, line 3: TimeGenerated: not a datetime" in err
+
+
+def test_a_powershell_date_with_foreign_digits_is_a_malformed_row(tmp_path: Path) -> None:
+    events = [{"EventTimestamp": f"/Date({ms})/", "OperationName": {"Value": "Microsoft.Compute/virtualMachines/runCommand/action"},
+               "Status": {"Value": status}, "Authorization": {"Scope": "/subscriptions/s1/resourceGroups/rg/providers/"
+                                                                         "Microsoft.Compute/virtualMachines/vm-1"},
+               "Caller": "alice@contoso.com", "CorrelationId": "c-ps", "HttpRequest": {"ClientIpAddress": "20.1.2.3"}}
+              for ms, status in (("1763532000000", "Started"),
+                                 (translated("1763532007000", FOREIGN_DIGITS["arabic-indic"]), "Succeeded"))]
+    (tmp_path / "data").mkdir()
+    directory = write_exports(tmp_path / "data", json.dumps({"value": events}), activity_name="AzureActivity.json")
+    code, payload, err = call("run", "--data", str(directory), "--at", "2025-11-20T00:00:00Z", "--json")
+    assert code == EXIT_OK, err
+    assert json.loads(payload)["summary"]["malformed_rows"] == 1
+    assert "AzureActivity.json, item 2: TimeGenerated: not a datetime" in err
+
+
+@pytest.mark.parametrize("script", ["arabic-indic", "fullwidth"])
+def test_an_allowlist_expiry_or_window_with_foreign_digits_suppresses_nothing(script: str) -> None:
+    digits = FOREIGN_DIGITS[script]
+    base = {"reason": "r", "conditions": [{"field": "caller", "op": "equals", "value": "alice@contoso.com"}]}
+    window = {"weekdays": ["Sat"], "start": "22:00", "end": "04:00", "timezone": "Europe/Berlin"}
+    raws = [{**base, "id": "expiry", "expires_at": translated("2027-05-01T00:00:00Z", digits)},
+            {**base, "id": "start", "window": {**window, "start": translated("22:00", digits)}},
+            {**base, "id": "end", "window": {**window, "end": "0" + digits[4] + ":00"}}]
+    loaded = Allowlist.load(raws, now=AT)
+    assert loaded.active == []
+    assert sorted(p.id for p in loaded.problems) == ["end", "expiry", "start"]
+    assert all("invalid, suppresses nothing" in p.problem for p in loaded.problems)
+
+
+def test_at_with_foreign_digits_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = call("run", "--at", translated("2026-11-20T06:00:00Z", FOREIGN_DIGITS["devanagari"]))
+    assert (code, out) == (EXIT_USAGE, "")
+    assert "--at: not an ISO 8601 time" in err + capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("command", "option"), [("run", "--period-hours"), ("card", "--digest-threshold")])
+def test_whole_number_options_with_foreign_digits_are_usage_errors(command: str, option: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = call(command, option, translated("48", FOREIGN_DIGITS["fullwidth"]))
+    assert code == EXIT_USAGE
+    assert f"{option}: not a whole number" in err + capsys.readouterr().err
+
+
+@pytest.mark.parametrize("raw", [translated("48", FOREIGN_DIGITS["arabic-indic"]), "4_8"])
+def test_whole_number_settings_with_foreign_digits_are_refused(raw: str) -> None:
+    with pytest.raises(ConfigError, match="DETECTOR_PERIOD_HOURS: must be a whole number"):
+        Settings.from_env({"DETECTOR_PERIOD_HOURS": raw})
+
+
+@pytest.mark.parametrize("value", [*(digits[7] for digits in FOREIGN_DIGITS.values()), "\u00b2", "7_0"])
+def test_an_investigation_priority_in_foreign_digits_is_unknown_not_a_crash(value: str) -> None:
+    row = {**UEBA_ROW, "InvestigationPriority": value}
+    assert ueba_event(row).investigation_priority is None
+    assert ueba_event({**row, "InvestigationPriority": " 7 "}).investigation_priority == 7
+
+
+def test_a_state_watermark_with_foreign_digits_is_not_read_as_a_time(tmp_path: Path) -> None:
+    store = FileStore(tmp_path)
+    store.set_watermark(AT)
+    runs = json.loads((tmp_path / "runs.json").read_text(encoding="utf-8"))
+    runs["watermark"] = translated(runs["watermark"], FOREIGN_DIGITS["arabic-indic"])
+    (tmp_path / "runs.json").write_text(json.dumps(runs), encoding="utf-8")
+    with pytest.raises(StoreError, match=r"runs\.json: not a detector state file"):
+        store.get_watermark()
+
