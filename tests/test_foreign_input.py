@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from detector.allowlist import Allowlist
-from detector.cli import EXIT_OK, EXIT_USAGE
+from detector.allowlist import Allowlist, AllowlistEntry, InvalidEntry
+from detector.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE
 from detector.errors import ConfigError, StoreError
 from detector.settings import Settings
 from detector.sources.records import ueba_event
@@ -150,3 +150,52 @@ def test_a_state_watermark_with_foreign_digits_is_not_read_as_a_time(tmp_path: P
     with pytest.raises(StoreError, match=r"runs\.json: not a detector state file"):
         store.get_watermark()
 
+
+
+# --- 2. old time zone aliases are refused, naming the canonical zone ---------------------------------
+
+def window_entry(zone: str) -> dict[str, Any]:
+    return {"id": "w", "reason": "r", "conditions": [{"field": "caller", "op": "equals", "value": "a@contoso.com"}],
+            "window": {"weekdays": ["Sat"], "start": "22:00", "end": "04:00", "timezone": zone}}
+
+
+@pytest.mark.parametrize(("alias", "canonical"), [
+    ("Asia/Calcutta", "Asia/Kolkata"),  # what Windows-to-IANA tables (CLDR) still give for India Standard Time
+    ("Asia/Saigon", "Asia/Ho_Chi_Minh"),
+    ("Europe/Kiev", "Europe/Kyiv"),
+    ("America/Buenos_Aires", "America/Argentina/Buenos_Aires"),
+    ("US/Eastern", "America/New_York"),
+    ("US/Pacific", "America/Los_Angeles"),
+    ("GB", "Europe/London"),
+    ("UCT", "Etc/UTC"),
+])
+def test_an_old_zone_alias_is_refused_naming_its_canonical_zone(alias: str, canonical: str) -> None:
+    with pytest.raises(InvalidEntry, match=f"time zone '{alias}' is an old alias; use its canonical IANA name "
+                                           f"'{canonical}'"):
+        AllowlistEntry.from_dict(window_entry(alias))
+    window = AllowlistEntry.from_dict(window_entry(canonical)).window  # the name the message gives is accepted
+    assert window is not None
+    assert window.timezone == canonical
+
+
+@pytest.mark.parametrize("zone", [
+    "Asia/Kolkata", "America/Argentina/Buenos_Aires", "Etc/GMT-14", "UTC",
+    # Links in IANA's data since 2022b (merged with a zone that agrees since 1970), but still the zone its
+    # country lists in zone.tab: canonical for the people who live there.
+    "Europe/Amsterdam", "Atlantic/Reykjavik",
+])
+def test_current_zone_names_are_canonical(zone: str) -> None:
+    window = AllowlistEntry.from_dict(window_entry(zone)).window
+    assert window is not None
+    assert window.timezone == zone
+    assert AllowlistEntry.from_dict(window_entry(zone)).to_dict()["window"]["timezone"] == zone
+
+
+def test_allowlist_add_with_an_alias_saves_nothing_and_names_the_canonical_zone(tmp_path: Path) -> None:
+    code, out, err = call("allowlist", "add", "--state", str(tmp_path), "--id", "maint", "--reason", "maintenance",
+                          "--when", "caller", "equals", "ops@contoso.com", "--window-days", "Sat,Sun",
+                          "--window-start", "22:00", "--window-end", "04:00", "--window-tz", "Asia/Calcutta")
+    assert (code, out) == (EXIT_BAD_INPUT, "")
+    assert err == ("detector: allowlist entry 'maint' not saved: time zone 'Asia/Calcutta' is an old alias; use its "
+                   "canonical IANA name 'Asia/Kolkata'\n")
+    assert not (tmp_path / "allowlist.json").exists() or "maint" not in (tmp_path / "allowlist.json").read_text()
