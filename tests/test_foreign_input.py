@@ -199,3 +199,69 @@ def test_allowlist_add_with_an_alias_saves_nothing_and_names_the_canonical_zone(
     assert err == ("detector: allowlist entry 'maint' not saved: time zone 'Asia/Calcutta' is an old alias; use its "
                    "canonical IANA name 'Asia/Kolkata'\n")
     assert not (tmp_path / "allowlist.json").exists() or "maint" not in (tmp_path / "allowlist.json").read_text()
+
+
+# --- 3. a BehaviorAnalytics event met twice is read once ---------------------------------------------
+
+SIGN_IN = {**UEBA_ROW, "SourceRecordId": "6f1c0d2e-8b3a-4c59-9e7d-1a2b3c4d5e6f"}
+
+
+def ueba_csv(rows: list[dict[str, Any]]) -> str:
+    columns = list(rows[0])
+    def cell(value: Any) -> str:
+        text = value if isinstance(value, str) else json.dumps(value)
+        return '"' + text.replace('"', '""') + '"'
+    return ",".join(f"{c} [UTC]" if c == "TimeGenerated" else c for c in columns) + "\n" + "".join(
+        ",".join(cell(r.get(c, "")) for c in columns) + "\n" for r in rows)
+
+
+def rest_table(rows: list[dict[str, Any]]) -> str:
+    columns = list(rows[0])
+    return json.dumps({"tables": [{"name": "PrimaryResult", "columns": [{"name": c} for c in columns],
+                                   "rows": [[r.get(c) for c in columns] for r in rows]}]})
+
+
+def matches_and_duplicates(directory: Path, *extra: str) -> tuple[int, int]:
+    code, payload, err = run_json(directory, *extra)
+    assert code == EXIT_OK, err
+    summary: dict[str, int] = payload["summary"]  # type: ignore[assignment]
+    return summary["matches"], summary["duplicates_skipped"]
+
+
+@pytest.mark.parametrize("extra", [(), ("--check-all-rows",)])
+def test_overlapping_behavior_analytics_exports_join_each_sign_in_once(tmp_path: Path, extra: tuple[str, ...]) -> None:
+    other = {**SIGN_IN, "TimeGenerated": "2026-11-19T07:00:00Z", "SourceRecordId": "0b9e4d7c-2f1a-4e3b-8c6d-5a4b3c2d1e0f"}
+    single = write_exports(tmp_path / "single", jsonl(activity_rows()), jsonl([SIGN_IN, other]))  # type: ignore[arg-type]
+    assert matches_and_duplicates(single, *extra) == (2, 0)
+    overlap = write_exports(tmp_path / "overlap", jsonl(activity_rows()), jsonl([SIGN_IN]))  # type: ignore[arg-type]
+    (overlap / "BehaviorAnalytics-day2.jsonl").write_text(jsonl([other, SIGN_IN]), encoding="utf-8")
+    (overlap / "BehaviorAnalytics-again.jsonl").write_text(jsonl([SIGN_IN, SIGN_IN]), encoding="utf-8")
+    assert matches_and_duplicates(overlap, *extra) == (2, 3)
+
+
+def test_a_sign_in_in_a_portal_csv_and_a_rest_export_is_read_once(tmp_path: Path) -> None:
+    directory = write_exports(tmp_path, jsonl(activity_rows()), jsonl([SIGN_IN]))  # type: ignore[arg-type]
+    (directory / "BehaviorAnalytics-portal.csv").write_text(ueba_csv([SIGN_IN]), encoding="utf-8")
+    (directory / "BehaviorAnalytics-rest.json").write_text(rest_table([SIGN_IN]), encoding="utf-8")
+    assert matches_and_duplicates(directory) == (1, 2)
+
+
+def test_an_activity_event_in_a_portal_csv_twice_is_read_once(tmp_path: Path) -> None:
+    # The identity column was dropped from CSV rows, so CSV duplicates were never skipped.
+    rows = [{**r, "EventDataId": f"e-{i}"} for i, r in enumerate(activity_rows())]
+    directory = write_exports(tmp_path, ueba_csv(rows + rows), jsonl([SIGN_IN]), activity_name="AzureActivity.csv")
+    assert matches_and_duplicates(directory) == (1, 2)
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ({}, {}),  # no identity column: never merged, as the rule would join both rows
+    ({"SourceRecordId": ""}, {"SourceRecordId": " "}),
+    ({"SourceRecordId": None}, {"SourceRecordId": None}),
+    ({"SourceRecordId": "r-1"}, {"SourceRecordId": "R-1"}),  # compared exactly: one source (the workspace) spells it
+    ({"SourceRecordId": "r-1"}, {"SourceRecordId": "r-1", "TimeGenerated": "2026-11-19T05:30:00.0000001Z"}),
+])
+def test_sign_ins_without_the_same_identity_and_time_are_never_merged(tmp_path: Path, first: dict[str, Any],
+                                                                      second: dict[str, Any]) -> None:
+    rows = [{**UEBA_ROW, **first}, {**UEBA_ROW, **second}]
+    directory = write_exports(tmp_path, jsonl(activity_rows()), jsonl(rows))  # type: ignore[arg-type]
+    assert matches_and_duplicates(directory) == (2, 0)

@@ -152,19 +152,10 @@ def mapper_for(first: Row, path: str) -> Mapper | None:
     return None
 
 
-class Identities:
-    """The AzureActivity events read so far, by identity: CorrelationId + EventDataId + time (GUIDs compared
-    without case), for the rows that carry an EventDataId; rows without one are never merged."""
-
-    def __init__(self) -> None:
-        self._seen: set[tuple[str, str, Ticks]] = set()
-
-    def met_before(self, row: Row, event: ActivityEvent) -> bool:
-        event_id = row.get("EventDataId")
-        if not isinstance(event_id, str) or not event_id.strip():
-            return False
-        key = (event.correlation_id.strip().lower(), event_id.strip().lower(), event.time)
-        if key in self._seen:
-            return True
-        self._seen.add(key)
-        return False
+def event_identity(row: Row, event: ActivityEvent) -> tuple[str, str, Ticks] | None:
+    """An AzureActivity event's identity: CorrelationId + EventDataId + time (GUIDs compared without case: the
+    REST API and the workspace spell them differently); None for a row without an EventDataId."""
+    event_id = row.get("EventDataId")
+    if not isinstance(event_id, str) or not event_id.strip():
+        return None
+    return event.correlation_id.strip().lower(), event_id.strip().lower(), event.time
