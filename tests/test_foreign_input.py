@@ -265,3 +265,46 @@ def test_sign_ins_without_the_same_identity_and_time_are_never_merged(tmp_path: 
     rows = [{**UEBA_ROW, **first}, {**UEBA_ROW, **second}]
     directory = write_exports(tmp_path, jsonl(activity_rows()), jsonl(rows))  # type: ignore[arg-type]
     assert matches_and_duplicates(directory) == (2, 0)
+
+
+# --- 4. a JSON object naming a key twice: the last value counts (pinned decision) -------------------
+
+def with_key_twice(row: dict[str, Any], key: str, first: Any, path: tuple[str, ...] = ()) -> str:
+    """``row`` as one JSON line in which ``key`` (inside ``path``) is given twice: ``first``, then its value."""
+    target = row
+    for step in path:
+        target = target[step]
+    text = json.dumps(row)
+    place = json.dumps(key) + ": " + json.dumps(target[key])
+    assert text.count(place) == 1
+    return text.replace(place, json.dumps(key) + ": " + json.dumps(first) + ", " + place) + "\n"
+
+
+def test_a_row_naming_a_column_twice_reads_the_last_value(tmp_path: Path) -> None:
+    # The first TimeGenerated lies outside the sign-in's window, the last inside: only the last one joins.
+    line = with_key_twice(SIGN_IN, "TimeGenerated", "2026-11-18T00:00:00Z")
+    directory = write_exports(tmp_path, jsonl(activity_rows()), line)  # type: ignore[arg-type]
+    assert matches_and_duplicates(directory, "--check-all-rows") == (1, 0)
+    flipped = with_key_twice({**SIGN_IN, "TimeGenerated": "2026-11-18T00:00:00Z"}, "TimeGenerated",
+                             SIGN_IN["TimeGenerated"])
+    (directory / "BehaviorAnalytics.jsonl").write_text(flipped, encoding="utf-8")
+    assert matches_and_duplicates(directory, "--check-all-rows") == (0, 0)
+
+
+@pytest.mark.parametrize(("first", "last", "matches"), [("False", "True", 1), ("True", "False", 0)])
+def test_an_insight_named_twice_reads_the_last_value(tmp_path: Path, first: str, last: str, matches: int) -> None:
+    row = {**SIGN_IN, "ActivityInsights": {"ActionUncommonlyPerformedByUser": last}}
+    line = with_key_twice(row, "ActionUncommonlyPerformedByUser", first, ("ActivityInsights",))
+    directory = write_exports(tmp_path, jsonl(activity_rows()), line)  # type: ignore[arg-type]
+    for extra in ((), ("--check-all-rows",)):
+        assert matches_and_duplicates(directory, *extra) == (matches, 0)
+
+
+def test_an_authorization_naming_its_scope_twice_reads_the_last_scope(tmp_path: Path) -> None:
+    scope = "/subscriptions/s1/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/"
+    authorization = f'{{"scope": "{scope}decoy", "scope": "{scope}vm-real"}}'
+    rows = [{**r, "Authorization": authorization} for r in activity_rows()]
+    directory = write_exports(tmp_path, jsonl(rows), jsonl([SIGN_IN]))  # type: ignore[arg-type]
+    code, out, err = call("rows", "--data", str(directory), "--at", "2026-11-20T06:00:00Z")
+    assert code == EXIT_OK, err
+    assert [row["VirtualMachineName"] for row in json.loads(out)] == ["vm-real"]
