@@ -226,11 +226,11 @@ def _iana_names() -> tuple[frozenset[str], dict[str, str]]:
     zones: set[str] = set()
     links: dict[str, str] = {}
     for line in (data / "tzdata.zi").read_text(encoding="utf-8").splitlines():
-        kind, *names = line.split()[:3]
-        if kind == "Z":
-            zones.add(names[0])
-        elif kind == "L":
-            links[names[1]] = names[0]
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == "Z":  # Z NAME rules...
+            zones.add(fields[1])
+        elif len(fields) >= 3 and fields[0] == "L":  # L TARGET ALIAS
+            links[fields[2]] = fields[1]
     for table in ("zone.tab", "zone1970.tab"):
         zones.update(line.split("\t")[2] for line in (data / table).read_text(encoding="utf-8").splitlines()
                      if line and not line.startswith("#"))

@@ -14,10 +14,13 @@ from detector.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_USAGE
 from detector.errors import ConfigError, StoreError
 from detector.settings import Settings
 from detector.sources.records import ueba_event
+from detector.store import StateStore, StoredAlert
 from detector.store.files import FileStore
+from detector.store.tables import STATE_KEY, TableStore, encode_key
 from detector.timestamps import parse_datetime, parse_portal_datetime, portal_date_evidence
 from tests.builders import AT
 from tests.test_hostile_input import UEBA_ROW, activity_rows, call, jsonl, run_json, write_exports
+from tests.test_store import stored_alert
 
 # Python's int(), float() and re's \d read these as digits; Kusto, Azure and .NET's invariant parsing do not.
 FOREIGN_DIGITS = {script: "".join(chr(zero + i) for i in range(10)) for script, zero in (
@@ -141,13 +144,20 @@ def test_an_investigation_priority_in_foreign_digits_is_unknown_not_a_crash(valu
     assert ueba_event({**row, "InvestigationPriority": " 7 "}).investigation_priority == 7
 
 
-def test_a_state_watermark_with_foreign_digits_is_not_read_as_a_time(tmp_path: Path) -> None:
-    store = FileStore(tmp_path)
+def test_a_state_watermark_with_foreign_digits_is_not_read_as_a_time(store: StateStore) -> None:
     store.set_watermark(AT)
-    runs = json.loads((tmp_path / "runs.json").read_text(encoding="utf-8"))
-    runs["watermark"] = translated(runs["watermark"], FOREIGN_DIGITS["arabic-indic"])
-    (tmp_path / "runs.json").write_text(json.dumps(runs), encoding="utf-8")
-    with pytest.raises(StoreError, match=r"runs\.json: not a detector state file"):
+    if isinstance(store, FileStore):
+        runs = json.loads((store.directory / "runs.json").read_text(encoding="utf-8"))
+        runs["watermark"] = translated(runs["watermark"], FOREIGN_DIGITS["arabic-indic"])
+        (store.directory / "runs.json").write_text(json.dumps(runs), encoding="utf-8")
+        where = r"runs\.json: not a detector state file"
+    else:
+        assert isinstance(store, TableStore)
+        entity = store.runs.get_entity("watermark", encode_key(STATE_KEY))
+        entity["end"] = translated(entity["end"], FOREIGN_DIGITS["arabic-indic"])
+        store.runs.update_entity(entity)
+        where = r"read watermark failed \(the stored watermark is not an ISO 8601 time"
+    with pytest.raises(StoreError, match=where):
         store.get_watermark()
 
 
@@ -308,3 +318,12 @@ def test_an_authorization_naming_its_scope_twice_reads_the_last_scope(tmp_path: 
     code, out, err = call("rows", "--data", str(directory), "--at", "2026-11-20T06:00:00Z")
     assert code == EXIT_OK, err
     assert [row["VirtualMachineName"] for row in json.loads(out)] == ["vm-real"]
+
+
+@pytest.mark.parametrize("field", ["first_seen", "updated"])
+def test_a_stored_alert_record_with_a_foreign_digit_time_is_unreadable(field: str) -> None:
+    record = stored_alert().to_record()
+    StoredAlert.from_record(record, etag=None)  # the record as written reads back
+    record[field] = translated(record[field], FOREIGN_DIGITS["fullwidth"])
+    with pytest.raises(StoreError, match="unreadable alert record: ValueError not a datetime"):
+        StoredAlert.from_record(record, etag=None)
