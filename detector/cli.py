@@ -37,7 +37,16 @@ if TYPE_CHECKING:
     from .sources.loganalytics import LogAnalyticsSource
 from .store import EntryStats, StateStore
 from .store.factory import open_store
-from .timestamps import DATE_ORDERS, MIN_TICKS, TICKS_PER_DAY, TICKS_PER_HOUR, Ticks, format_datetime, parse_datetime
+from .timestamps import (
+    DATE_ORDERS,
+    MIN_TICKS,
+    TICKS_PER_DAY,
+    TICKS_PER_HOUR,
+    Ticks,
+    format_datetime,
+    parse_datetime,
+    parse_whole_number,
+)
 from .triage import PLACEHOLDER_REASON
 
 EXIT_OK = 0
@@ -60,7 +69,7 @@ def _time_arg(text: str) -> Ticks:
 
 def _hours_arg(text: str) -> int:
     try:
-        hours = int(text)
+        hours = parse_whole_number(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number of hours: {text[:20]!r}") from None
     if not 1 <= hours <= MAX_PERIOD_HOURS:
@@ -70,7 +79,7 @@ def _hours_arg(text: str) -> int:
 
 def _positive_int_arg(text: str) -> int:
     try:
-        value = int(text)
+        value = parse_whole_number(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text[:20]!r}") from None
     if not 1 <= value <= 1_000_000:

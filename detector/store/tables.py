@@ -338,7 +338,11 @@ class TableStore:
                 entity = self.runs.get_entity("watermark", encode_key(STATE_KEY))
             except ResourceNotFoundError:
                 return None
-            return parse_datetime(entity["end"])
+            try:
+                return parse_datetime(entity["end"])
+            except (KeyError, AttributeError, ValueError):  # a row the detector did not write: never a traceback
+                raise StoreError(f"{self._label}: read watermark failed (the stored watermark is not an ISO 8601 "
+                                 f"time: {str(entity.get('end'))[:40]!r})") from None
         return self._call("read watermark", run)
 
     def set_watermark(self, end: Ticks) -> None:
