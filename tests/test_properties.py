@@ -18,14 +18,16 @@ from hypothesis import strategies as st
 
 from detector import kql
 from detector import rules as registry
+from detector.alerts import build_alerts
 from detector.allowlist import Allowlist
-from detector.correlate import Window, build_alerts, correlate, is_run_command, is_suspicious_login
+from detector.correlate import correlate, is_run_command, is_suspicious_login
 from detector.deliver.teams import MAX_MESSAGE_BYTES, allowlist_command, build_alert_card, build_digest_card
 from detector.errors import InputError
 from detector.model import Alert
 from detector.rule import RULE, Rule, selection_of
 from detector.sources.files import FileSource
 from detector.timestamps import format_datetime, parse_datetime
+from detector.window import Window
 from tests.builders import AT, T0, authorization, run_command, ueba
 
 ASCII = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60)

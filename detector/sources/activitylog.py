@@ -49,7 +49,6 @@ from typing import Any
 from ..errors import InputError
 from ..model import ActivityEvent
 from ..timestamps import TICKS_PER_SECOND
-from ..window import ActivitySelection
 
 Row = Mapping[str, Any]
 Mapper = Callable[[Row], dict[str, Any]]
@@ -59,7 +58,7 @@ CALLER_CLAIMS = ("http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn",
                  "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
                  "http://schemas.microsoft.com/identity/claims/objectidentifier")
 _OPERATION_ID = re.compile(r"[A-Za-z0-9.]+(/[^/\s]+)+")
-_MS_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+_MS_DATE = re.compile(r"/Date\((-?[0-9]+)([+-][0-9]{4})?\)/")  # ASCII digits: see timestamps.py
 OLDER_SCHEMA_FIX = (
     "this is the older AzureActivity schema, and OperationName holds a display name ({value!r}) that no "
     "documented mapping turns back into the operation's identifier. Re-export from the workspace with "
@@ -180,35 +179,17 @@ def mapper_for(first: Row, path: str) -> Mapper | None:
     return None
 
 
-class Identities:
-    """The AzureActivity events read so far, by identity: CorrelationId + EventDataId (GUIDs compared without
-    case), for the rows that carry an EventDataId; rows without one are never merged.
+def event_identity(row: Row, event: ActivityEvent) -> tuple[str, str, str, str, str, int] | None:
+    """An AzureActivity event's identity: CorrelationId + EventDataId (GUIDs compared without case: the REST API
+    and the workspace spell them differently), with what the copy says: operation and caller without case,
+    status, and time to the second; None for a row without an EventDataId.
 
-    Only rows some selected rule can use (``selection.wants``) are remembered and told: the others cannot
-    change a result, and remembering every row would make memory grow with the export (about 290 MB per
-    million rows, where a replay otherwise holds the usable rows only).
-
-    A copy is a duplicate only when it also says the same thing: operation and caller (without case), status,
-    and time to the second (exports differ below it). One that differs is read too, never skipped: a corrupt
-    or planted copy read first must not hide the real event (and with it, an alert).
-
-    The time is not part of it: EventDataId is the event's unique identifier (schema page), and the same
-    event's time differs between exports in precision (the portal's CSV to the millisecond, the workspace and
-    its data export to 100 ns), so a key with the time never met the portal copy of an exported event."""
-
-    def __init__(self, selection: ActivitySelection) -> None:
-        self._selection = selection
-        self._seen: dict[tuple[str, str], set[tuple[str, str, str, int]]] = {}
-
-    def met_before(self, row: Row, event: ActivityEvent) -> bool:
-        event_id = row.get("EventDataId")
-        if not isinstance(event_id, str) or not event_id.strip() or \
-                not self._selection.wants(event.operation_name, event.authorization):
-            return False
-        key = (event.correlation_id.strip().lower(), event_id.strip().lower())
-        says = (event.operation_name.lower(), event.status, event.caller.lower(), event.time // TICKS_PER_SECOND)
-        copies = self._seen.setdefault(key, set())
-        if says in copies:
-            return True
-        copies.add(says)
-        return False
+    The time counts to the second only: the portal's CSV keeps milliseconds, the workspace and its data export
+    100 ns, and the same event in both must be met once. What the copy says is part of the identity so that a
+    copy with the event's ids that says something else (corrupt, or planted in a file read first) is read too,
+    never taken for the real event and skipping it (and with it, an alert)."""
+    event_id = row.get("EventDataId")
+    if not isinstance(event_id, str) or not event_id.strip():
+        return None
+    return (event.correlation_id.strip().lower(), event_id.strip().lower(), event.operation_name.lower(),
+            event.status, event.caller.lower(), event.time // TICKS_PER_SECOND)

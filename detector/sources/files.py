@@ -27,17 +27,17 @@ import itertools
 import re
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import kql
 from ..errors import InputError
-from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS, UEBA_OPTIONAL_COLUMNS
+from ..model import ACTIVITY_COLUMNS, IDENTITY_COLUMNS, UEBA_COLUMNS, UEBA_OPTIONAL_COLUMNS, ActivityEvent
 from ..timestamps import DATE_ORDERS, PORTAL, format_datetime, parse_portal_datetime, portal_date_evidence
 from ..window import SEED_SELECTION, ActivitySelection, Window
 from . import MalformedRow, Progress, ReadReport, SourceData, activitylog
-from .records import RowError, activity_event, ueba_event
+from .records import Identities, RowError, activity_event, ueba_event, ueba_identity
 from .scan import LinePrefilter, ScanResult, ScanStream, open_bytes
 from .tree import find_tables, first_object, format_of, is_records, json_is_lines, open_text
 
@@ -68,16 +68,11 @@ def normalize_header(name: str, path: str, required: tuple[str, ...]) -> str:
     return name
 
 
-# Read when present besides the required columns: the UEBA context, and the event identity duplicates are
-# told by (activitylog.Identities): without it a portal CSV or a query response never met its own events in
-# another export.
-OPTIONAL_COLUMNS = (*UEBA_OPTIONAL_COLUMNS, "EventDataId")
-
-
 def _column_index(columns: list[str], required: tuple[str, ...]) -> list[tuple[str, int]]:
-    """Where each required column is, plus the optional columns that are present."""
+    """Where each required column is, plus the optional context and identity columns that are present."""
     return [(name, columns.index(name)) for name in required] + [
-        (name, columns.index(name)) for name in OPTIONAL_COLUMNS if name in columns and name not in required]
+        (name, columns.index(name)) for name in UEBA_OPTIONAL_COLUMNS + IDENTITY_COLUMNS
+        if name in columns and name not in required]
 
 
 def _check_columns(columns: list[str], required: tuple[str, ...], path: str) -> None:
@@ -413,8 +408,8 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
 
     ``scanned`` (JSON Lines only) gives the prefilter scan of the file: only its candidate lines are
     parsed, every line is counted. ``date_order`` (``"mdy"``/``"dmy"``, portal CSV only) overrides
-    the order found from the file's times. ``met_before`` (AzureActivity: ``activitylog.Identities``) tells
-    an event already read, in this file or another: it is skipped and counted (``duplicates_skipped``).
+    the order found from the file's times. ``met_before`` (``records.Identities``, one per table) tells an
+    event already read, in this file or another: it is skipped and counted (``duplicates_skipped``).
 
     A file in another encoding than UTF-8, or one that has rows but none of them readable, is an
     :class:`InputError`: the run must not look clean when the data was never read.
@@ -523,14 +518,20 @@ class FileSource:
                 return streams[0].parts(job_of[path])
             return get
 
-        identities = activitylog.Identities(self.selection)
+        def usable_identity(row: Mapping[str, Any], event: ActivityEvent) -> Hashable | None:
+            """Only rows a selected rule can use are remembered: the others cannot change a result, and
+            remembering every row's identity would make memory grow with the export (290 MB per million rows)."""
+            usable = self.selection.wants(event.operation_name, event.authorization)
+            return activitylog.event_identity(row, event) if usable else None
+
+        activity_seen, ueba_seen = Identities(usable_identity), Identities(ueba_identity)
         activity = itertools.chain.from_iterable(
             read_table(p, ACTIVITY_TABLE, ACTIVITY_COLUMNS, activity_event, report, scanned=scanned_for(p),
-                       date_order=self.date_order, met_before=identities.met_before,
+                       date_order=self.date_order, met_before=activity_seen.met_before,
                        progress=self.progress)
             for p in self.files[ACTIVITY_TABLE])
         ueba = itertools.chain.from_iterable(
             read_table(p, UEBA_TABLE, UEBA_COLUMNS, ueba_event, report, scanned=scanned_for(p),
-                       date_order=self.date_order, progress=self.progress)
+                       date_order=self.date_order, met_before=ueba_seen.met_before, progress=self.progress)
             for p in self.files[UEBA_TABLE])
         return SourceData(activity=activity, ueba=ueba, report=report)
