@@ -145,3 +145,44 @@ def test_the_cli_prints_a_report_or_json_and_exits_with_the_verdict(
     text = out.getvalue()
     assert "alerts owed per destination: teams-1 pending 1 failed 0" in text
     assert AZURITE_KEY not in text + err.getvalue()
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["allowlist", "list"],
+                                     ["allowlist", "check"], ["allowlist", "remove", "x"],
+                                     ["allowlist", "disable", "x"]])
+def test_a_command_that_only_reads_state_never_creates_it(tmp_path: Path, command: list[str]) -> None:
+    # `status --state /typo` used to create /typo (and read it as an empty state: "no successful run").
+    typo = tmp_path / "no" / "such-state"
+    out, err = io.StringIO(), io.StringIO()
+    assert main([*command[:2], "--state", str(typo), *command[2:]], out=out, err=err) == 3
+    assert err.getvalue().count("\n") == 1 and str(typo) in err.getvalue(), err.getvalue()
+    assert "does not exist" in err.getvalue() and out.getvalue() == ""
+    assert not (tmp_path / "no").exists()
+    # A folder that exists but holds no detector state (a typo that names another folder) is refused too.
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"x")
+    err = io.StringIO()
+    assert main([*command[:2], "--state", str(other), *command[2:]], out=io.StringIO(), err=err) == 3
+    assert str(other) in err.getvalue() and "no detector state" in err.getvalue(), err.getvalue()
+    assert sorted(p.name for p in other.iterdir()) == ["cat.jpg"]
+
+
+def test_status_on_a_storage_account_without_the_tables_creates_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.data.tables import TableServiceClient
+
+    with azurite_tables() as connection:
+        monkeypatch.setenv("DETECTOR_TABLE_CONNECTION_STRING", connection)
+        err = io.StringIO()
+        assert main(["status"], out=io.StringIO(), err=err) == 3
+        assert "tables do not exist" in err.getvalue() and AZURITE_KEY not in err.getvalue(), err.getvalue()
+        assert list(TableServiceClient.from_connection_string(connection).list_tables()) == []
+
+
+def test_commands_that_write_state_still_create_it(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["allowlist", "add", "--state", str(fresh), "--id", "e1", "--reason", "known-good",
+                 "--when", "caller", "equals", "ops@contoso.com"], out=out, err=err) == 0, err.getvalue()
+    assert main(["status", "--state", str(fresh), "--at", "2026-11-20T07:00:00Z"], out=io.StringIO(),
+                err=err) == 4  # exists now: read, and judged (no run yet)

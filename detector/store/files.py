@@ -23,12 +23,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import StoreError
+from ..errors import StateNotFoundError, StoreError
 from ..timestamps import Ticks, format_datetime, parse_datetime
 from . import ConflictError, EntryStats, PurgeStats, StoredAlert, purge_verdict
 
 MAX_RUNS_KEPT = 400
 LEGACY_ALERTS = "alerts.json"
+# What any detector state folder holds once a command has written to it (``.lock`` alone: a command
+# that took the lock and wrote nothing).
+STATE_MARKERS = ("runs.json", "allowlist.json", "health.json", "alerts", LEGACY_ALERTS, ".lock")
 
 
 def _alert_file(key: str) -> str:
@@ -41,11 +44,23 @@ def _shape_error(path: Path, expected: str) -> StoreError:
 
 
 class FileStore:
-    def __init__(self, directory: Path | str) -> None:
+    """``create=False`` (commands that only read: ``status``, ``allowlist list``...): a folder that does
+    not exist, or holds no detector state, is a :class:`StateNotFoundError` and nothing is created, so a
+    mistyped ``--state`` path is reported instead of read as an empty, freshly made state."""
+
+    def __init__(self, directory: Path | str, *, create: bool = True) -> None:
         self.directory = Path(directory)
         self.alerts_dir = self.directory / "alerts"
         self._thread_lock = threading.RLock()
         self._lock_handle: TextIO | None = None
+        if not create:
+            if not self.directory.is_dir():
+                raise StateNotFoundError(f"state folder {self.directory} does not exist (nothing was created)",
+                                         location=str(self.directory))
+            if not any((self.directory / name).exists() for name in STATE_MARKERS):
+                raise StateNotFoundError(f"{self.directory} holds no detector state (none of "
+                                         f"{', '.join(STATE_MARKERS)}; nothing was created)",
+                                         location=str(self.directory))
         for folder in (self.directory, self.alerts_dir):
             try:
                 folder.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
-from ..errors import StoreError
+from ..errors import StateNotFoundError, StoreError
 from ..model import SEED_RULE_ID
 from ..redact import safe_url
 from ..timestamps import Ticks, format_datetime, parse_datetime
@@ -110,18 +110,18 @@ class TableStore:
         self._call(f"create table {name}", lambda: self._service.create_table_if_not_exists(name))
 
     @classmethod
-    def from_connection_string(cls, connection_string: str) -> TableStore:
+    def from_connection_string(cls, connection_string: str, *, create_tables: bool = True) -> TableStore:
         try:
             service = TableServiceClient.from_connection_string(connection_string)
         except (ValueError, AzureError):
             raise StoreError("the table storage connection string is not valid") from None
         # Host only: a SAS connection string would otherwise leave its signature in the URL.
-        return cls(service, label=f"Table Storage at {safe_url(service.url)}")
+        return cls(service, label=f"Table Storage at {safe_url(service.url)}", create_tables=create_tables)
 
     @classmethod
-    def from_endpoint(cls, endpoint: str, credential: Any) -> TableStore:
+    def from_endpoint(cls, endpoint: str, credential: Any, *, create_tables: bool = True) -> TableStore:
         return cls(TableServiceClient(endpoint=endpoint, credential=credential),
-                   label=f"Table Storage at {safe_url(endpoint)}")
+                   label=f"Table Storage at {safe_url(endpoint)}", create_tables=create_tables)
 
     def describe(self) -> str:
         return self._label
@@ -131,6 +131,11 @@ class TableStore:
             return fn()
         except ConflictError:
             raise
+        except ResourceNotFoundError as exc:
+            if exc.error_code == "TableNotFound":  # opened without creating tables (a command that only reads)
+                raise StateNotFoundError(f"{self._label}: {what} failed: the detector's tables do not exist "
+                                         "(nothing was created)", location=self._label) from None
+            raise StoreError(f"{self._label}: {what} failed ({_describe_error(exc)})") from None
         except AzureError as exc:
             raise StoreError(f"{self._label}: {what} failed ({_describe_error(exc)})") from None
 
