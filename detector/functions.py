@@ -82,6 +82,14 @@ def daily_run(*, past_due: bool, env: dict[str, str] | None = None,
     for unrecorded in result.recorded.failed if result.recorded is not None else ():
         logger.error("detector: alert not recorded (retried by the next run): %s", unrecorded)
     logger.info("%s", health.log_message(health.SUMMARY_PREFIX, summary))
+    if result.status != "succeeded":
+        # Partial (some alert not recorded): a failed run for the health record, as for `status`.
+        partial = health.partial_run(result.recorded.failed if result.recorded is not None else [])
+        # Also Azure Monitor's "a run failed" line (split by stage and code), so every view agrees.
+        logger.error("%s", health.log_message(health.FAILURE_PREFIX,
+                                              {**health.failure_fields(partial), "status": result.status}))
+        _report_failure(settings, env, partial, at=at, clock=clock)
+        return summary
     _guarded("after a successful run", lambda: _health_after_success(
         store, destinations, settings, at=at, window=result.window.start, previous_success=previous_success,
         clock=clock))

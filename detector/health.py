@@ -113,6 +113,17 @@ def classify(exc: BaseException) -> Failure:
     return Failure("run", type(exc).__name__, message, _CHECK_FIRST["run"])
 
 
+def partial_run(record_failures: Sequence[str]) -> Failure:
+    """A run that returned but could not record some alerts (status ``partial``). Decision: it counts as a
+    failed run here, as in ``detector status`` and Azure Monitor's "no successful run" rule: the watermark
+    stays, those alerts are neither stored nor sent until a later run records them, and a person may
+    have to act (a store limit or a revoked role repeats every day)."""
+    first = record_failures[0] if record_failures else "unknown alert"
+    return Failure("store", "AlertNotRecorded",
+                   f"{len(record_failures)} alert(s) could not be recorded (the others were delivered): {first}"
+                   [:MAX_ERROR_CHARS], _CHECK_FIRST["store"])
+
+
 @dataclass(frozen=True, slots=True)
 class HealthEvent:
     """One health message: what the destinations are told."""

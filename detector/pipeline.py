@@ -176,6 +176,9 @@ class RunResult:
             out["updates_owed"] = self.recorded.updates_owed
             out["migrated_from_old_keys"] = self.recorded.migrated
             out["record_failures"] = self.recorded.failed[:20]
+            if self.recorded.failed:
+                out["error"] = f"{len(self.recorded.failed)} alert(s) could not be recorded: " \
+                               f"{self.recorded.failed[0]}"[:1000]
         if self.delivery is not None:
             out["delivered"] = self.delivery.delivered_total
             out["delivered_by_destination"] = dict(self.delivery.delivered)

@@ -186,3 +186,54 @@ def test_commands_that_write_state_still_create_it(tmp_path: Path) -> None:
                  "--when", "caller", "equals", "ops@contoso.com"], out=out, err=err) == 0, err.getvalue()
     assert main(["status", "--state", str(fresh), "--at", "2026-11-20T07:00:00Z"], out=io.StringIO(),
                 err=err) == 4  # exists now: read, and judged (no run yet)
+
+
+def test_a_partial_run_is_a_failed_run_for_status_health_and_azure_monitor_alike(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # A partial run (one alert's store write failed) closed the health streak as a success while `status`
+    # called it FAILING. Decision: it is a failed run everywhere (the watermark stays, an alert is unsaved).
+    from detector.functions import daily_run
+    from detector.sample.generate import build, write
+    from tests.webhook import webhook_server
+
+    refused: list[str] = []
+    create = FileStore.create_alert
+
+    def create_but_one(self: FileStore, stored: StoredAlert) -> StoredAlert:
+        if not refused or refused[0] == stored.key:
+            refused.append(stored.key)
+            raise health.StoreError(f"alert {stored.key}: status 413, code EntityTooLarge")
+        return create(self, stored)
+
+    write(build(at="2026-11-20T06:00:00Z"), tmp_path / "exports")
+    state = tmp_path / "state"
+    with webhook_server() as server:
+        env = {"DETECTOR_SOURCE_DIR": str(tmp_path / "exports"), "DETECTOR_STATE_DIR": str(state),
+               "DETECTOR_LOGICAPP_WEBHOOK_URLS": server.url("/logic")}
+        with monkeypatch.context() as patch:
+            patch.setattr(FileStore, "create_alert", create_but_one)
+            summary = daily_run(past_due=False, env=env, clock=lambda: RUN_AT)
+        assert len(refused) == 1  # the fake refused one alert's write
+        assert summary["status"] == "partial" and refused[0] in summary["error"]
+        failure_lines = [r.getMessage() for r in caplog.records
+                         if r.getMessage().startswith(health.FAILURE_PREFIX + " ")]
+        assert len(failure_lines) == 1 and '"code": "AlertNotRecorded"' in failure_lines[0]
+        record = health.HealthRecord.from_dict(FileStore(state).get_health()[0] or {})
+        assert (record.status, record.failure and record.failure.code) == ("failing", "AlertNotRecorded")
+        notices = [b for b in server.accepted("/logic") if b.get("kind") == "DetectorHealth"]
+        assert [n["event"] for n in notices] == ["failing"]
+        # The same run, as `status` sees it: FAILING for the same reason, exit 4.
+        out = io.StringIO()
+        assert main(["status", "--state", str(state), "--at", "2026-11-20T07:00:00Z"], out=out,
+                    err=io.StringIO()) == 4
+        verdict = out.getvalue().rstrip().splitlines()[-1]
+        assert verdict.startswith("FAILING") and "the last run partial: 1 alert(s) could not be recorded" in verdict
+        assert "failing since 2026-11-20T06:00:00Z" in verdict
+        # The next run records it: a success everywhere, and one "recovered".
+        summary = daily_run(past_due=False, env=env, clock=lambda: RUN_AT + TICKS_PER_HOUR)
+        assert summary["status"] == "succeeded" and FileStore(state).get_alert(refused[0]) is not None
+        notices = [b for b in server.accepted("/logic") if b.get("kind") == "DetectorHealth"]
+        assert [n["event"] for n in notices] == ["failing", "recovered"]
+        out = io.StringIO()
+        assert main(["status", "--state", str(state), "--at", "2026-11-20T08:00:00Z"], out=out,
+                    err=io.StringIO()) == 0, out.getvalue()
