@@ -45,6 +45,7 @@ from .store import (
     FAILED,
     MAX_ALERT_CHARS,
     MAX_EVIDENCE,
+    MAX_FIELD_CHARS,
     OPEN,
     PENDING,
     SUPPRESSED,
@@ -77,11 +78,50 @@ def _chars(data: object) -> int:
     return len(json.dumps(data, ensure_ascii=True, separators=(",", ":")))
 
 
+def cap_text(value: str) -> str:
+    """``value`` when it takes at most ``MAX_FIELD_CHARS`` JSON-escaped, else its head and how to find the whole.
+
+    The whole value stays in the logs the alert came from: the marker gives its length and the SHA-256 of
+    its UTF-8 (hex, as Kusto's ``hash_sha256()`` prints it), so ``AzureActivity | where
+    hash_sha256(CorrelationId) == "<hex>"`` finds the row.
+    """
+    if len(value) <= MAX_FIELD_CHARS // 12 or _chars(value) - 2 <= MAX_FIELD_CHARS:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    marker = f" ... [cut for storage: {len(value)} characters in all, SHA-256 {digest}]"
+    budget = MAX_FIELD_CHARS - len(marker)
+    head: list[str] = []
+    for ch in value:
+        budget -= _chars(ch) - 2
+        if budget < 0:
+            break
+        head.append(ch)
+    return "".join(head) + marker
+
+
+def _capped(data: object) -> object:
+    """Every text of a JSON value (keys too) through :func:`cap_text`."""
+    if isinstance(data, str):
+        return cap_text(data)
+    if isinstance(data, list):
+        return [_capped(item) for item in data]
+    if isinstance(data, dict):
+        return {cap_text(str(k)): _capped(v) for k, v in data.items()}
+    return data
+
+
 def fit_for_state(alert: Alert) -> Alert:
-    """The alert with the rows that fit ``MAX_ALERT_CHARS`` (earliest kept), the others counted as omitted."""
+    """The alert as it fits ``MAX_ALERT_CHARS``: an alert over it gets each oversize text capped
+    (:func:`cap_text`; the key, computed from the full values, stays), then keeps the rows that fit
+    (earliest first), the others counted as omitted; as a last resort its context lists go (their totals stay).
+    """
     if _chars(alert.to_dict()) <= MAX_ALERT_CHARS:
         return alert
+    alert = Alert.from_dict({name: _capped(value) for name, value in alert.to_dict().items()})
     budget = MAX_ALERT_CHARS - _chars(replace(alert, rows=()).to_dict()) - 16
+    if budget < 0 and alert.context is not None:
+        alert = replace(alert, context=replace(alert.context, other_sign_ins=(), other_run_commands=()))
+        budget = MAX_ALERT_CHARS - _chars(replace(alert, rows=()).to_dict()) - 16
     kept: list[RuleRow] = []
     for row in alert.rows:
         cost = _chars(row.to_state()) + 1
@@ -104,8 +144,14 @@ def _newer_context(old: TriageContext | None, new: TriageContext | None) -> Tria
 
 
 def _regroup(rows: Iterable[RuleRow], like: Alert) -> Alert:
-    """Rows of one group as one alert (rows read from older records lack the Authorization text)."""
-    [alert] = build_alerts(r if r.authorization == like.authorization else r._replace(authorization=like.authorization)
+    """Rows of one group as one alert, the group's own fields taken from ``like`` (this run's alert, read
+    whole): rows read from older records lack the Authorization text, and a stored row may hold a capped
+    CorrelationId or Caller (:func:`cap_text`). Every row of a group shares them and what the Authorization
+    and the Caller determine."""
+    [alert] = build_alerts(r._replace(correlation_id=like.correlation_id, authorization=like.authorization,
+                                      caller=like.caller, scope=like.scope, subscription=like.subscription,
+                                      resource_group=like.resource_group, vm_name=like.vm_name,
+                                      account_name=like.account_name, account_upn_suffix=like.account_upn_suffix)
                            for r in rows)
     return alert
 

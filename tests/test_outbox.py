@@ -713,3 +713,55 @@ def test_the_update_message_is_marked_as_new_evidence() -> None:
         assert len(payload["signIns"]) == 2  # all the matches, not only the new one
     with pytest.raises(jsonschema.ValidationError, match="'resend' is not one of"):
         jsonschema.validate({**build_payload(alert), "eventType": "resend"}, load_schema())
+
+
+@pytest.mark.parametrize("hostile", ["correlation_id", "caller"])
+def test_an_alert_whose_own_fields_exceed_the_entity_limit_is_stored_and_sent_once_on_azurite(
+        table_store: StateStore, azurite: str, hostile: str) -> None:
+    """A ~700,000-character CorrelationId (non-BMP characters, 2 UTF-16 units each, in the middle) or Caller
+    made the record too large for Table Storage whatever the match list held: it was never stored nor sent."""
+    import hashlib
+
+    import jsonschema
+    from azure.data.tables import TableServiceClient
+
+    from detector.deliver.logicapp import build_payload, load_schema
+    from detector.store import MAX_FIELD_CHARS
+
+    # (Only one case holds non-ASCII: every lower-casing of a non-ASCII text walks it character by character.)
+    huge = "x" * 350_000 + "\U0001f600" * 1_000 + "y" * 349_000
+    cid, caller = (huge, "alice@contoso.com") if hostile == "correlation_id" else \
+        ("c-huge", "u" * 700_000 + "@contoso.com")
+    start = DAY0 + 10 * H
+    activity = run_command(start, correlation_id=cid, caller=caller)
+    logins = [ueba(start - H, upn=caller), ueba(start - 3 * H, upn=caller, location="Dublin, IE")]
+    teams = Recorder()
+    results = []
+    for at in (start + 2 * H, start + 2 * H + TICKS_PER_DAY, start + 4 * H + TICKS_PER_DAY):
+        # 1: new (one match); 2: the same evidence again; 3: a later window holds the Dublin sign-in too.
+        seen = logins if at == start + 4 * H + TICKS_PER_DAY else logins[:1]
+        results.append(run_once(source=MemorySource(activity, seen), store=table_store, destinations=[teams],
+                                at=at, clock=lambda at=at: at).summary())  # type: ignore[misc]
+    assert [(r["status"], r["record_failures"]) for r in results] == [("succeeded", [])] * 3
+    assert [r["new_alerts"] for r in results] == [1, 0, 0], results
+    stored = table_store.get_alert(key(cid, caller))
+    assert stored is not None
+    assert stored.alert.match_count == 2
+    assert len(stored.alert.rows) == 2
+    sent = stored.alert.correlation_id
+    assert teams.received == [sent]  # sent once (what was stored: the capped value when it is the hostile one)
+    assert teams.updates == [(sent, 2)]  # the later match: one update, not a second alert
+    kept = stored.alert.correlation_id if hostile == "correlation_id" else stored.alert.caller
+    full = cid if hostile == "correlation_id" else caller
+    digest = hashlib.sha256(full.encode("utf-8")).hexdigest()
+    assert len(kept) <= MAX_FIELD_CHARS
+    assert kept.startswith(full[:1000])
+    assert f"{len(full)} characters" in kept
+    assert digest in kept
+    entity = TableServiceClient.from_connection_string(azurite).get_table_client("detectoralerts").get_entity(
+        RULE.id, stored.key)
+    size = sum(len(k) * 2 + (len(v.encode("utf-16-le")) if isinstance(v, str) else 8) for k, v in entity.items())
+    assert size < 1024 * 1024
+    assert len(entity) < 255
+    assert all(len(v.encode("utf-16-le")) <= 64 * 1024 for v in entity.values() if isinstance(v, str))
+    jsonschema.validate(build_payload(stored.alert), load_schema())

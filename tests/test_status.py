@@ -155,8 +155,10 @@ def test_a_command_that_only_reads_state_never_creates_it(tmp_path: Path, comman
     typo = tmp_path / "no" / "such-state"
     out, err = io.StringIO(), io.StringIO()
     assert main([*command[:2], "--state", str(typo), *command[2:]], out=out, err=err) == 3
-    assert err.getvalue().count("\n") == 1 and str(typo) in err.getvalue(), err.getvalue()
-    assert "does not exist" in err.getvalue() and out.getvalue() == ""
+    assert err.getvalue().count("\n") == 1, err.getvalue()
+    assert str(typo) in err.getvalue(), err.getvalue()
+    assert "does not exist" in err.getvalue()
+    assert out.getvalue() == ""
     assert not (tmp_path / "no").exists()
     # A folder that exists but holds no detector state (a typo that names another folder) is refused too.
     other = tmp_path / "photos"
@@ -164,7 +166,8 @@ def test_a_command_that_only_reads_state_never_creates_it(tmp_path: Path, comman
     (other / "cat.jpg").write_bytes(b"x")
     err = io.StringIO()
     assert main([*command[:2], "--state", str(other), *command[2:]], out=io.StringIO(), err=err) == 3
-    assert str(other) in err.getvalue() and "no detector state" in err.getvalue(), err.getvalue()
+    assert str(other) in err.getvalue(), err.getvalue()
+    assert "no detector state" in err.getvalue(), err.getvalue()
     assert sorted(p.name for p in other.iterdir()) == ["cat.jpg"]
 
 
@@ -175,7 +178,8 @@ def test_status_on_a_storage_account_without_the_tables_creates_none(monkeypatch
         monkeypatch.setenv("DETECTOR_TABLE_CONNECTION_STRING", connection)
         err = io.StringIO()
         assert main(["status"], out=io.StringIO(), err=err) == 3
-        assert "tables do not exist" in err.getvalue() and AZURITE_KEY not in err.getvalue(), err.getvalue()
+        assert "tables do not exist" in err.getvalue(), err.getvalue()
+        assert AZURITE_KEY not in err.getvalue()
         assert list(TableServiceClient.from_connection_string(connection).list_tables()) == []
 
 
@@ -214,10 +218,12 @@ def test_a_partial_run_is_a_failed_run_for_status_health_and_azure_monitor_alike
             patch.setattr(FileStore, "create_alert", create_but_one)
             summary = daily_run(past_due=False, env=env, clock=lambda: RUN_AT)
         assert len(refused) == 1  # the fake refused one alert's write
-        assert summary["status"] == "partial" and refused[0] in summary["error"]
+        assert summary["status"] == "partial"
+        assert refused[0] in summary["error"]
         failure_lines = [r.getMessage() for r in caplog.records
                          if r.getMessage().startswith(health.FAILURE_PREFIX + " ")]
-        assert len(failure_lines) == 1 and '"code": "AlertNotRecorded"' in failure_lines[0]
+        assert len(failure_lines) == 1
+        assert '"code": "AlertNotRecorded"' in failure_lines[0]
         record = health.HealthRecord.from_dict(FileStore(state).get_health()[0] or {})
         assert (record.status, record.failure and record.failure.code) == ("failing", "AlertNotRecorded")
         notices = [b for b in server.accepted("/logic") if b.get("kind") == "DetectorHealth"]
@@ -227,11 +233,13 @@ def test_a_partial_run_is_a_failed_run_for_status_health_and_azure_monitor_alike
         assert main(["status", "--state", str(state), "--at", "2026-11-20T07:00:00Z"], out=out,
                     err=io.StringIO()) == 4
         verdict = out.getvalue().rstrip().splitlines()[-1]
-        assert verdict.startswith("FAILING") and "the last run partial: 1 alert(s) could not be recorded" in verdict
+        assert verdict.startswith("FAILING")
+        assert "the last run partial: 1 alert(s) could not be recorded" in verdict
         assert "failing since 2026-11-20T06:00:00Z" in verdict
         # The next run records it: a success everywhere, and one "recovered".
         summary = daily_run(past_due=False, env=env, clock=lambda: RUN_AT + TICKS_PER_HOUR)
-        assert summary["status"] == "succeeded" and FileStore(state).get_alert(refused[0]) is not None
+        assert summary["status"] == "succeeded"
+        assert FileStore(state).get_alert(refused[0]) is not None
         notices = [b for b in server.accepted("/logic") if b.get("kind") == "DetectorHealth"]
         assert [n["event"] for n in notices] == ["failing", "recovered"]
         out = io.StringIO()

@@ -5,8 +5,9 @@ alert record carries an ETag; ``replace_alert`` succeeds only when the record ha
 it was read, so two runs racing on one alert cannot both claim it (optimistic concurrency).
 
 Records are bounded whatever the logs hold (Table Storage: 1 MiB per entity, 64 KiB per property,
-255 properties): an alert keeps at most ``MAX_ALERT_CHARS`` of JSON (its rows are cut, earliest
-kept, and the rest counted in ``Alert.omitted_rows``) and at most ``MAX_EVIDENCE`` row fingerprints.
+255 properties): an alert keeps at most ``MAX_ALERT_CHARS`` of JSON (an alert over it first has each
+text value longer than ``MAX_FIELD_CHARS`` cut to that, then its rows are cut, earliest kept, and the
+rest counted in ``Alert.omitted_rows``) and at most ``MAX_EVIDENCE`` row fingerprints.
 Both backends apply the same bounds, so they behave alike.
 """
 
@@ -37,6 +38,9 @@ SUPPRESSED: Final = "suppressed"
 # under 1 MiB as UTF-16 with room for the other properties.
 MAX_ALERT_CHARS = 250_000
 MAX_EVIDENCE = 10_000
+# One text value of an alert too large for ``MAX_ALERT_CHARS`` (a 700,000-character CorrelationId or Caller from
+# hostile input) is kept as at most this many characters (JSON-escaped): its head, its full length and its SHA-256.
+MAX_FIELD_CHARS = 4_000
 
 
 class ConflictError(StoreError):

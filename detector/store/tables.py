@@ -132,7 +132,7 @@ class TableStore:
         except ConflictError:
             raise
         except ResourceNotFoundError as exc:
-            if exc.error_code == "TableNotFound":  # opened without creating tables (a command that only reads)
+            if getattr(exc, "error_code", None) == "TableNotFound":  # opened without creating tables (a command that only reads)
                 raise StateNotFoundError(f"{self._label}: {what} failed: the detector's tables do not exist "
                                          "(nothing was created)", location=self._label) from None
             raise StoreError(f"{self._label}: {what} failed ({_describe_error(exc)})") from None
