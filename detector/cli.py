@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from . import kql
 from . import rules as registry
 from .allowlist import FIELDS, OPERATORS, Allowlist, AllowlistEntry, InvalidEntry
-from .deliver.factory import build_destinations
+from .deliver.factory import build_destinations, positional_ids
 from .errors import DetectorError, InputError, StateNotFoundError, UsageError
 from .pipeline import RunPolicy, RunResult, detect, plan_window, run_once, wall_clock
 from .rule import RULE, Rule, selection_of
@@ -284,7 +284,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                              f"period were purged ({policy.retention_days} days before the last run, "
                              f"{format_datetime(watermark)}), so its alerts would be sent again. Replay it without "
                              "state or with a fresh --state folder")
-        result = run_once(source=source, store=store, destinations=build_destinations(settings), at=at, policy=policy)
+        result = run_once(source=source, store=store, destinations=build_destinations(settings), at=at, policy=policy,
+                          positional_ids=positional_ids(settings))
     else:
         result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at),
                         rules=rules)
@@ -491,7 +492,8 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     settings = Settings.from_env(os.environ)
     store = _store(args, settings, create=False)
     report = build_status(store, now=args.at if args.at is not None else wall_clock(),
-                          frequency_hours=settings.frequency_hours, grace_hours=settings.health_grace_hours)
+                          frequency_hours=settings.frequency_hours, grace_hours=settings.health_grace_hours,
+                          retention_days=settings.state_retention_days)
     out.write(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json else render(report))
     return report.exit_code
 

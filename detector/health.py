@@ -310,11 +310,15 @@ def mark_failed(record: HealthRecord, message_id: str, dest_id: str, detail: str
     return _settle(record, message_id, dest_id, ok=False, detail=detail)
 
 
-def drop_destinations(record: HealthRecord, configured: Sequence[str]) -> HealthRecord:
-    """Forget destinations that are no longer configured (their URL was removed)."""
+def drop_destinations(record: HealthRecord, configured: Sequence[str],
+                      aliases: Mapping[str, str] | None = None) -> HealthRecord:
+    """Forget destinations that are no longer configured (their URL was removed). ``aliases`` first renames
+    the ids earlier versions wrote (``teams-1``) to stable ones, so an upgrade does not drop a message.
+    (A health notice is about the detector, not a security event: unlike an alert, it does not wait for a
+    removed destination.)"""
     kept = []
     for message in record.messages:
-        owed = tuple(d for d in message.owed if d in configured)
+        owed = tuple(dict.fromkeys(d for d in ((aliases or {}).get(d, d) for d in message.owed) if d in configured))
         if owed:
             kept.append(replace(message, owed=owed))
     return replace(record, messages=tuple(kept))

@@ -6,7 +6,8 @@ One verdict, with an exit code a script can use:
   frequency plus the grace period (the watermark is late), the last run failed, or a failure streak
   is open in the health record;
 * **degraded** (exit 1): the runs are fine but something needs a person: alerts pending or failed for
-  a destination, health messages not yet delivered, allowlist entries that are invalid, expire within
+  a destination, or owed to a destination no longer configured (sent if it comes back, else purged a
+  state lifetime after it went), health messages not yet delivered, allowlist entries that are invalid, expire within
   7 days, or have not suppressed anything for 90 days (entries younger than 90 days are not stale);
 * **healthy** (exit 0): none of the above.
 
@@ -22,7 +23,7 @@ from .allowlist import Allowlist
 from .health import FAILING as HEALTH_FAILING
 from .health import HealthRecord, overdue_after
 from .store import DELIVERED, FAILED, StateStore
-from .timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, Ticks, format_datetime
+from .timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, Ticks, format_datetime, parse_datetime
 
 HEALTHY = "healthy"
 DEGRADED = "degraded"
@@ -77,7 +78,7 @@ class StatusReport:
     runs: list[RunLine]
     watermark: Ticks | None
     overdue_after_hours: int
-    destinations: dict[str, dict[str, int]]
+    destinations: dict[str, dict[str, Any]]
     expiring: list[dict[str, str]]
     unused: list[dict[str, str | None]]
     allowlist_invalid: list[str]
@@ -119,18 +120,29 @@ class StatusReport:
         }
 
 
-def _destinations(store: StateStore, unreadable: list[str]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
+def _destinations(store: StateStore, unreadable: list[str]) -> dict[str, dict[str, Any]]:
+    """Alerts not yet sent, per destination: ``pending``, ``failed``, and ``not_configured`` (owed to a
+    destination the last delivery pass found missing from the settings, with the earliest such time)."""
+    out: dict[str, dict[str, Any]] = {}
     for stored in store.list_pending(unreadable=unreadable):
         for dest_id, state in stored.destinations.items():
             if state.state == DELIVERED:
                 continue
-            counts = out.setdefault(dest_id, {"pending": 0, "failed": 0})
-            counts["failed" if state.state == FAILED else "pending"] += 1
+            counts = out.setdefault(dest_id, {"pending": 0, "failed": 0, "not_configured": 0,
+                                              "not_configured_since": None})
+            if state.unconfigured_since is not None:
+                counts["not_configured"] += 1
+                since = counts["not_configured_since"]
+                counts["not_configured_since"] = min(state.unconfigured_since, since or state.unconfigured_since)
+            else:
+                counts["failed" if state.state == FAILED else "pending"] += 1
+    for counts in out.values():
+        counts["not_configured_since"] = _iso(counts["not_configured_since"])
     return dict(sorted(out.items()))
 
 
-def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_hours: int) -> StatusReport:
+def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_hours: int,
+                 retention_days: int) -> StatusReport:
     raw_health, _ = store.get_health()
     unreadable = ""
     try:
@@ -168,7 +180,13 @@ def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_h
     if record.status == HEALTH_FAILING and record.since is not None:
         failing.append(f"failing since {format_datetime(record.since)} ({record.failed_runs} failed run(s))")
     for dest_id, counts in report.destinations.items():
-        degraded.append(f"{dest_id}: {counts['pending']} alert(s) pending, {counts['failed']} failed")
+        if counts["pending"] or counts["failed"]:
+            degraded.append(f"{dest_id}: {counts['pending']} alert(s) pending, {counts['failed']} failed")
+        if counts["not_configured"]:
+            since = parse_datetime(counts["not_configured_since"])
+            degraded.append(f"{dest_id}: {counts['not_configured']} alert(s) owed, but it is no longer configured "
+                            f"(since {format_datetime(since)}); sent if it is configured again, else purged (and "
+                            f"reported) after {format_datetime(since + retention_days * TICKS_PER_DAY)}")
     if unreadable:
         degraded.append(unreadable)
     if unreadable_alerts:
@@ -203,7 +221,9 @@ def render(report: StatusReport) -> str:
     late = "LATE" if report.late else "on time"
     lines += ["", f"watermark: {_iso(report.watermark) or 'none'} ({late}; late after {report.overdue_after_hours} h)"]
     lines.append("alerts owed per destination: " + (", ".join(
-        f"{d} pending {c['pending']} failed {c['failed']}" for d, c in report.destinations.items()) or "none"))
+        f"{d} pending {c['pending']} failed {c['failed']}"
+        + (f" not configured {c['not_configured']} (since {c['not_configured_since']})" if c["not_configured"] else "")
+        for d, c in report.destinations.items()) or "none"))
     lines.append(f"health: {report.health.status}"
                  + (f" since {format_datetime(report.health.since)}" if report.health.since is not None else "")
                  + (f"; {len(report.health.messages)} health message(s) owed" if report.health.messages else ""))

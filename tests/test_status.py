@@ -54,7 +54,7 @@ def entry(entry_id: str, *, created: int, expires: int | None = None) -> dict[st
 
 
 def status(store: StateStore, now: int = NOW) -> Any:
-    return build_status(store, now=now, frequency_hours=24, grace_hours=2)
+    return build_status(store, now=now, frequency_hours=24, grace_hours=2, retention_days=30)
 
 
 def test_no_run_at_all_is_failing(backend: tuple[StateStore, list[str], dict[str, str]]) -> None:
@@ -94,7 +94,9 @@ def test_owed_alerts_and_allowlist_to_review_make_it_degraded(backend: tuple[Sta
                                                                         "value": "x"}]})
     report = status(store)
     assert (report.verdict, report.exit_code) == ("degraded", 1)
-    assert report.destinations == {"logicapp-1": {"pending": 1, "failed": 0}, "teams-1": {"pending": 0, "failed": 1}}
+    none = {"not_configured": 0, "not_configured_since": None}
+    assert report.destinations == {"logicapp-1": {"pending": 1, "failed": 0, **none},
+                                   "teams-1": {"pending": 0, "failed": 1, **none}}
     assert [e["id"] for e in report.expiring] == ["soon"]
     assert sorted(e["id"] for e in report.unused) == ["stale", "used-long-ago"]
     assert [p.split(":")[0] for p in report.allowlist_invalid] == ["broken"]
