@@ -655,7 +655,7 @@ def test_summary_explains_record_outcomes_on_a_plain_run(store: StateStore) -> N
     summary = daily(store, MemorySource(activity, logins), [Recorder()], 3)
     for name in ("unsuppressed", "updates_owed", "record_failures", "purged", "migrated_from_old_keys"):
         assert name in summary
-    assert summary["purged"] == {"alerts": 0, "runs": 0, "undelivered_kept": 0}
+    assert summary["purged"] == {"alerts": 0, "runs": 0, "undelivered_kept": 0, "abandoned": []}
     assert summary["newly_suppressed"] == 2
     stored = store.get_alert(key("tp-1", "user1@contoso.com"))
     assert stored is not None
