@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from . import kql
 from . import rules as registry
 from .allowlist import FIELDS, OPERATORS, Allowlist, AllowlistEntry, InvalidEntry
-from .deliver.factory import build_destinations, positional_ids
+from .deliver.factory import build_destinations, configured_ids, positional_ids
 from .errors import DetectorError, InputError, StateNotFoundError, UsageError
 from .pipeline import RunPolicy, RunResult, detect, plan_window, run_once, wall_clock
 from .rule import RULE, Rule, selection_of
@@ -493,7 +493,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     store = _store(args, settings, create=False)
     report = build_status(store, now=args.at if args.at is not None else wall_clock(),
                           frequency_hours=settings.frequency_hours, grace_hours=settings.health_grace_hours,
-                          retention_days=settings.state_retention_days)
+                          retention_days=settings.state_retention_days, configured=configured_ids(settings))
     out.write(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json else render(report))
     return report.exit_code
 

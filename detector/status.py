@@ -3,8 +3,8 @@
 One verdict, with an exit code a script can use:
 
 * **failing** (exit 4): no successful run recorded, the last successful run is older than the
-  frequency plus the grace period (the watermark is late), the last run failed, or a failure streak
-  is open in the health record;
+  frequency plus the grace period (the watermark is late), the last run failed or was partial (an
+  alert it could not record), or a failure streak is open in the health record;
 * **degraded** (exit 1): the runs are fine but something needs a person: alerts pending or failed for
   a destination, or owed to a destination no longer configured (sent if it comes back, else purged a
   state lifetime after it went), health messages not yet delivered, allowlist entries that are invalid, expire within
@@ -16,6 +16,7 @@ Reading only: nothing here writes to the state or sends anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,8 @@ class StatusReport:
     unused: list[dict[str, str | None]]
     allowlist_invalid: list[str]
     health: HealthRecord
+    # The destinations this command's settings configure: id -> scheme and host (empty without them).
+    configured: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -111,6 +114,7 @@ class StatusReport:
             "watermark": {"end": _iso(self.watermark), "late": self.late,
                           "overdue_after_hours": self.overdue_after_hours},
             "destinations": self.destinations,
+            "configured_destinations": self.configured,
             "allowlist": {"expiring_within_7_days": self.expiring, "no_hit_in_90_days": self.unused,
                           "invalid": self.allowlist_invalid},
             "health": {"status": self.health.status, "since": _iso(self.health.since),
@@ -142,7 +146,7 @@ def _destinations(store: StateStore, unreadable: list[str]) -> dict[str, dict[st
 
 
 def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_hours: int,
-                 retention_days: int) -> StatusReport:
+                 retention_days: int, configured: Mapping[str, str] | None = None) -> StatusReport:
     raw_health, _ = store.get_health()
     unreadable = ""
     try:
@@ -167,7 +171,7 @@ def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_h
         overdue_after_hours=overdue_after(frequency_hours=frequency_hours, grace_hours=grace_hours) // TICKS_PER_HOUR,
         destinations=_destinations(store, unreadable_alerts), expiring=expiring, unused=unused,
         allowlist_invalid=[str(p) for p in loaded.problems if "invalid" in p.problem or "duplicate" in p.problem],
-        health=record)
+        health=record, configured=dict(configured or {}))
     failing: list[str] = []
     degraded: list[str] = []
     if report.watermark is None:
@@ -224,6 +228,9 @@ def render(report: StatusReport) -> str:
         f"{d} pending {c['pending']} failed {c['failed']}"
         + (f" not configured {c['not_configured']} (since {c['not_configured_since']})" if c["not_configured"] else "")
         for d, c in report.destinations.items()) or "none"))
+    if report.configured:
+        lines.append("destinations configured here: " + ", ".join(f"{d} ({where})"
+                                                                 for d, where in report.configured.items()))
     lines.append(f"health: {report.health.status}"
                  + (f" since {format_datetime(report.health.since)}" if report.health.since is not None else "")
                  + (f"; {len(report.health.messages)} health message(s) owed" if report.health.messages else ""))

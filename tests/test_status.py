@@ -247,3 +247,23 @@ def test_a_partial_run_is_a_failed_run_for_status_health_and_azure_monitor_alike
         out = io.StringIO()
         assert main(["status", "--state", str(state), "--at", "2026-11-20T08:00:00Z"], out=out,
                     err=io.StringIO()) == 0, out.getvalue()
+
+
+def test_status_names_the_configured_destinations_by_id_and_host_only(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ids in the state are hashes: status tells which webhook each configured one is, never its secret parts.
+    from detector.settings import destination_id
+    url = ("https://prod-12.westeurope.logic.azure.com:443/workflows/6e3f1c2a9b8d4e7f/triggers/manual/paths/invoke"
+           "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=s3cr3tSIGvalue")
+    store = FileStore(tmp_path / "state")
+    succeeded(store, RUN_AT)
+    monkeypatch.setenv("DETECTOR_LOGICAPP_WEBHOOK_URLS", url)
+    out = io.StringIO()
+    assert main(["status", "--state", str(tmp_path / "state"), "--at", "2026-11-20T07:00:00Z"], out=out,
+                err=io.StringIO()) == 0
+    text = out.getvalue()
+    line = f"destinations configured here: {destination_id('logicapp', url)} " \
+           "(https://prod-12.westeurope.logic.azure.com:443/…)"
+    assert line in text, text
+    for secret in ("s3cr3tSIGvalue", "6e3f1c2a9b8d4e7f", "sig="):
+        assert secret not in text

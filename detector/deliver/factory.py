@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ..redact import safe_url
 from ..settings import Settings, destination_id
 from . import Destination
 from .http import make_session
@@ -34,3 +35,10 @@ def positional_ids(settings: Settings) -> dict[str, str]:
     return {**{f"teams-{i}": destination_id("teams", u.reveal()) for i, u in enumerate(settings.teams_urls, 1)},
             **{f"logicapp-{i}": destination_id("logicapp", u.reveal())
                for i, u in enumerate(settings.logicapp_urls, 1)}}
+
+
+def configured_ids(settings: Settings) -> dict[str, str]:
+    """Each configured destination's id -> what may be shown of its URL (scheme and host), so a person can
+    tell which webhook an id in the state or in ``status`` is."""
+    return {**{destination_id("teams", u.reveal()): safe_url(u.reveal()) for u in settings.teams_urls},
+            **{destination_id("logicapp", u.reveal()): safe_url(u.reveal()) for u in settings.logicapp_urls}}
