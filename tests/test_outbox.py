@@ -881,3 +881,29 @@ def test_alerts_owed_to_a_removed_destination_wait_for_it_then_are_purged_and_re
         assert store.get_alert(key("tp-1", "user1@contoso.com")) is None
         assert build_status(store, now=DAY0 + 17 * TICKS_PER_DAY + H, frequency_hours=24, grace_hours=2,
                             retention_days=10).destinations == {}
+
+
+def test_an_alert_whose_context_alone_is_too_large_keeps_its_matches_and_the_context_totals() -> None:
+    # Text just under the per-value cap in every context entry (20 sightings x 3 values) and fixed field
+    # (~4,000 characters each) stays over the record bound after capping: the sightings go, their totals
+    # stay, the match stays.
+    from detector.model import RunCommandSighting, SignInSighting, TriageContext
+    from detector.outbox import fit_for_state
+    from detector.store import MAX_ALERT_CHARS, MAX_FIELD_CHARS
+    from tests.test_delivery import one_alert
+    text = "z" * (MAX_FIELD_CHARS - 10)
+    context = TriageContext(detected_at=DAY0, caller_role=text,
+                            other_sign_ins=tuple(SignInSighting(DAY0, text, text, text) for _ in range(10)),
+                            other_sign_ins_total=57,
+                            other_run_commands=tuple(RunCommandSighting(DAY0, text, text, text) for _ in range(10)),
+                            other_run_commands_total=12)
+    alert = one_alert()
+    hostile = dict.fromkeys(("correlation_id", "subscription", "resource_group", "vm_name", "scope",
+                             "authorization", "account_name", "account_upn_suffix", "caller_ip"), text)
+    big = fit_for_state(Alert(**{**{f: getattr(alert, f) for f in Alert.__slots__}, **hostile,
+                                 "context": context}))
+    assert len(json.dumps(big.to_dict(), ensure_ascii=True)) <= MAX_ALERT_CHARS
+    assert big.context is not None
+    assert (big.context.other_sign_ins, big.context.other_run_commands) == ((), ())
+    assert (big.context.other_sign_ins_total, big.context.other_run_commands_total) == (57, 12)
+    assert (big.match_count, len(big.rows), big.key) == (1, 1, alert.key)
