@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 from . import kql
 from . import rules as registry
 from .allowlist import FIELDS, OPERATORS, Allowlist, AllowlistEntry, InvalidEntry
-from .deliver.factory import build_destinations
-from .errors import DetectorError, InputError, UsageError
+from .deliver.factory import build_destinations, configured_ids, positional_ids
+from .errors import DetectorError, InputError, StateNotFoundError, UsageError
 from .pipeline import RunPolicy, RunResult, detect, plan_window, run_once, wall_clock
 from .redact import RedactingFilter
 from .rule import RULE, Rule, selection_of
@@ -193,9 +193,11 @@ def _stateful(args: argparse.Namespace, settings: Settings) -> bool:
                 or settings.table_connection_string or settings.state_dir)
 
 
-def _store(args: argparse.Namespace, settings: Settings) -> StateStore:
+def _store(args: argparse.Namespace, settings: Settings, *, create: bool) -> StateStore:
+    """``create``: only ``run`` and ``allowlist add`` make a state folder or tables; a command that reads
+    state pointed at none is exit 3 naming where it looked (a mistyped --state never makes an empty state)."""
     return open_store(settings, state_dir=getattr(args, "state", None),
-                      table_endpoint=getattr(args, "table_endpoint", None))
+                      table_endpoint=getattr(args, "table_endpoint", None), create=create)
 
 
 def _shown(text: object) -> str:
@@ -290,7 +292,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             # future" would hide missed runs until that time and make the next real run re-send alerts.
             raise UsageError(f"--at {format_datetime(at)} is in the future; a run with state must not be later "
                              f"than now (+{MAX_FUTURE_AT_HOURS} h of clock skew). Replay future times without state")
-        store = _store(args, settings)
+        store = _store(args, settings, create=True)
         watermark = store.get_watermark()
         if watermark is not None and plan_window(at, watermark, policy).start < \
                 watermark - policy.retention_days * TICKS_PER_DAY:
@@ -299,7 +301,8 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                              f"period were purged ({policy.retention_days} days before the last run, "
                              f"{format_datetime(watermark)}), so its alerts would be sent again. Replay it without "
                              "state or with a fresh --state folder")
-        result = run_once(source=source, store=store, destinations=build_destinations(settings), at=at, policy=policy)
+        result = run_once(source=source, store=store, destinations=build_destinations(settings), at=at, policy=policy,
+                          positional_ids=positional_ids(settings))
     else:
         result = detect(source, Window.ending_at(at, hours=args.period_hours), allowlist=_file_allowlist(args, at),
                         rules=rules)
@@ -390,7 +393,7 @@ def cmd_card(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _entries_for(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, EntryStats], str]:
     if args.file is not None:
         return _read_allowlist_file(args.file), {}, str(args.file)
-    store = _store(args, Settings.from_env(os.environ))
+    store = _store(args, Settings.from_env(os.environ), create=False)
     return store.list_allowlist(), store.allowlist_stats(), store.describe()
 
 
@@ -422,7 +425,7 @@ def cmd_allowlist_add(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     if entry.is_expired(wall_clock()):
         err.write(f"detector: allowlist entry {args.id!r} not saved: it has already expired\n")
         return EXIT_BAD_INPUT
-    store = _store(args, settings)
+    store = _store(args, settings, create=True)
     store.put_allowlist(entry.to_dict())
     out.write(f"saved allowlist entry {entry.id} in {store.describe()}: suppresses alerts where "
               f"{_describe_conditions(entry)}\n")
@@ -458,7 +461,7 @@ def cmd_allowlist_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
 
 
 def cmd_allowlist_remove(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    store = _store(args, Settings.from_env(os.environ))
+    store = _store(args, Settings.from_env(os.environ), create=False)
     if not store.delete_allowlist(args.id):
         err.write(f"detector: no allowlist entry {args.id!r} in {store.describe()}\n")
         return EXIT_BAD_INPUT
@@ -467,7 +470,7 @@ def cmd_allowlist_remove(args: argparse.Namespace, out: TextIO, err: TextIO) -> 
 
 
 def cmd_allowlist_disable(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    store = _store(args, Settings.from_env(os.environ))
+    store = _store(args, Settings.from_env(os.environ), create=False)
     for raw in store.list_allowlist():
         if raw.get("id") == args.id:
             raw["enabled"] = False
@@ -504,8 +507,10 @@ def cmd_status(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .status import build_status, render
 
     settings = Settings.from_env(os.environ)
-    report = build_status(_store(args, settings), now=args.at if args.at is not None else wall_clock(),
-                          frequency_hours=settings.frequency_hours, grace_hours=settings.health_grace_hours)
+    store = _store(args, settings, create=False)
+    report = build_status(store, now=args.at if args.at is not None else wall_clock(),
+                          frequency_hours=settings.frequency_hours, grace_hours=settings.health_grace_hours,
+                          retention_days=settings.state_retention_days, configured=configured_ids(settings))
     out.write(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n" if args.json else render(report))
     return report.exit_code
 
@@ -687,7 +692,7 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
     except UsageError as exc:
         err.write(f"detector: error: {exc}\n")
         return EXIT_USAGE
-    except InputError as exc:
+    except (InputError, StateNotFoundError) as exc:
         err.write(f"detector: bad input: {exc}\n")
         return EXIT_BAD_INPUT
     except DetectorError as exc:

@@ -60,3 +60,13 @@ class SourceError(DetectorError):
 
 class StoreError(DetectorError):
     """The allowlist or run-state store failed."""
+
+
+class StateNotFoundError(StoreError):
+    """A command that only reads state was pointed at state that does not exist (nothing is created).
+
+    ``location`` names the folder (or store) looked for."""
+
+    def __init__(self, message: str, *, location: str) -> None:
+        self.location = location
+        super().__init__(message)

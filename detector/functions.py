@@ -27,10 +27,11 @@ from typing import Any
 
 from . import health
 from .deliver import Destination
-from .deliver.factory import build_destinations
+from .deliver.factory import build_destinations, positional_ids
 from .deliver.health_card import send_health
 from .errors import ConfigError, DetectorError
 from .health_outbox import deliver_health, update
+from .outbox import destination_aliases
 from .pipeline import RunPolicy, RunSummary, redeliver, run_once, wall_clock
 from .redact import install_log_redaction
 from .rule import selection_of
@@ -69,7 +70,7 @@ def daily_run(*, past_due: bool, env: dict[str, str] | None = None,
         destinations = build_destinations(settings)
         previous_success = store.get_watermark()
         result = run_once(source=_source(settings), store=store, destinations=destinations, at=at,
-                          policy=_policy(settings), clock=clock)
+                          policy=_policy(settings), clock=clock, positional_ids=positional_ids(settings))
     except Exception as exc:
         failure = health.classify(exc)
         logger.error("%s", health.log_message(health.FAILURE_PREFIX, health.failure_fields(failure)))
@@ -82,6 +83,14 @@ def daily_run(*, past_due: bool, env: dict[str, str] | None = None,
     for unrecorded in result.recorded.failed if result.recorded is not None else ():
         logger.error("detector: alert not recorded (retried by the next run): %s", unrecorded)
     logger.info("%s", health.log_message(health.SUMMARY_PREFIX, summary))
+    if result.status != "succeeded":
+        # Partial (some alert not recorded): a failed run for the health record, as for `status`.
+        partial = health.partial_run(result.recorded.failed if result.recorded is not None else [])
+        # Also Azure Monitor's "a run failed" line (split by stage and code), so every view agrees.
+        logger.error("%s", health.log_message(health.FAILURE_PREFIX,
+                                              {**health.failure_fields(partial), "status": result.status}))
+        _report_failure(settings, env, partial, at=at, clock=clock)
+        return summary
     _guarded("after a successful run", lambda: _health_after_success(
         store, destinations, settings, at=at, window=result.window.start, previous_success=previous_success,
         clock=clock))
@@ -94,10 +103,11 @@ def redeliver_run(*, past_due: bool, env: dict[str, str] | None = None,
     settings = Settings.from_env(env)
     store = open_store(settings)
     destinations = build_destinations(settings)
-    stats = redeliver(store=store, destinations=destinations, policy=_policy(settings), clock=clock)
+    stats = redeliver(store=store, destinations=destinations, policy=_policy(settings), clock=clock,
+                      positional_ids=positional_ids(settings))
     summary = {"delivered": stats.delivered_total, "updates": dict(stats.updates), "failed": dict(stats.failed),
                "undelivered": len(stats.undelivered), "claimed_elsewhere": stats.claimed_elsewhere,
-               "past_due": past_due}
+               "owed_to_unconfigured": dict(stats.unconfigured), "past_due": past_due}
     logger.info("detector redelivery summary %s", json.dumps(summary, sort_keys=True))
     _guarded("in the frequent check", lambda: _health_check(store, destinations, settings, clock=clock))
     return summary
@@ -163,7 +173,8 @@ def _health_check(store: StateStore, destinations: list[Destination], settings: 
 
 def _send(store: StateStore, destinations: list[Destination], settings: Settings,
           clock: Callable[[], Ticks]) -> None:
-    stats = deliver_health(store, destinations, owner=_owner(), clock=clock, lease=_lease(settings))
+    stats = deliver_health(store, destinations, owner=_owner(), clock=clock, lease=_lease(settings),
+                           aliases=destination_aliases(store, positional_ids(settings)))
     for error in stats.errors:
         logger.warning("detector health message not delivered (retried later): %s", error)
 

@@ -113,6 +113,17 @@ def classify(exc: BaseException) -> Failure:
     return Failure("run", type(exc).__name__, message, _CHECK_FIRST["run"])
 
 
+def partial_run(record_failures: Sequence[str]) -> Failure:
+    """A run that returned but could not record some alerts (status ``partial``). Decision: it counts as a
+    failed run here, as in ``detector status`` and Azure Monitor's "no successful run" rule: the watermark
+    stays, those alerts are neither stored nor sent until a later run records them, and a person may
+    have to act (a store limit or a revoked role repeats every day)."""
+    first = record_failures[0] if record_failures else "unknown alert"
+    return Failure("store", "AlertNotRecorded",
+                   f"{len(record_failures)} alert(s) could not be recorded (the others were delivered): {first}"
+                   [:MAX_ERROR_CHARS], _CHECK_FIRST["store"])
+
+
 @dataclass(frozen=True, slots=True)
 class HealthEvent:
     """One health message: what the destinations are told."""
@@ -299,11 +310,15 @@ def mark_failed(record: HealthRecord, message_id: str, dest_id: str, detail: str
     return _settle(record, message_id, dest_id, ok=False, detail=detail)
 
 
-def drop_destinations(record: HealthRecord, configured: Sequence[str]) -> HealthRecord:
-    """Forget destinations that are no longer configured (their URL was removed)."""
+def drop_destinations(record: HealthRecord, configured: Sequence[str],
+                      aliases: Mapping[str, str] | None = None) -> HealthRecord:
+    """Forget destinations that are no longer configured (their URL was removed). ``aliases`` first renames
+    the ids earlier versions wrote (``teams-1``) to stable ones, so an upgrade does not drop a message.
+    (A health notice is about the detector, not a security event: unlike an alert, it does not wait for a
+    removed destination.)"""
     kept = []
     for message in record.messages:
-        owed = tuple(d for d in message.owed if d in configured)
+        owed = tuple(dict.fromkeys(d for d in ((aliases or {}).get(d, d) for d in message.owed) if d in configured))
         if owed:
             kept.append(replace(message, owed=owed))
     return replace(record, messages=tuple(kept))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from .deliver import Destination, Outcome
@@ -64,13 +64,14 @@ class HealthDeliveryStats:
 
 
 def _claim(store: StateStore, destination_ids: Sequence[str], *, owner: str, now: Ticks,
-           lease: Ticks) -> HealthRecord | None:
+           lease: Ticks, aliases: Mapping[str, str]) -> HealthRecord | None:
     def take(record: HealthRecord) -> HealthRecord | None:
         if not record.messages:
             return None
         if record.claim_owner and record.claim_owner != owner and record.claim_until > now:
             return None
-        return replace(drop_destinations(record, destination_ids), claim_owner=owner, claim_until=now + lease)
+        return replace(drop_destinations(record, destination_ids, aliases), claim_owner=owner,
+                       claim_until=now + lease)
     try:
         return update(store, take)
     except ConflictError:
@@ -78,11 +79,12 @@ def _claim(store: StateStore, destination_ids: Sequence[str], *, owner: str, now
 
 
 def deliver_health(store: StateStore, destinations: Sequence[Destination], *, owner: str,
-                   clock: Callable[[], Ticks], lease: Ticks) -> HealthDeliveryStats:
+                   clock: Callable[[], Ticks], lease: Ticks,
+                   aliases: Mapping[str, str] | None = None) -> HealthDeliveryStats:
     """Send every owed health message, in order per destination, and record the outcomes."""
     stats = HealthDeliveryStats()
     by_id = {d.id: d for d in destinations}
-    claimed = _claim(store, list(by_id), owner=owner, now=clock(), lease=lease)
+    claimed = _claim(store, list(by_id), owner=owner, now=clock(), lease=lease, aliases=aliases or {})
     if claimed is None:
         record, _ = load(store)
         stats.claimed_elsewhere = bool(record.messages)

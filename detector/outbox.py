@@ -32,8 +32,9 @@ import heapq
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 from .alerts import build_alerts, legacy_alert_key
 from .allowlist import Allowlist, Suppression
@@ -45,6 +46,7 @@ from .store import (
     FAILED,
     MAX_ALERT_CHARS,
     MAX_EVIDENCE,
+    MAX_FIELD_CHARS,
     MAX_WRITE_RETRIES,
     OPEN,
     PENDING,
@@ -76,11 +78,50 @@ def _chars(data: object) -> int:
     return len(json.dumps(data, ensure_ascii=True, separators=(",", ":")))
 
 
+def cap_text(value: str) -> str:
+    """``value`` when it takes at most ``MAX_FIELD_CHARS`` JSON-escaped, else its head and how to find the whole.
+
+    The whole value stays in the logs the alert came from: the marker gives its length and the SHA-256 of
+    its UTF-8 (hex, as Kusto's ``hash_sha256()`` prints it), so ``AzureActivity | where
+    hash_sha256(CorrelationId) == "<hex>"`` finds the row.
+    """
+    if len(value) <= MAX_FIELD_CHARS // 12 or _chars(value) - 2 <= MAX_FIELD_CHARS:
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    marker = f" ... [cut for storage: {len(value)} characters in all, SHA-256 {digest}]"
+    budget = MAX_FIELD_CHARS - len(marker)
+    head: list[str] = []
+    for ch in value:
+        budget -= _chars(ch) - 2
+        if budget < 0:
+            break
+        head.append(ch)
+    return "".join(head) + marker
+
+
+def _capped(data: object) -> object:
+    """Every text of a JSON value (keys too) through :func:`cap_text`."""
+    if isinstance(data, str):
+        return cap_text(data)
+    if isinstance(data, list):
+        return [_capped(item) for item in data]
+    if isinstance(data, dict):
+        return {cap_text(str(k)): _capped(v) for k, v in data.items()}
+    return data
+
+
 def fit_for_state(alert: Alert) -> Alert:
-    """The alert with the rows that fit ``MAX_ALERT_CHARS`` (earliest kept), the others counted as omitted."""
+    """The alert as it fits ``MAX_ALERT_CHARS``: an alert over it gets each oversize text capped
+    (:func:`cap_text`; the key, computed from the full values, stays), then keeps the rows that fit
+    (earliest first), the others counted as omitted; as a last resort its context lists go (their totals stay).
+    """
     if _chars(alert.to_dict()) <= MAX_ALERT_CHARS:
         return alert
+    alert = Alert.from_dict({name: _capped(value) for name, value in alert.to_dict().items()})
     budget = MAX_ALERT_CHARS - _chars(replace(alert, rows=()).to_dict()) - 16
+    if budget < 0 and alert.context is not None:
+        alert = replace(alert, context=replace(alert.context, other_sign_ins=(), other_run_commands=()))
+        budget = MAX_ALERT_CHARS - _chars(replace(alert, rows=()).to_dict()) - 16
     kept: list[RuleRow] = []
     for row in alert.rows:
         cost = _chars(row.to_state()) + 1
@@ -103,8 +144,14 @@ def _newer_context(old: TriageContext | None, new: TriageContext | None) -> Tria
 
 
 def _regroup(rows: Iterable[RuleRow], like: Alert) -> Alert:
-    """Rows of one group as one alert (rows read from older records lack the Authorization text)."""
-    [alert] = build_alerts(r if r.authorization == like.authorization else r._replace(authorization=like.authorization)
+    """Rows of one group as one alert, the group's own fields taken from ``like`` (this run's alert, read
+    whole): rows read from older records lack the Authorization text, and a stored row may hold a capped
+    CorrelationId or Caller (:func:`cap_text`). Every row of a group shares them and what the Authorization
+    and the Caller determine."""
+    [alert] = build_alerts(r._replace(correlation_id=like.correlation_id, authorization=like.authorization,
+                                      caller=like.caller, scope=like.scope, subscription=like.subscription,
+                                      resource_group=like.resource_group, vm_name=like.vm_name,
+                                      account_name=like.account_name, account_upn_suffix=like.account_upn_suffix)
                            for r in rows)
     return alert
 
@@ -200,6 +247,38 @@ def decide(existing: StoredAlert | None, seen: Alert, allowlist: Allowlist | Non
     return Decision(changed.with_changes(destinations=destinations), "updated", updates_owed=owed)
 
 
+# --- destination ids ------------------------------------------------------------------------------------
+
+NO_ALIASES: Mapping[str, str] = MappingProxyType({})
+
+
+def destination_aliases(store: StateStore, proposed: Mapping[str, str]) -> Mapping[str, str]:
+    """The ids earlier versions wrote (``teams-1``: a URL's place in its setting) -> stable ids.
+
+    ``proposed`` maps them by the settings of the first run of this version that has destinations (the
+    upgrade); it is recorded once, so reordering the settings later cannot change what an old id means.
+    """
+    recorded = store.get_destination_aliases()
+    if recorded is not None or not proposed:
+        return recorded or NO_ALIASES
+    try:
+        store.create_destination_aliases(proposed)
+    except ConflictError:  # another process recorded them first: theirs stand
+        return store.get_destination_aliases() or NO_ALIASES
+    return proposed
+
+
+def renamed(stored: StoredAlert | None, aliases: Mapping[str, str]) -> StoredAlert | None:
+    """``stored`` with its destinations under their stable ids (a record written before they existed)."""
+    if stored is None or not any(d in aliases for d in stored.destinations):
+        return stored
+    destinations = {}
+    for dest_id, state in stored.destinations.items():
+        new_id = aliases.get(dest_id, dest_id)
+        destinations[new_id if new_id not in stored.destinations else dest_id] = state
+    return stored.with_changes(destinations=destinations)
+
+
 # --- recording ------------------------------------------------------------------------------------------
 
 @dataclass(slots=True)
@@ -221,13 +300,16 @@ class RecordStats:
 
 
 def record_alerts(store: StateStore, alerts: Sequence[Alert], destination_ids: Sequence[str], *,
-                  allowlist: Allowlist | None, now: Ticks, send_updates: bool = True) -> RecordStats:
-    """Write this run's alerts (all of them, allowlisted or not) to state before any delivery."""
+                  allowlist: Allowlist | None, now: Ticks, send_updates: bool = True,
+                  aliases: Mapping[str, str] = NO_ALIASES) -> RecordStats:
+    """Write this run's alerts (all of them, allowlisted or not) to state before any delivery.
+
+    ``aliases``: destination ids of earlier versions -> stable ids (:func:`destination_aliases`)."""
     stats = RecordStats()
     hits: Counter[str] = Counter()
     for alert in alerts:
         try:
-            _record_one(store, alert, destination_ids, allowlist, now, send_updates, stats, hits)
+            _record_one(store, alert, destination_ids, allowlist, now, send_updates, stats, hits, aliases)
         except StoreError as exc:
             stats.failed.append(f"{alert.key} (CorrelationId {alert.correlation_id[:80]}): {exc}")
             logger.error("detector: alert %s could not be recorded: %s", alert.key, exc)
@@ -239,12 +321,13 @@ def record_alerts(store: StateStore, alerts: Sequence[Alert], destination_ids: S
 
 
 def _record_one(store: StateStore, alert: Alert, destination_ids: Sequence[str], allowlist: Allowlist | None,
-                now: Ticks, send_updates: bool, stats: RecordStats, hits: Counter[str]) -> None:
+                now: Ticks, send_updates: bool, stats: RecordStats, hits: Counter[str],
+                aliases: Mapping[str, str]) -> None:
     for _ in range(MAX_WRITE_RETRIES):
-        existing = store.get_alert(alert.key)
+        existing = renamed(store.get_alert(alert.key), aliases)
         migrating = False
         if existing is None and alert.rule_id == SEED_RULE_ID:  # only the seed rule had keys before v2
-            legacy = store.get_alert(legacy_alert_key(alert.correlation_id))
+            legacy = renamed(store.get_alert(legacy_alert_key(alert.correlation_id)), aliases)
             existing = from_legacy(legacy, alert) if legacy is not None else None
             migrating = existing is not None
         decision = decide(existing, alert, allowlist, destination_ids, now=now, send_updates=send_updates,
@@ -297,6 +380,8 @@ class DeliveryStats:
     errors: list[str] = field(default_factory=list)
     # Records that could not be read (skipped, so the others are still sent): a person must repair them.
     unreadable: list[str] = field(default_factory=list)
+    # Alerts owed to a destination that is no longer configured, per destination id (kept, not sent).
+    unconfigured: Counter[str] = field(default_factory=Counter)
 
     @property
     def delivered_total(self) -> int:
@@ -311,28 +396,47 @@ class _Claims:
     """The alerts this run holds, each send marked as it completes, leases renewed before they run short."""
 
     def __init__(self, store: StateStore, owner: str, clock: Callable[[], Ticks], lease: Ticks,
-                 stats: DeliveryStats) -> None:
+                 stats: DeliveryStats, configured: Mapping[str, Destination]) -> None:
         self.store, self.owner, self.clock, self.lease, self.stats = store, owner, clock, lease, stats
+        self.configured = configured
         self.held: dict[str, StoredAlert] = {}
         self.remaining: dict[str, int] = {}
         self._expiry: list[tuple[Ticks, str]] = []  # heap of (claim_until, key); stale entries skipped
 
     def take(self, stored: StoredAlert) -> None:
+        configured = self.configured
         now = self.clock()
         if stored.claim_owner and stored.claim_owner != self.owner and stored.claim_until > now:
             self.stats.claimed_elsewhere += 1
             return
+        noted = _note_unconfigured(stored, configured, now)
+        for dest_id, state in noted.destinations.items():
+            if state.owes and dest_id not in configured:
+                self.stats.unconfigured[dest_id] += 1
+        if not any(state.owes and dest_id in configured for dest_id, state in noted.destinations.items()):
+            # Owed only to destinations no longer configured: nothing to send; when they went is recorded once.
+            if noted is not stored:
+                self._save(noted)
+            return
         try:
-            claimed = self.store.replace_alert(stored.with_changes(claim_owner=self.owner,
-                                                                   claim_until=now + self.lease))
+            claimed = self.store.replace_alert(noted.with_changes(claim_owner=self.owner,
+                                                                  claim_until=now + self.lease))
         except ConflictError:
             self.stats.claimed_elsewhere += 1
             return
         except StoreError as exc:
             self.stats.errors.append(f"{stored.key}: could not claim ({exc}); a later run retries")
             return
-        self.remaining[stored.key] = sum(1 for s in claimed.destinations.values() if s.owes)
+        self.remaining[stored.key] = sum(1 for d, s in claimed.destinations.items() if s.owes and d in configured)
         self._hold(claimed)
+
+    def _save(self, stored: StoredAlert) -> None:
+        try:
+            self.store.replace_alert(stored)
+        except ConflictError:
+            self.stats.claimed_elsewhere += 1  # changed meanwhile: the next pass notes it again
+        except StoreError as exc:
+            self.stats.errors.append(f"{stored.key}: could not record its unconfigured destinations ({exc})")
 
     def _hold(self, stored: StoredAlert) -> None:
         self.held[stored.key] = stored
@@ -352,7 +456,7 @@ class _Claims:
             return
         if done:
             self.held.pop(key, None)
-            if written.pending:
+            if any(s.owes and d in self.configured for d, s in written.destinations.items()):
                 self.stats.undelivered.append(key)
         else:
             self._hold(written)
@@ -401,7 +505,7 @@ def _as_index(report: Callable[[int, Outcome], None], index: int, _position: int
     report(index, outcome)
 
 
-def _send(claims: _Claims, destination: Destination | None, dest_id: str, keys: list[str],
+def _send(claims: _Claims, destination: Destination, dest_id: str, keys: list[str],
           event: DeliveryEvent) -> None:
     alerts = [claims.held[k].alert for k in keys]
     reported: set[int] = set()
@@ -412,10 +516,6 @@ def _send(claims: _Claims, destination: Destination | None, dest_id: str, keys: 
         claims.renew_due()
 
     claims.renew_due()
-    if destination is None:
-        for i in range(len(keys)):
-            on_outcome(i, Outcome(False, f"destination {dest_id} is no longer configured"))
-        return
     try:
         destination.deliver(alerts, event=event, on_outcome=on_outcome)
     except Exception as exc:  # one poison alert must not stop the others: they are retried one by one
@@ -430,24 +530,45 @@ def _send(claims: _Claims, destination: Destination | None, dest_id: str, keys: 
                     on_outcome(i, Outcome(False, f"{dest_id}: {type(one).__name__} while building or sending"))
 
 
+def _note_unconfigured(stored: StoredAlert, configured: Mapping[str, Destination], now: Ticks) -> StoredAlert:
+    """``stored`` with ``unconfigured_since`` set on each owed destination missing from the settings (kept when
+    already set) and cleared on each configured one; the same object when nothing changes."""
+    changed = {}
+    for dest_id, state in stored.destinations.items():
+        if dest_id in configured and state.unconfigured_since is not None:
+            changed[dest_id] = replace(state, unconfigured_since=None)
+        elif dest_id not in configured and state.owes and state.unconfigured_since is None:
+            changed[dest_id] = replace(state, unconfigured_since=now)
+    return stored.with_changes(destinations={**stored.destinations, **changed}) if changed else stored
+
+
 def deliver_pending(store: StateStore, destinations: Sequence[Destination], *, owner: str,
-                    clock: Callable[[], Ticks], lease: Ticks) -> DeliveryStats:
-    """Claim every pending alert, send each destination what it is owed, mark each send as it completes."""
+                    clock: Callable[[], Ticks], lease: Ticks,
+                    aliases: Mapping[str, str] = NO_ALIASES) -> DeliveryStats:
+    """Claim every pending alert, send each destination what it is owed, mark each send as it completes.
+
+    Destinations are fixed when an alert is recorded: a webhook added later gets new alerts only. What is
+    owed to a destination no longer in the settings is not sent, not counted as a failed send, and kept
+    (``DeliveryStats.unconfigured``; ``status`` shows it): it goes out if the destination is configured
+    again, and is purged, reported, a state lifetime after it went (:func:`~detector.store.purge_verdict`).
+    """
     stats = DeliveryStats()
     by_id = {d.id: d for d in destinations}
-    claims = _Claims(store, owner, clock, lease, stats)
+    claims = _Claims(store, owner, clock, lease, stats, by_id)
     for stored in sorted(store.list_pending(unreadable=stats.unreadable), key=lambda s: (s.alert.start, s.key)):
-        claims.take(stored)
+        claims.take(renamed(stored, aliases) or stored)
     for problem in stats.unreadable:
         logger.error("detector: an alert record cannot be read, so it is not delivered: %s", problem)
-    for dest_id in sorted({d for s in claims.held.values() for d in s.destinations}):
-        # Destinations are fixed when an alert is recorded: a webhook added later gets new alerts only.
+    for dest_id, count in sorted(stats.unconfigured.items()):
+        logger.warning("detector: %d alert(s) owed to destination %s, which is no longer configured; kept until "
+                       "it is configured again or the state lifetime passes", count, dest_id)
+    for dest_id in sorted({d for s in claims.held.values() for d in s.destinations if d in by_id}):
         events: tuple[DeliveryEvent, ...] = ("alert", "update")
         for event in events:
             keys = [k for k, s in claims.held.items()
                     if dest_id in s.destinations and _owed(s.destinations[dest_id], event)]
             if keys:
-                _send(claims, by_id.get(dest_id), dest_id, keys, event)
+                _send(claims, by_id[dest_id], dest_id, keys, event)
     claims.release_all()
     return stats
 

@@ -11,10 +11,11 @@ reports it (status ``partial``) and keeps the watermark, so the next run retries
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, TypedDict
@@ -25,7 +26,7 @@ from .correlate import SEED_ONLY, Correlation, correlate
 from .deliver import Destination
 from .errors import DetectorError, StoreError
 from .model import Alert
-from .outbox import DeliveryStats, RecordStats, deliver_pending, record_alerts
+from .outbox import NO_ALIASES, DeliveryStats, RecordStats, deliver_pending, destination_aliases, record_alerts
 from .rule import Rule
 from .settings import Settings
 from .sources import ReadReport, Source
@@ -33,6 +34,8 @@ from .store import PurgeStats, StateStore
 from .timestamps import TICKS_PER_DAY, TICKS_PER_MINUTE, Ticks, format_datetime, from_datetime
 from .triage import attach_context
 from .window import DEFAULT_FREQUENCY_HOURS, DEFAULT_PERIOD_HOURS, Window, plan_window
+
+logger = logging.getLogger("detector")
 
 __all__ = ["FailedRunSummary", "RunPolicy", "RunResult", "RunStatus", "RunSummary", "detect", "plan_window",
            "redeliver", "run_once", "wall_clock"]
@@ -55,6 +58,7 @@ class PurgeSummary(TypedDict):
     alerts: int
     runs: int
     undelivered_kept: int
+    abandoned: list[str]
 
 
 class _DetectSummary(TypedDict):
@@ -101,6 +105,7 @@ class RunSummary(_DetectSummary, total=False):
     undelivered: int
     claimed_elsewhere: int
     delivery_errors: list[str]
+    owed_to_unconfigured: dict[str, int]
     unreadable_records: list[str]
     error: str
     purged: PurgeSummary
@@ -176,6 +181,9 @@ class RunResult:
             out["updates_owed"] = self.recorded.updates_owed
             out["migrated_from_old_keys"] = self.recorded.migrated
             out["record_failures"] = self.recorded.failed[:20]
+            if self.recorded.failed:
+                out["error"] = f"{len(self.recorded.failed)} alert(s) could not be recorded: " \
+                               f"{self.recorded.failed[0]}"[:1000]
         if self.delivery is not None:
             out["delivered"] = self.delivery.delivered_total
             out["delivered_by_destination"] = dict(self.delivery.delivered)
@@ -184,13 +192,15 @@ class RunResult:
             out["undelivered"] = len(self.delivery.undelivered)
             out["claimed_elsewhere"] = self.delivery.claimed_elsewhere
             out["delivery_errors"] = self.delivery.errors[:20]
+            out["owed_to_unconfigured"] = dict(self.delivery.unconfigured)
             if self.delivery.unreadable:
                 out["unreadable_records"] = self.delivery.unreadable[:20]
                 out["error"] = f"{len(self.delivery.unreadable)} unreadable alert record(s): " \
                                f"{self.delivery.unreadable[0]}"[:1000]
         if self.purged is not None:
             out["purged"] = {"alerts": self.purged.alerts, "runs": self.purged.runs,
-                             "undelivered_kept": self.purged.undelivered_kept}
+                             "undelivered_kept": self.purged.undelivered_kept,
+                             "abandoned": list(self.purged.abandoned[:20])}
         return out
 
 
@@ -247,19 +257,23 @@ class RunPolicy:
 
 def run_once(*, source: Source, store: StateStore, destinations: Sequence[Destination], at: Ticks,
              policy: RunPolicy = RunPolicy(), clock: Callable[[], Ticks] = wall_clock,
-             run_id: str | None = None) -> RunResult:
-    """One production run. Raises :class:`DetectorError` when the run fails (after recording it)."""
+             run_id: str | None = None, positional_ids: Mapping[str, str] = NO_ALIASES) -> RunResult:
+    """One production run. Raises :class:`DetectorError` when the run fails (after recording it).
+
+    ``positional_ids``: the destination ids earlier versions wrote -> the destinations' ids (the
+    upgrade; ``deliver.factory.positional_ids``)."""
     run_id = run_id or uuid.uuid4().hex
     started = time.perf_counter()
     window = plan_window(at, store.get_watermark(), policy)
     try:
+        aliases = destination_aliases(store, positional_ids)
         allowlist = Allowlist.load(store.list_allowlist(), now=at)
         result = detect(source, window, allowlist=allowlist, rules=policy.rules)
         result.run_id = run_id
         # Every alert is recorded, allowlisted or not: a later match can lift a suppression (outbox.decide).
         seen = [*result.alerts, *(s.alert for s in result.suppressed)]
         recorded = record_alerts(store, seen, [d.id for d in destinations], allowlist=allowlist, now=at,
-                                 send_updates=policy.send_updates)
+                                 send_updates=policy.send_updates, aliases=aliases)
     except DetectorError as exc:
         failed: FailedRunSummary = {"run_id": run_id, "status": "failed", "error": str(exc)[:1000],
                                     "window": {"start": format_datetime(window.start),
@@ -282,13 +296,24 @@ def run_once(*, source: Source, store: StateStore, destinations: Sequence[Destin
         # (undelivered alerts stay in the outbox and are retried).
         store.set_watermark(window.end)
     result.delivery = deliver_pending(store, destinations, owner=run_id, clock=clock,
-                                      lease=policy.lease_minutes * TICKS_PER_MINUTE)
+                                      lease=policy.lease_minutes * TICKS_PER_MINUTE, aliases=aliases)
     if result.delivery.undelivered:
         result.warnings.append(f"{len(result.delivery.undelivered)} alert(s) not yet delivered; later runs retry")
+    for dest_id, count in sorted(result.delivery.unconfigured.items()):
+        result.warnings.append(f"{count} alert(s) owed to destination {dest_id}, which is no longer configured: "
+                               f"kept, sent if it is configured again, purged {policy.retention_days} days after "
+                               "it went")
     try:
         result.purged = store.purge(before=at - policy.retention_days * TICKS_PER_DAY)
     except DetectorError as exc:
         result.warnings.append(f"old records not purged this run: {exc}")
+    if result.purged is not None and result.purged.abandoned:
+        logger.error("detector: %d undelivered alert(s) purged, owed only to destinations removed from the settings "
+                     "%d days ago or more: %s", len(result.purged.abandoned), policy.retention_days,
+                     "; ".join(result.purged.abandoned[:20]))
+        result.warnings.append(f"{len(result.purged.abandoned)} alert(s) never delivered were purged: they were owed "
+                               f"only to destinations removed from the settings {policy.retention_days} days ago or "
+                               f"more ({result.purged.abandoned[0]})")
     if result.purged is not None and result.purged.undelivered_kept:
         result.warnings.append(f"{result.purged.undelivered_kept} alert(s) older than the state lifetime are still "
                                "undelivered (kept, never purged): check the destinations")
@@ -306,7 +331,8 @@ def run_once(*, source: Source, store: StateStore, destinations: Sequence[Destin
 
 
 def redeliver(*, store: StateStore, destinations: Sequence[Destination], policy: RunPolicy = RunPolicy(),
-              clock: Callable[[], Ticks] = wall_clock) -> DeliveryStats:
+              clock: Callable[[], Ticks] = wall_clock, positional_ids: Mapping[str, str] = NO_ALIASES) -> DeliveryStats:
     """Send what the outbox still owes (the frequent timer), without querying anything."""
     return deliver_pending(store, destinations, owner="redeliver-" + uuid.uuid4().hex, clock=clock,
-                           lease=policy.lease_minutes * TICKS_PER_MINUTE)
+                           lease=policy.lease_minutes * TICKS_PER_MINUTE,
+                           aliases=destination_aliases(store, positional_ids))

@@ -7,12 +7,13 @@ kept in :class:`Secret` wrappers whose ``repr``/``str`` never show them.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import requests
 
@@ -174,14 +175,49 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"must be true or false, got {raw[:20]!r}", setting=name)
 
 
+# Query parameters that authorise a call rather than name its target: the SAS signature of a Logic App or
+# Teams Workflows trigger URL (``sig``) and its companions (``sp`` permissions, ``sv`` version, ``se``/``st``
+# expiry and start), the ``api-version``, and an Azure Functions key (``code``). Regenerating a workflow's
+# access keys changes ``sig`` only.
+CREDENTIAL_PARAMETERS = frozenset({"sig", "sp", "sv", "se", "st", "api-version", "code"})
+
+
+def webhook_identity(url: str) -> str:
+    """What makes two webhook URLs the same destination: scheme, host (case-insensitive), port (the default
+    one spelled or not) and path, and any query parameter but ``CREDENTIAL_PARAMETERS``. So a URL whose
+    signature was rotated (same workflow, new ``sig``) is the same destination, and two workflows are two.
+    The result holds no credential parameter, but still the path (a workflow id): hash it before showing it.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    query = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                   if k.lower() not in CREDENTIAL_PARAMETERS)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}{parts.path or '/'}?{urlencode(query)}"
+
+
+def destination_id(kind: str, url: str) -> str:
+    """A destination's id in the run state: ``<kind>-`` and 12 hex digits of the SHA-256 of its
+    :func:`webhook_identity`. Independent of the order of the settings, unchanged when the signature is
+    rotated, and it reveals nothing of the URL (48 bits of a hash of a path that holds a random workflow id)."""
+    return f"{kind}-{hashlib.sha256(webhook_identity(url).encode('utf-8')).hexdigest()[:12]}"
+
+
 def _urls(env: Mapping[str, str], name: str) -> tuple[Secret, ...]:
     raw = env.get(name, "")
     urls = [u.strip() for u in re.split(r"[\n,;]", raw) if u.strip()]
+    seen: dict[str, int] = {}
     for i, url in enumerate(urls, start=1):
         # Only the position and the reason are named: the URL itself is a secret.
         problem = webhook_url_problem(url)
         if problem is not None:
             raise ConfigError(f"entry {i} {problem}", setting=name)
+        identity = webhook_identity(url)
+        if identity in seen:
+            # One workflow listed twice (e.g. its old and its rotated URL) would get every alert twice.
+            raise ConfigError(f"entries {seen[identity]} and {i} are the same destination (they differ only in "
+                              f"their signature or version parameters); keep the current one", setting=name)
+        seen[identity] = i
     return tuple(Secret(u) for u in urls)
 
 

@@ -3,10 +3,11 @@
 One verdict, with an exit code a script can use:
 
 * **failing** (exit 4): no successful run recorded, the last successful run is older than the
-  frequency plus the grace period (the watermark is late), the last run failed, or a failure streak
-  is open in the health record;
+  frequency plus the grace period (the watermark is late), the last run failed or was partial (an
+  alert it could not record), or a failure streak is open in the health record;
 * **degraded** (exit 1): the runs are fine but something needs a person: alerts pending or failed for
-  a destination, health messages not yet delivered, allowlist entries that are invalid, expire within
+  a destination, or owed to a destination no longer configured (sent if it comes back, else purged a
+  state lifetime after it went), health messages not yet delivered, allowlist entries that are invalid, expire within
   7 days, or have not suppressed anything for 90 days (entries younger than 90 days are not stale);
 * **healthy** (exit 0): none of the above.
 
@@ -15,6 +16,7 @@ Reading only: nothing here writes to the state or sends anything.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +24,7 @@ from .allowlist import Allowlist
 from .health import FAILING as HEALTH_FAILING
 from .health import HealthRecord, overdue_after
 from .store import DELIVERED, FAILED, StateStore
-from .timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, Ticks, format_datetime
+from .timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, Ticks, format_datetime, parse_datetime
 
 HEALTHY = "healthy"
 DEGRADED = "degraded"
@@ -77,11 +79,13 @@ class StatusReport:
     runs: list[RunLine]
     watermark: Ticks | None
     overdue_after_hours: int
-    destinations: dict[str, dict[str, int]]
+    destinations: dict[str, dict[str, Any]]
     expiring: list[dict[str, str]]
     unused: list[dict[str, str | None]]
     allowlist_invalid: list[str]
     health: HealthRecord
+    # The destinations this command's settings configure: id -> scheme and host (empty without them).
+    configured: dict[str, str] = field(default_factory=dict)
     reasons: dict[str, list[str]] = field(default_factory=dict)
 
     @property
@@ -110,6 +114,7 @@ class StatusReport:
             "watermark": {"end": _iso(self.watermark), "late": self.late,
                           "overdue_after_hours": self.overdue_after_hours},
             "destinations": self.destinations,
+            "configured_destinations": self.configured,
             "allowlist": {"expiring_within_7_days": self.expiring, "no_hit_in_90_days": self.unused,
                           "invalid": self.allowlist_invalid},
             "health": {"status": self.health.status, "since": _iso(self.health.since),
@@ -119,18 +124,29 @@ class StatusReport:
         }
 
 
-def _destinations(store: StateStore, unreadable: list[str]) -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
+def _destinations(store: StateStore, unreadable: list[str]) -> dict[str, dict[str, Any]]:
+    """Alerts not yet sent, per destination: ``pending``, ``failed``, and ``not_configured`` (owed to a
+    destination the last delivery pass found missing from the settings, with the earliest such time)."""
+    out: dict[str, dict[str, Any]] = {}
     for stored in store.list_pending(unreadable=unreadable):
         for dest_id, state in stored.destinations.items():
             if state.state == DELIVERED:
                 continue
-            counts = out.setdefault(dest_id, {"pending": 0, "failed": 0})
-            counts["failed" if state.state == FAILED else "pending"] += 1
+            counts = out.setdefault(dest_id, {"pending": 0, "failed": 0, "not_configured": 0,
+                                              "not_configured_since": None})
+            if state.unconfigured_since is not None:
+                counts["not_configured"] += 1
+                since = counts["not_configured_since"]
+                counts["not_configured_since"] = min(state.unconfigured_since, since or state.unconfigured_since)
+            else:
+                counts["failed" if state.state == FAILED else "pending"] += 1
+    for counts in out.values():
+        counts["not_configured_since"] = _iso(counts["not_configured_since"])
     return dict(sorted(out.items()))
 
 
-def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_hours: int) -> StatusReport:
+def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_hours: int,
+                 retention_days: int, configured: Mapping[str, str] | None = None) -> StatusReport:
     raw_health, _ = store.get_health()
     unreadable = ""
     try:
@@ -155,7 +171,7 @@ def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_h
         overdue_after_hours=overdue_after(frequency_hours=frequency_hours, grace_hours=grace_hours) // TICKS_PER_HOUR,
         destinations=_destinations(store, unreadable_alerts), expiring=expiring, unused=unused,
         allowlist_invalid=[str(p) for p in loaded.problems if "invalid" in p.problem or "duplicate" in p.problem],
-        health=record)
+        health=record, configured=dict(configured or {}))
     failing: list[str] = []
     degraded: list[str] = []
     if report.watermark is None:
@@ -168,7 +184,13 @@ def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_h
     if record.status == HEALTH_FAILING and record.since is not None:
         failing.append(f"failing since {format_datetime(record.since)} ({record.failed_runs} failed run(s))")
     for dest_id, counts in report.destinations.items():
-        degraded.append(f"{dest_id}: {counts['pending']} alert(s) pending, {counts['failed']} failed")
+        if counts["pending"] or counts["failed"]:
+            degraded.append(f"{dest_id}: {counts['pending']} alert(s) pending, {counts['failed']} failed")
+        if counts["not_configured"]:
+            since = parse_datetime(counts["not_configured_since"])
+            degraded.append(f"{dest_id}: {counts['not_configured']} alert(s) owed, but it is no longer configured "
+                            f"(since {format_datetime(since)}); sent if it is configured again, else purged (and "
+                            f"reported) after {format_datetime(since + retention_days * TICKS_PER_DAY)}")
     if unreadable:
         degraded.append(unreadable)
     if unreadable_alerts:
@@ -203,7 +225,12 @@ def render(report: StatusReport) -> str:
     late = "LATE" if report.late else "on time"
     lines += ["", f"watermark: {_iso(report.watermark) or 'none'} ({late}; late after {report.overdue_after_hours} h)"]
     lines.append("alerts owed per destination: " + (", ".join(
-        f"{d} pending {c['pending']} failed {c['failed']}" for d, c in report.destinations.items()) or "none"))
+        f"{d} pending {c['pending']} failed {c['failed']}"
+        + (f" not configured {c['not_configured']} (since {c['not_configured_since']})" if c["not_configured"] else "")
+        for d, c in report.destinations.items()) or "none"))
+    if report.configured:
+        lines.append("destinations configured here: " + ", ".join(f"{d} ({where})"
+                                                                 for d, where in report.configured.items()))
     lines.append(f"health: {report.health.status}"
                  + (f" since {format_datetime(report.health.since)}" if report.health.since is not None else "")
                  + (f"; {len(report.health.messages)} health message(s) owed" if report.health.messages else ""))

@@ -104,7 +104,8 @@ def test_a_long_run_summary_stays_readable_on_table_storage() -> None:
         [run] = store.list_runs()
         assert run.get("status") == "succeeded"
         assert run.get("unsuppressed") == unsuppressed
-        report = build_status(store, now=parse_datetime("2026-11-20T07:00:00Z"), frequency_hours=24, grace_hours=2)
+        report = build_status(store, now=parse_datetime("2026-11-20T07:00:00Z"), frequency_hours=24, grace_hours=2,
+                              retention_days=30)
         assert report.verdict != "failing", report.verdict_line()
 
 

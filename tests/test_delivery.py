@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -290,9 +291,57 @@ def test_several_destinations_of_each_kind_from_settings() -> None:
         "DETECTOR_LOGICAPP_WEBHOOK_URLS": "https://b.example/1?sig=z\nhttps://b.example/2?sig=w\nhttps://b.example/3?sig=v",
         "DETECTOR_DIGEST_THRESHOLD": "7"})
     destinations = build_destinations(settings)
-    assert [d.id for d in destinations] == ["teams-1", "teams-2", "logicapp-1", "logicapp-2", "logicapp-3"]
+    ids = [d.id for d in destinations]
+    assert [i.rsplit("-", 1)[0] for i in ids] == ["teams", "teams", "logicapp", "logicapp", "logicapp"]
+    assert all(re.fullmatch(r"(teams|logicapp)-[0-9a-f]{12}", i) for i in ids)
+    assert len(set(ids)) == 5
     assert destinations[0].digest_threshold == 7  # type: ignore[attr-defined]
     assert "sig" not in repr(destinations)
+
+
+LOGIC = ("https://prod-12.westeurope.logic.azure.com:443/workflows/6e3f1c2a9b8d4e7f/triggers/manual/paths/invoke"
+         "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=")
+
+
+def test_destination_ids_follow_the_workflow_not_its_place_or_signature() -> None:
+    from detector.deliver.factory import build_destinations, positional_ids
+    other = LOGIC.replace("6e3f1c2a9b8d4e7f", "0a1b2c3d4e5f6a7b")
+
+    def ids(teams: str) -> list[str]:
+        return [d.id for d in build_destinations(Settings.from_env({"DETECTOR_TEAMS_WEBHOOK_URLS": teams}))]
+
+    first = ids(f"{LOGIC}{SECRET}\n{other}{SECRET}")
+    assert ids(f"{other}{SECRET}\n{LOGIC}{SECRET}") == first[::-1]  # reordered: each keeps its id
+    # A rotated signature (regenerated access key), another api-version, the default port left out and the
+    # host in capitals: the same workflow, so the same id (its alerts are neither re-sent nor lost).
+    rotated = LOGIC.replace(":443", "").replace("prod-12.westeurope", "PROD-12.WestEurope").replace(
+        "2016-06-01", "2016-10-01") + "rotated" + SECRET[::-1]
+    assert ids(f"{rotated}\n{other}{SECRET}") == first
+    # Another host, path or non-signature parameter is another destination.
+    assert ids(LOGIC.replace("prod-12", "prod-13") + SECRET) != first[:1]
+    assert ids(LOGIC.replace("manual", "other") + SECRET) != first[:1]
+    assert ids(f"{LOGIC}{SECRET}&channel=soc") != first[:1]
+    # The id holds nothing of the URL.
+    for part in ("prod-12", "6e3f1c2a9b8d4e7f", "workflows", SECRET[:8]):
+        assert all(part not in i for i in first)
+    # What earlier versions called them (their places) maps to these ids, for the upgrade.
+    settings = Settings.from_env({"DETECTOR_TEAMS_WEBHOOK_URLS": f"{LOGIC}{SECRET},{other}{SECRET}",
+                                  "DETECTOR_LOGICAPP_WEBHOOK_URLS": f"{other}{SECRET}"})
+    mapped = positional_ids(settings)
+    assert mapped == {"teams-1": first[0], "teams-2": first[1],
+                      "logicapp-1": build_destinations(settings)[2].id}
+    assert mapped["logicapp-1"].startswith("logicapp-")
+
+
+def test_one_workflow_listed_twice_is_refused_without_showing_either_url() -> None:
+    # E.g. the old and the rotated URL both left in the setting: every alert would go twice (one failing).
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"DETECTOR_LOGICAPP_WEBHOOK_URLS": f"https://x.example/a?sig=1\n{LOGIC}old\n{LOGIC}new"})
+    message = str(info.value)
+    assert "DETECTOR_LOGICAPP_WEBHOOK_URLS" in message
+    assert "entries 2 and 3 are the same destination" in message
+    assert "prod-12" not in message
+    assert "sig" not in message.replace("signature", "")
 
 
 @pytest.mark.parametrize(("setting", "value", "problem"), [

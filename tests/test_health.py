@@ -122,6 +122,10 @@ def test_delivery_marks_settle_per_destination_and_drop_delivered_messages() -> 
     assert record.messages == ()
     again = health.after_failure(health.HealthRecord(), FAILURE, at=day(2), destination_ids=IDS)
     assert health.drop_destinations(again, ["logicapp-1"]).messages[0].owed == ("logicapp-1",)
+    # Written by a version with positional ids and read after the upgrade: renamed, not dropped.
+    upgraded = health.drop_destinations(again, ["teams-0123456789ab", "logicapp-ba9876543210"],
+                                        {"teams-1": "teams-0123456789ab", "logicapp-1": "logicapp-ba9876543210"})
+    assert upgraded.messages[0].owed == ("teams-0123456789ab", "logicapp-ba9876543210")
 
 
 def test_the_outbox_stays_one_small_store_row() -> None:

@@ -657,7 +657,7 @@ def test_summary_explains_record_outcomes_on_a_plain_run(store: StateStore) -> N
     summary = daily(store, MemorySource(activity, logins), [Recorder()], 3)
     for name in ("unsuppressed", "updates_owed", "record_failures", "purged", "migrated_from_old_keys"):
         assert name in summary
-    assert summary["purged"] == {"alerts": 0, "runs": 0, "undelivered_kept": 0}
+    assert summary["purged"] == {"alerts": 0, "runs": 0, "undelivered_kept": 0, "abandoned": []}
     assert summary["newly_suppressed"] == 2
     stored = store.get_alert(key("tp-1", "user1@contoso.com"))
     assert stored is not None
@@ -715,3 +715,197 @@ def test_the_update_message_is_marked_as_new_evidence() -> None:
         assert len(payload["signIns"]) == 2  # all the matches, not only the new one
     with pytest.raises(jsonschema.ValidationError, match="'resend' is not one of"):
         jsonschema.validate({**build_payload(alert), "eventType": "resend"}, load_schema())
+
+
+@pytest.mark.parametrize("hostile", ["correlation_id", "caller"])
+def test_an_alert_whose_own_fields_exceed_the_entity_limit_is_stored_and_sent_once_on_azurite(
+        table_store: StateStore, azurite: str, hostile: str) -> None:
+    """A ~700,000-character CorrelationId (non-BMP characters, 2 UTF-16 units each, in the middle) or Caller
+    made the record too large for Table Storage whatever the match list held: it was never stored nor sent."""
+    import hashlib
+
+    import jsonschema
+    from azure.data.tables import TableServiceClient
+
+    from detector.deliver.logicapp import build_payload, load_schema
+    from detector.store import MAX_FIELD_CHARS
+
+    # (Only one case holds non-ASCII: every lower-casing of a non-ASCII text walks it character by character.)
+    huge = "x" * 350_000 + "\U0001f600" * 1_000 + "y" * 349_000
+    cid, caller = (huge, "alice@contoso.com") if hostile == "correlation_id" else \
+        ("c-huge", "u" * 700_000 + "@contoso.com")
+    start = DAY0 + 10 * H
+    activity = run_command(start, correlation_id=cid, caller=caller)
+    logins = [ueba(start - H, upn=caller), ueba(start - 3 * H, upn=caller, location="Dublin, IE")]
+    teams = Recorder()
+    results = []
+    for at in (start + 2 * H, start + 2 * H + TICKS_PER_DAY, start + 4 * H + TICKS_PER_DAY):
+        # 1: new (one match); 2: the same evidence again; 3: a later window holds the Dublin sign-in too.
+        seen = logins if at == start + 4 * H + TICKS_PER_DAY else logins[:1]
+        results.append(run_once(source=MemorySource(activity, seen), store=table_store, destinations=[teams],
+                                at=at, clock=lambda at=at: at).summary())  # type: ignore[misc]
+    assert [(r["status"], r["record_failures"]) for r in results] == [("succeeded", [])] * 3
+    assert [r["new_alerts"] for r in results] == [1, 0, 0], results
+    stored = table_store.get_alert(key(cid, caller))
+    assert stored is not None
+    assert stored.alert.match_count == 2
+    assert len(stored.alert.rows) == 2
+    sent = stored.alert.correlation_id
+    assert teams.received == [sent]  # sent once (what was stored: the capped value when it is the hostile one)
+    assert teams.updates == [(sent, 2)]  # the later match: one update, not a second alert
+    kept = stored.alert.correlation_id if hostile == "correlation_id" else stored.alert.caller
+    full = cid if hostile == "correlation_id" else caller
+    digest = hashlib.sha256(full.encode("utf-8")).hexdigest()
+    assert len(kept) <= MAX_FIELD_CHARS
+    assert kept.startswith(full[:1000])
+    assert f"{len(full)} characters" in kept
+    assert digest in kept
+    entity = TableServiceClient.from_connection_string(azurite).get_table_client("detectoralerts").get_entity(
+        RULE.id, stored.key)
+    size = sum(len(k) * 2 + (len(v.encode("utf-16-le")) if isinstance(v, str) else 8) for k, v in entity.items())
+    assert size < 1024 * 1024
+    assert len(entity) < 255
+    assert all(len(v.encode("utf-16-le")) <= 64 * 1024 for v in entity.values() if isinstance(v, str))
+    jsonschema.validate(build_payload(stored.alert), load_schema())
+
+
+# --- destination ids: stable, upgraded, and destinations removed from the settings ------------------------
+
+def _hooks(server: Any, *urls: str) -> tuple[list[Any], dict[str, str]]:
+    from detector.deliver.factory import build_destinations, positional_ids
+    from detector.settings import Settings
+    settings = Settings.from_env({"DETECTOR_LOGICAPP_WEBHOOK_URLS": "\n".join(urls),
+                                  "DETECTOR_HTTP_MAX_SECONDS": "2"})
+    return build_destinations(settings), positional_ids(settings)
+
+
+def _got(server: Any, path: str) -> list[str]:
+    return sorted(b["runCommand"]["correlationId"] for b in server.accepted(path) if b.get("eventType") == "alert")
+
+
+def _run(store: StateStore, server: Any, day: int, source: MemorySource, *urls: str,
+         retention: int = 30) -> dict[str, Any]:
+    destinations, positions = _hooks(server, *urls)
+    at = DAY0 + day * TICKS_PER_DAY
+    return run_once(source=source, store=store, destinations=destinations, at=at, clock=lambda: at,
+                    policy=RunPolicy(retention_days=retention), positional_ids=positions).summary()
+
+
+def test_reordering_the_urls_and_rotating_a_signature_neither_resends_nor_loses(store: StateStore) -> None:
+    from tests.webhook import Reply, webhook_server
+    activity, logins, _ = workspace(6)
+    source = MemorySource(activity, [u for u in logins if "maint" not in u.user_principal_name])
+    with webhook_server() as server:
+        server.script("/b", Reply(400))  # /b refuses the first alert (tp-1): it stays owed to /b alone
+        first = _run(store, server, 3, source, server.url("/a"), server.url("/b"))
+        assert sorted(first["failed_by_destination"].values()) == [1]
+        assert (_got(server, "/a"), _got(server, "/b")) == (["tp-1", "tp-2"], ["tp-2"])
+        # The URLs swapped places and /a's signature was rotated: /b still gets what it is owed, /a nothing again.
+        second = _run(store, server, 4, source, server.url("/b"), server.url("/a", sig="rotated"))
+        assert second["owed_to_unconfigured"] == {}
+        assert (_got(server, "/a"), _got(server, "/b")) == (["tp-1", "tp-2", "tp-3"], ["tp-1", "tp-2", "tp-3"])
+        assert second["delivered_by_destination"] == {**dict.fromkeys(first["failed_by_destination"], 2),
+                                                      **{d: 1 for d in first["delivered_by_destination"]
+                                                         if d not in first["failed_by_destination"]}}
+
+
+def _legacy_state(store: StateStore, cid: str, destinations: dict[str, str]) -> None:
+    """An alert record as the version with positional ids wrote it (``teams-1``, ``logicapp-2``...)."""
+    from detector.store import DestinationState
+    [alert] = [a for a in __import__("detector.alerts", fromlist=["build_alerts"]).build_alerts(
+        correlate(*workspace(6)[:2], Window.ending_at(DAY0 + (int(cid[3:]) + 1) * TICKS_PER_DAY)).rows)
+        if a.correlation_id == cid]
+    states = {d: DestinationState(DELIVERED, 1, "", DAY0) if s == "delivered" else
+              DestinationState("failed", 3, "HTTP 503") for d, s in destinations.items()}
+    store.create_alert(StoredAlert(alert=alert, destinations=states, first_seen=DAY0, updated=DAY0))
+
+
+def test_state_written_under_positional_ids_keeps_its_meaning_after_a_reorder(store: StateStore) -> None:
+    from tests.webhook import webhook_server
+    activity, logins, _ = workspace(6)
+    source = MemorySource(activity, [u for u in logins if "maint" not in u.user_principal_name])
+    # Written by the previous version: delivered to the first Logic App, failed to the second.
+    _legacy_state(store, "tp-3", {"logicapp-1": "delivered", "logicapp-2": "failed"})
+    with webhook_server() as server:
+        # First run of this version with the settings unchanged: the old ids are read by place, once.
+        _run(store, server, 4, source, server.url("/one"), server.url("/two"))
+        # tp-2 is new (both get it); tp-3 was owed only to the second URL.
+        assert (_got(server, "/one"), _got(server, "/two")) == (["tp-2"], ["tp-2", "tp-3"])
+        assert store.get_destination_aliases() is not None
+        # Later the URLs are swapped: recorded ids, not places, say who got what.
+        _legacy_state(store, "tp-4", {"logicapp-1": "failed", "logicapp-2": "delivered"})
+        _run(store, server, 5, source, server.url("/two"), server.url("/one"))
+        assert _got(server, "/one") == ["tp-2", "tp-4"]  # tp-4 was owed to the first URL as it was listed then
+        assert _got(server, "/two") == ["tp-2", "tp-3"]
+        stored = store.get_alert(key("tp-3", "user3@contoso.com"))
+        assert stored is not None
+        assert all(d.startswith("logicapp-") and len(d) == 21 for d in stored.destinations)
+
+
+def test_alerts_owed_to_a_removed_destination_wait_for_it_then_are_purged_and_reported(
+        store: StateStore) -> None:
+    from detector.status import build_status
+    from tests.webhook import Reply, webhook_server
+    activity, logins, _ = workspace(3)
+    source = MemorySource(activity, [u for u in logins if "maint" not in u.user_principal_name])
+    with webhook_server() as server:
+        server.script("/gone", Reply(400), Reply(400))
+        _run(store, server, 2, source, server.url("/kept"), server.url("/gone"))
+        assert (_got(server, "/kept"), _got(server, "/gone")) == (["tp-0", "tp-1"], [])
+        # /gone is removed from the settings: nothing is sent to it, nothing counts as a failed send ...
+        sent = len(server.bodies("/gone"))
+        summary = _run(store, server, 3, source, server.url("/kept"))
+        gone_id = next(iter(summary["owed_to_unconfigured"]))
+        assert summary["owed_to_unconfigured"] == {gone_id: 2}
+        assert summary["failed_by_destination"] == {}
+        assert any("no longer configured" in w for w in summary["warnings"])
+        assert len(server.bodies("/gone")) == sent
+        # ... and `status` says so, with what happens next.
+        report = build_status(store, now=DAY0 + 3 * TICKS_PER_DAY + H, frequency_hours=24, grace_hours=2,
+                              retention_days=30)
+        assert report.verdict == "degraded"
+        line = report.verdict_line()
+        assert f"{gone_id}: 2 alert(s) owed, but it is no longer configured (since 2026-11-04T06:00:00Z)" in line
+        assert "purged (and reported) after 2026-12-04T06:00:00Z" in line
+        # Configured again (its signature rotated meanwhile): what it was owed goes out; tp-1 is refused again.
+        server.script("/gone", Reply(202), Reply(400))
+        _run(store, server, 5, source, server.url("/kept"), server.url("/gone", sig="rotated"))
+        assert _got(server, "/gone") == ["tp-0"]
+        # Removed for good: tp-1 is kept while a lifetime (here 10 days) runs from its removal on day 6, and
+        # only then purged, named in the summary and the error log.
+        _run(store, server, 6, source, server.url("/kept"), retention=10)
+        kept = _run(store, server, 15, MemorySource([], []), server.url("/kept"), retention=10)
+        assert (kept["purged"]["abandoned"], kept["purged"]["undelivered_kept"]) == ([], 1)
+        done = _run(store, server, 17, MemorySource([], []), server.url("/kept"), retention=10)
+        [note] = done["purged"]["abandoned"]
+        assert note == f"{key('tp-1', 'user1@contoso.com')}: owed to {gone_id}"
+        assert any("never delivered were purged" in w for w in done["warnings"])
+        assert store.get_alert(key("tp-1", "user1@contoso.com")) is None
+        assert build_status(store, now=DAY0 + 17 * TICKS_PER_DAY + H, frequency_hours=24, grace_hours=2,
+                            retention_days=10).destinations == {}
+
+
+def test_an_alert_whose_context_alone_is_too_large_keeps_its_matches_and_the_context_totals() -> None:
+    # Text just under the per-value cap in every context entry (20 sightings x 3 values) and fixed field
+    # (~4,000 characters each) stays over the record bound after capping: the sightings go, their totals
+    # stay, the match stays.
+    from detector.model import RunCommandSighting, SignInSighting, TriageContext
+    from detector.outbox import fit_for_state
+    from detector.store import MAX_ALERT_CHARS, MAX_FIELD_CHARS
+    from tests.test_delivery import one_alert
+    text = "z" * (MAX_FIELD_CHARS - 10)
+    context = TriageContext(detected_at=DAY0, caller_role=text,
+                            other_sign_ins=tuple(SignInSighting(DAY0, text, text, text) for _ in range(10)),
+                            other_sign_ins_total=57,
+                            other_run_commands=tuple(RunCommandSighting(DAY0, text, text, text) for _ in range(10)),
+                            other_run_commands_total=12)
+    alert = one_alert()
+    hostile = dict.fromkeys(("correlation_id", "subscription", "resource_group", "vm_name", "scope",
+                             "authorization", "account_name", "account_upn_suffix", "caller_ip"), text)
+    big = fit_for_state(Alert(**{**{f: getattr(alert, f) for f in Alert.__slots__}, **hostile,
+                                 "context": context}))
+    assert len(json.dumps(big.to_dict(), ensure_ascii=True)) <= MAX_ALERT_CHARS
+    assert big.context is not None
+    assert (big.context.other_sign_ins, big.context.other_run_commands) == ((), ())
+    assert (big.context.other_sign_ins_total, big.context.other_run_commands_total) == (57, 12)
+    assert (big.match_count, len(big.rows), big.key) == (1, 1, alert.key)

@@ -54,7 +54,7 @@ def entry(entry_id: str, *, created: int, expires: int | None = None) -> dict[st
 
 
 def status(store: StateStore, now: int = NOW) -> Any:
-    return build_status(store, now=now, frequency_hours=24, grace_hours=2)
+    return build_status(store, now=now, frequency_hours=24, grace_hours=2, retention_days=30)
 
 
 def test_no_run_at_all_is_failing(backend: tuple[StateStore, list[str], dict[str, str]]) -> None:
@@ -94,7 +94,9 @@ def test_owed_alerts_and_allowlist_to_review_make_it_degraded(backend: tuple[Sta
                                                                         "value": "x"}]})
     report = status(store)
     assert (report.verdict, report.exit_code) == ("degraded", 1)
-    assert report.destinations == {"logicapp-1": {"pending": 1, "failed": 0}, "teams-1": {"pending": 0, "failed": 1}}
+    none = {"not_configured": 0, "not_configured_since": None}
+    assert report.destinations == {"logicapp-1": {"pending": 1, "failed": 0, **none},
+                                   "teams-1": {"pending": 0, "failed": 1, **none}}
     assert [e["id"] for e in report.expiring] == ["soon"]
     assert sorted(e["id"] for e in report.unused) == ["stale", "used-long-ago"]
     assert [p.split(":")[0] for p in report.allowlist_invalid] == ["broken"]
@@ -145,3 +147,123 @@ def test_the_cli_prints_a_report_or_json_and_exits_with_the_verdict(
     text = out.getvalue()
     assert "alerts owed per destination: teams-1 pending 1 failed 0" in text
     assert AZURITE_KEY not in text + err.getvalue()
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["allowlist", "list"],
+                                     ["allowlist", "check"], ["allowlist", "remove", "x"],
+                                     ["allowlist", "disable", "x"]])
+def test_a_command_that_only_reads_state_never_creates_it(tmp_path: Path, command: list[str]) -> None:
+    # `status --state /typo` used to create /typo (and read it as an empty state: "no successful run").
+    typo = tmp_path / "no" / "such-state"
+    out, err = io.StringIO(), io.StringIO()
+    assert main([*command[:2], "--state", str(typo), *command[2:]], out=out, err=err) == 3
+    assert err.getvalue().count("\n") == 1, err.getvalue()
+    assert str(typo) in err.getvalue(), err.getvalue()
+    assert "does not exist" in err.getvalue()
+    assert out.getvalue() == ""
+    assert not (tmp_path / "no").exists()
+    # A folder that exists but holds no detector state (a typo that names another folder) is refused too.
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "cat.jpg").write_bytes(b"x")
+    err = io.StringIO()
+    assert main([*command[:2], "--state", str(other), *command[2:]], out=io.StringIO(), err=err) == 3
+    assert str(other) in err.getvalue(), err.getvalue()
+    assert "no detector state" in err.getvalue(), err.getvalue()
+    assert sorted(p.name for p in other.iterdir()) == ["cat.jpg"]
+
+
+def test_status_on_a_storage_account_without_the_tables_creates_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.data.tables import TableServiceClient
+
+    with azurite_tables() as connection:
+        monkeypatch.setenv("DETECTOR_TABLE_CONNECTION_STRING", connection)
+        err = io.StringIO()
+        assert main(["status"], out=io.StringIO(), err=err) == 3
+        assert "tables do not exist" in err.getvalue(), err.getvalue()
+        assert AZURITE_KEY not in err.getvalue()
+        assert list(TableServiceClient.from_connection_string(connection).list_tables()) == []
+
+
+def test_commands_that_write_state_still_create_it(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["allowlist", "add", "--state", str(fresh), "--id", "e1", "--reason", "known-good",
+                 "--when", "caller", "equals", "ops@contoso.com"], out=out, err=err) == 0, err.getvalue()
+    assert main(["status", "--state", str(fresh), "--at", "2026-11-20T07:00:00Z"], out=io.StringIO(),
+                err=err) == 4  # exists now: read, and judged (no run yet)
+
+
+def test_a_partial_run_is_a_failed_run_for_status_health_and_azure_monitor_alike(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # A partial run (one alert's store write failed) closed the health streak as a success while `status`
+    # called it FAILING. Decision: it is a failed run everywhere (the watermark stays, an alert is unsaved).
+    from detector.functions import daily_run
+    from detector.sample.generate import build, write
+    from tests.webhook import webhook_server
+
+    refused: list[str] = []
+    create = FileStore.create_alert
+
+    def create_but_one(self: FileStore, stored: StoredAlert) -> StoredAlert:
+        if not refused or refused[0] == stored.key:
+            refused.append(stored.key)
+            raise health.StoreError(f"alert {stored.key}: status 413, code EntityTooLarge")
+        return create(self, stored)
+
+    write(build(at="2026-11-20T06:00:00Z"), tmp_path / "exports")
+    state = tmp_path / "state"
+    with webhook_server() as server:
+        env = {"DETECTOR_SOURCE_DIR": str(tmp_path / "exports"), "DETECTOR_STATE_DIR": str(state),
+               "DETECTOR_LOGICAPP_WEBHOOK_URLS": server.url("/logic")}
+        with monkeypatch.context() as patch:
+            patch.setattr(FileStore, "create_alert", create_but_one)
+            summary = daily_run(past_due=False, env=env, clock=lambda: RUN_AT)
+        assert len(refused) == 1  # the fake refused one alert's write
+        assert summary["status"] == "partial"
+        assert refused[0] in summary["error"]
+        failure_lines = [r.getMessage() for r in caplog.records
+                         if r.getMessage().startswith(health.FAILURE_PREFIX + " ")]
+        assert len(failure_lines) == 1
+        assert '"code": "AlertNotRecorded"' in failure_lines[0]
+        record = health.HealthRecord.from_dict(FileStore(state).get_health()[0] or {})
+        assert (record.status, record.failure and record.failure.code) == ("failing", "AlertNotRecorded")
+        notices = [b for b in server.accepted("/logic") if b.get("kind") == "DetectorHealth"]
+        assert [n["event"] for n in notices] == ["failing"]
+        # The same run, as `status` sees it: FAILING for the same reason, exit 4.
+        out = io.StringIO()
+        assert main(["status", "--state", str(state), "--at", "2026-11-20T07:00:00Z"], out=out,
+                    err=io.StringIO()) == 4
+        verdict = out.getvalue().rstrip().splitlines()[-1]
+        assert verdict.startswith("FAILING")
+        assert "the last run partial: 1 alert(s) could not be recorded" in verdict
+        assert "failing since 2026-11-20T06:00:00Z" in verdict
+        # The next run records it: a success everywhere, and one "recovered".
+        summary = daily_run(past_due=False, env=env, clock=lambda: RUN_AT + TICKS_PER_HOUR)
+        assert summary["status"] == "succeeded"
+        assert FileStore(state).get_alert(refused[0]) is not None
+        notices = [b for b in server.accepted("/logic") if b.get("kind") == "DetectorHealth"]
+        assert [n["event"] for n in notices] == ["failing", "recovered"]
+        out = io.StringIO()
+        assert main(["status", "--state", str(state), "--at", "2026-11-20T08:00:00Z"], out=out,
+                    err=io.StringIO()) == 0, out.getvalue()
+
+
+def test_status_names_the_configured_destinations_by_id_and_host_only(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # Ids in the state are hashes: status tells which webhook each configured one is, never its secret parts.
+    from detector.settings import destination_id
+    url = ("https://prod-12.westeurope.logic.azure.com:443/workflows/6e3f1c2a9b8d4e7f/triggers/manual/paths/invoke"
+           "?api-version=2016-06-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig=s3cr3tSIGvalue")
+    store = FileStore(tmp_path / "state")
+    succeeded(store, RUN_AT)
+    monkeypatch.setenv("DETECTOR_LOGICAPP_WEBHOOK_URLS", url)
+    out = io.StringIO()
+    assert main(["status", "--state", str(tmp_path / "state"), "--at", "2026-11-20T07:00:00Z"], out=out,
+                err=io.StringIO()) == 0
+    text = out.getvalue()
+    line = f"destinations configured here: {destination_id('logicapp', url)} " \
+           "(https://prod-12.westeurope.logic.azure.com:443/…)"
+    assert line in text, text
+    for secret in ("s3cr3tSIGvalue", "6e3f1c2a9b8d4e7f", "sig="):
+        assert secret not in text

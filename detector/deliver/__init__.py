@@ -1,7 +1,8 @@
 """Delivery of alerts to destinations (Teams Workflows webhooks, Logic App HTTP triggers).
 
 A destination takes a batch of alerts and answers one :class:`Outcome` per alert, in order; the
-outbox records them per destination. ``id`` is stable and secret-free (``teams-1``), never the URL.
+outbox records them per destination. ``id`` is stable and secret-free (``teams-<hash>``, see
+:func:`detector.settings.destination_id`), never the URL.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ alert record carries an ETag; ``replace_alert`` succeeds only when the record ha
 it was read, so two runs racing on one alert cannot both claim it (optimistic concurrency).
 
 Records are bounded whatever the logs hold (Table Storage: 1 MiB per entity, 64 KiB per property,
-255 properties): an alert keeps at most ``MAX_ALERT_CHARS`` of JSON (its rows are cut, earliest
-kept, and the rest counted in ``Alert.omitted_rows``) and at most ``MAX_EVIDENCE`` row fingerprints.
+255 properties): an alert keeps at most ``MAX_ALERT_CHARS`` of JSON (an alert over it first has each
+text value longer than ``MAX_FIELD_CHARS`` cut to that, then its rows are cut, earliest kept, and the
+rest counted in ``Alert.omitted_rows``) and at most ``MAX_EVIDENCE`` row fingerprints.
 Both backends apply the same bounds, so they behave alike.
 """
 
@@ -23,7 +24,7 @@ from ..timestamps import Ticks, format_datetime, parse_datetime, parse_whole_num
 
 DeliveryState = Literal["pending", "delivered", "failed"]
 AlertStatus = Literal["open", "suppressed"]
-PurgeVerdict = Literal["purge", "keep", "undelivered"]
+PurgeVerdict = Literal["purge", "keep", "undelivered", "abandoned"]
 
 PENDING: Final = "pending"
 DELIVERED: Final = "delivered"
@@ -37,6 +38,9 @@ SUPPRESSED: Final = "suppressed"
 # under 1 MiB as UTF-16 with room for the other properties.
 MAX_ALERT_CHARS = 250_000
 MAX_EVIDENCE = 10_000
+# One text value of an alert too large for ``MAX_ALERT_CHARS`` (a 700,000-character CorrelationId or Caller from
+# hostile input) is kept as at most this many characters (JSON-escaped): its head, its full length and its SHA-256.
+MAX_FIELD_CHARS = 4_000
 
 
 class ConflictError(StoreError):
@@ -57,6 +61,9 @@ class DestinationState:
     delivered_at: Ticks | None = None
     update_owed: bool = False
     updates_sent: int = 0
+    # Set by a delivery pass that found this destination no longer configured while something is owed to it
+    # (cleared when it is configured again): what it is owed waits for it, then is purged (see purge_verdict).
+    unconfigured_since: Ticks | None = None
 
     @property
     def owes(self) -> bool:
@@ -65,14 +72,18 @@ class DestinationState:
     def to_dict(self) -> dict[str, Any]:
         return {"state": self.state, "attempts": self.attempts, "last_error": self.last_error,
                 "delivered_at": format_datetime(self.delivered_at) if self.delivered_at is not None else None,
-                "update_owed": self.update_owed, "updates_sent": self.updates_sent}
+                "update_owed": self.update_owed, "updates_sent": self.updates_sent,
+                "unconfigured_since": format_datetime(self.unconfigured_since)
+                if self.unconfigured_since is not None else None}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DestinationState:
         at = data.get("delivered_at")
+        gone = data.get("unconfigured_since")
         return cls(state=data["state"], attempts=int(data.get("attempts", 0)), last_error=data.get("last_error", ""),
                    delivered_at=parse_datetime(at) if at else None, update_owed=bool(data.get("update_owed", False)),
-                   updates_sent=int(data.get("updates_sent", 0)))
+                   updates_sent=int(data.get("updates_sent", 0)),
+                   unconfigured_since=parse_datetime(gone) if gone else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +110,15 @@ class StoredAlert:
     def pending(self) -> bool:
         return self.status == OPEN and any(d.owes for d in self.destinations.values())
 
+    @property
+    def unconfigured_since(self) -> Ticks | None:
+        """When the last destination it still owes something was found no longer configured; None while
+        a configured destination is owed (or nothing is)."""
+        owed = [d.unconfigured_since for d in self.destinations.values() if d.owes]
+        if self.status != OPEN or not owed or any(t is None for t in owed):
+            return None
+        return max(t for t in owed if t is not None)
+
     def with_changes(self, **changes: Any) -> StoredAlert:
         return replace(self, **changes)
 
@@ -116,6 +136,7 @@ class StoredAlert:
             "evidence": ",".join(self.evidence),
             # Fixed width, so the purge can compare it as text; the Run Command's last event.
             "alert_end": f"{self.alert.end:019d}",
+            "unconfigured_since": f"{self.unconfigured_since:019d}" if self.unconfigured_since is not None else "",
         }
 
     @classmethod
@@ -139,11 +160,13 @@ class StoredAlert:
 
 
 def purge_verdict(record: dict[str, Any], cutoff: Ticks) -> PurgeVerdict:
-    """``purge``, ``keep`` or ``undelivered`` for a stored alert record at the purge ``cutoff``.
+    """``purge``, ``keep``, ``undelivered`` or ``abandoned`` for a stored alert record at the purge ``cutoff``.
 
     A record may go when it is delivered or suppressed and its Run Command ended before ``cutoff``
     (no later window can reach it). Records written before ``alert_end`` existed are judged by their
-    last change (always later). An undelivered alert is never purged: it is reported instead.
+    last change (always later). An undelivered alert is kept and reported, while a configured destination
+    waits for it; one owed only to destinations removed from the settings before ``cutoff`` too (a whole
+    state lifetime ago, so they are not coming back) is ``abandoned``: purged, and named in the run summary.
     """
     end = record.get("alert_end")
     if end:
@@ -153,7 +176,20 @@ def purge_verdict(record: dict[str, Any], cutoff: Ticks) -> PurgeVerdict:
         old = bool(updated) and parse_datetime(str(updated)) < cutoff
     if not old:
         return "keep"
-    return "undelivered" if record.get("pending") else "purge"
+    if not record.get("pending"):
+        return "purge"
+    gone = record.get("unconfigured_since")
+    return "abandoned" if gone and int(gone) < cutoff else "undelivered"
+
+
+def abandoned_note(key: str, record: dict[str, Any]) -> str:
+    """How the run summary names an abandoned alert record: its key and the destinations it was owed to."""
+    try:
+        owed = sorted(k for k, v in json.loads(record.get("destinations") or "{}").items()
+                      if DestinationState.from_dict(v).owes)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        owed = ["?"]
+    return f"{key}: owed to {', '.join(owed)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +198,9 @@ class PurgeStats:
     runs: int = 0
     # Undelivered alerts older than the lifetime: kept (never lost silently) and reported.
     undelivered_kept: int = 0
+    # Alerts purged undelivered: owed only to destinations removed from the settings a lifetime ago
+    # ("<alert key>: owed to <ids>"), reported by the run.
+    abandoned: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +238,11 @@ class StateStore(Protocol):
     def set_watermark(self, end: Ticks) -> None: ...
     def record_run(self, run_id: str, summary: Mapping[str, Any]) -> None: ...
     def list_runs(self) -> list[dict[str, Any]]: ...
+
+    # Destination ids earlier versions wrote (``teams-1``: a URL's place in its setting) -> stable ids, recorded
+    # once (see outbox.destination_aliases). ``create_destination_aliases`` raises ConflictError when they exist.
+    def get_destination_aliases(self) -> dict[str, str] | None: ...
+    def create_destination_aliases(self, aliases: Mapping[str, str]) -> None: ...
 
     # the detector's own health (detector/health.py): one record and its ETag; ``put_health`` with
     # ``etag=None`` creates it, and raises ConflictError when it changed (or appeared) since it was read

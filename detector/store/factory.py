@@ -11,15 +11,18 @@ from .files import FileStore
 DEFAULT_STATE_DIR = ".detector-state"
 
 
-def open_store(settings: Settings, *, state_dir: str | None = None, table_endpoint: str | None = None) -> StateStore:
+def open_store(settings: Settings, *, state_dir: str | None = None, table_endpoint: str | None = None,
+               create: bool = True) -> StateStore:
+    """``create=False`` for commands that only read: no folder or table is created, and state that does not
+    exist is a :class:`~detector.errors.StateNotFoundError` naming where it was looked for."""
     endpoint = table_endpoint or settings.table_endpoint
     if state_dir:
-        return FileStore(Path(state_dir))
+        return FileStore(Path(state_dir), create=create)
     if endpoint:
         from ..credential import ambient_credential  # imported only when Azure is used
         from .tables import TableStore
-        return TableStore.from_endpoint(endpoint, ambient_credential())
+        return TableStore.from_endpoint(endpoint, ambient_credential(), create_tables=create)
     if settings.table_connection_string is not None:
         from .tables import TableStore
-        return TableStore.from_connection_string(settings.table_connection_string.reveal())
-    return FileStore(Path(settings.state_dir or DEFAULT_STATE_DIR))
+        return TableStore.from_connection_string(settings.table_connection_string.reveal(), create_tables=create)
+    return FileStore(Path(settings.state_dir or DEFAULT_STATE_DIR), create=create)

@@ -23,12 +23,16 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..errors import StoreError
+from ..errors import StateNotFoundError, StoreError
 from ..timestamps import Ticks, format_datetime, parse_datetime
-from . import ConflictError, EntryStats, PurgeStats, StoredAlert, purge_verdict
+from . import ConflictError, EntryStats, PurgeStats, StoredAlert, abandoned_note, purge_verdict
 
 MAX_RUNS_KEPT = 400
 LEGACY_ALERTS = "alerts.json"
+# What any detector state folder holds once a command has written to it (``.lock`` alone: a command
+# that took the lock and wrote nothing).
+STATE_MARKERS = ("runs.json", "allowlist.json", "health.json", "alerts", LEGACY_ALERTS, "destination-ids.json",
+                 ".lock")
 
 
 def _alert_file(key: str) -> str:
@@ -41,11 +45,23 @@ def _shape_error(path: Path, expected: str) -> StoreError:
 
 
 class FileStore:
-    def __init__(self, directory: Path | str) -> None:
+    """``create=False`` (commands that only read: ``status``, ``allowlist list``...): a folder that does
+    not exist, or holds no detector state, is a :class:`StateNotFoundError` and nothing is created, so a
+    mistyped ``--state`` path is reported instead of read as an empty, freshly made state."""
+
+    def __init__(self, directory: Path | str, *, create: bool = True) -> None:
         self.directory = Path(directory)
         self.alerts_dir = self.directory / "alerts"
         self._thread_lock = threading.RLock()
         self._lock_handle: TextIO | None = None
+        if not create:
+            if not self.directory.is_dir():
+                raise StateNotFoundError(f"state folder {self.directory} does not exist (nothing was created)",
+                                         location=str(self.directory))
+            if not any((self.directory / name).exists() for name in STATE_MARKERS):
+                raise StateNotFoundError(f"{self.directory} holds no detector state (none of "
+                                         f"{', '.join(STATE_MARKERS)}; nothing was created)",
+                                         location=str(self.directory))
         for folder in (self.directory, self.alerts_dir):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
@@ -252,12 +268,15 @@ class FileStore:
 
     def purge(self, *, before: Ticks) -> PurgeStats:
         alerts = kept = 0
+        abandoned: list[str] = []
         with self._locked():
             for path, doc in list(self._alert_docs()):
                 verdict = purge_verdict(doc["record"], before)
-                if verdict == "purge":
+                if verdict in ("purge", "abandoned"):
                     path.unlink()
                     alerts += 1
+                    if verdict == "abandoned":
+                        abandoned.append(abandoned_note(doc["key"], doc["record"]))
                 elif verdict == "undelivered":
                     kept += 1
             data = self._runs_doc()
@@ -266,7 +285,8 @@ class FileStore:
             if len(fresh) != len(runs):
                 data["runs"] = fresh
                 self._write("runs.json", data)
-        return PurgeStats(alerts=alerts, runs=len(runs) - len(fresh), undelivered_kept=kept)
+        return PurgeStats(alerts=alerts, runs=len(runs) - len(fresh), undelivered_kept=kept,
+                          abandoned=tuple(abandoned))
 
     # --- runs --------------------------------------------------------------------------------------
     def _watermark(self, data: dict[str, Any]) -> Ticks | None:
@@ -300,6 +320,25 @@ class FileStore:
         with self._locked():
             runs: list[dict[str, Any]] = self._runs_doc().get("runs", [])
             return runs
+
+    # --- destination ids (written once) -------------------------------------------------------------
+    def get_destination_aliases(self) -> dict[str, str] | None:
+        path = self.directory / "destination-ids.json"
+        with self._locked():
+            data = self._read_path(path, None)
+        if data is None:
+            return None
+        aliases = data.get("aliases") if isinstance(data, dict) else None
+        if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+            raise _shape_error(path, 'an object {"aliases": {"teams-1": "teams-<hash>", ...}}')
+        return {str(k): v for k, v in aliases.items()}
+
+    def create_destination_aliases(self, aliases: Mapping[str, str]) -> None:
+        path = self.directory / "destination-ids.json"
+        with self._locked():
+            if path.exists():
+                raise ConflictError("the destination ids were recorded meanwhile")
+            self._write_path(path, {"aliases": dict(aliases)})
 
     # --- health (one record, its version as ETag) ---------------------------------------------------
     def _health_doc(self) -> dict[str, Any] | None:

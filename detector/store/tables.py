@@ -27,11 +27,11 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from ..credential import failure_line
-from ..errors import StoreError
+from ..errors import StateNotFoundError, StoreError
 from ..model import SEED_RULE_ID
 from ..redact import safe_url
 from ..timestamps import Ticks, format_datetime, parse_datetime
-from . import ConflictError, EntryStats, PurgeStats, StoredAlert, purge_verdict
+from . import ConflictError, EntryStats, PurgeStats, StoredAlert, abandoned_note, purge_verdict
 
 # Every alert lives in one partition, and the watermark and health rows are keyed the same: the seed rule's
 # id, which is what state written before there were several rules uses. An alert's own rule is in its key.
@@ -119,18 +119,18 @@ class TableStore:
         self._call(f"create table {name}", lambda: self._service.create_table_if_not_exists(name))
 
     @classmethod
-    def from_connection_string(cls, connection_string: str) -> TableStore:
+    def from_connection_string(cls, connection_string: str, *, create_tables: bool = True) -> TableStore:
         try:
             service = TableServiceClient.from_connection_string(connection_string)
         except (ValueError, AzureError):
             raise StoreError("the table storage connection string is not valid") from None
         # Host only: a SAS connection string would otherwise leave its signature in the URL.
-        return cls(service, label=f"Table Storage at {safe_url(service.url)}")
+        return cls(service, label=f"Table Storage at {safe_url(service.url)}", create_tables=create_tables)
 
     @classmethod
-    def from_endpoint(cls, endpoint: str, credential: Any) -> TableStore:
+    def from_endpoint(cls, endpoint: str, credential: Any, *, create_tables: bool = True) -> TableStore:
         return cls(TableServiceClient(endpoint=endpoint, credential=credential),
-                   label=f"Table Storage at {safe_url(endpoint)}")
+                   label=f"Table Storage at {safe_url(endpoint)}", create_tables=create_tables)
 
     def describe(self) -> str:
         return self._label
@@ -140,6 +140,12 @@ class TableStore:
             return fn()
         except ConflictError:
             raise
+        except ResourceNotFoundError as exc:
+            # Opened without creating tables (a command that only reads) on an account that has none.
+            if getattr(exc, "error_code", None) == "TableNotFound":
+                raise StateNotFoundError(f"{self._label}: {what} failed: the detector's tables do not exist "
+                                         "(nothing was created)", location=self._label) from None
+            raise StoreError(f"{self._label}: {what} failed ({_describe_error(exc)})") from None
         except AzureError as exc:
             raise StoreError(f"{self._label}: {what} failed ({_describe_error(exc)})") from None
 
@@ -300,12 +306,13 @@ class TableStore:
     def purge(self, *, before: Ticks) -> PurgeStats:
         def run() -> PurgeStats:
             alerts = kept = 0
+            abandoned: list[str] = []
             # A full scan of a few properties: the table holds one lifetime of alerts (bounded by this purge).
             for entity in self.alerts.query_entities("PartitionKey eq @pk", parameters={"pk": encode_key(STATE_KEY)},
                                                      select=["PartitionKey", "RowKey", "pending", "alert_end",
-                                                             "updated"]):
+                                                             "updated", "unconfigured_since", "destinations"]):
                 verdict = purge_verdict(dict(entity), before)
-                if verdict == "purge":
+                if verdict in ("purge", "abandoned"):
                     try:  # only the version judged: a record changed since the scan is left for the next purge
                         self.alerts.delete_entity(entity["PartitionKey"], entity["RowKey"],
                                                   etag=entity.metadata["etag"],
@@ -317,6 +324,8 @@ class TableStore:
                             raise
                         continue
                     alerts += 1
+                    if verdict == "abandoned":
+                        abandoned.append(abandoned_note(entity["RowKey"], dict(entity)))
                 elif verdict == "undelivered":
                     kept += 1
             # Run rows sort newest first (RowKey = max - window end): older ones have larger keys.
@@ -328,7 +337,7 @@ class TableStore:
                 with contextlib.suppress(ResourceNotFoundError):
                     self.runs.delete_entity(entity["PartitionKey"], entity["RowKey"])
                 runs += 1
-            return PurgeStats(alerts=alerts, runs=runs, undelivered_kept=kept)
+            return PurgeStats(alerts=alerts, runs=runs, undelivered_kept=kept, abandoned=tuple(abandoned))
         return self._call("purge old records", run)
 
     # --- runs --------------------------------------------------------------------------------------
@@ -374,6 +383,32 @@ class TableStore:
             rows.reverse()  # stored newest first; return oldest first like the file store
             return rows
         return self._call("list runs", run)
+
+    # --- destination ids (one entity in the runs table, written once) -------------------------------
+    def get_destination_aliases(self) -> dict[str, str] | None:
+        def run() -> dict[str, str] | None:
+            try:
+                entity = self.runs.get_entity("destinations", encode_key(STATE_KEY))
+            except ResourceNotFoundError:
+                return None
+            try:
+                aliases = json.loads(entity["aliases"])
+            except (KeyError, ValueError):
+                aliases = None
+            if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
+                raise StoreError(f"{self._label}: the destination ids record is unreadable")
+            return {str(k): v for k, v in aliases.items()}
+        return self._call("read destination ids", run)
+
+    def create_destination_aliases(self, aliases: Mapping[str, str]) -> None:
+        entity = {"PartitionKey": "destinations", "RowKey": encode_key(STATE_KEY), "aliases": json.dumps(dict(aliases))}
+
+        def run() -> None:
+            try:
+                self.runs.create_entity(entity)
+            except ResourceExistsError:
+                raise ConflictError("the destination ids were recorded meanwhile") from None
+        self._call("record destination ids", run)
 
     # --- health (one entity in the runs table, ETag-conditional) ------------------------------------
     def get_health(self) -> tuple[dict[str, Any] | None, str | None]:
