@@ -331,7 +331,10 @@ def _corpus_matches(conditions: tuple[Condition, ...]) -> frozenset[int]:
     measured = [c for c in conditions if c.field_name != "rule_id"]
     if not measured:
         return frozenset(range(MAX_MATCHES + 1))
-    first = next((c for c in measured if c.operator in ("equals", "in") and c.field_name in _INDEXABLE), measured[0])
+    # The corpus is scanned by one condition and the others are tested on what it leaves: an equals/in found
+    # through the index, else any but a regex (a call into RE2 costs several times a string test).
+    first = next((c for c in measured if c.operator in ("equals", "in") and c.field_name in _INDEXABLE),
+                 next((c for c in measured if c.operator != "regex"), measured[0]))
     if first.operator in ("equals", "in") and first.field_name in _INDEXABLE:
         values = first.value if isinstance(first.value, tuple) else (first.value,)
         candidates: Iterable[int] = sorted(
