@@ -231,3 +231,13 @@ def test_an_allowlist_over_budget_warns_in_the_run_and_fails_check(tmp_path: Pat
     assert "over the allowlist budget" in out
     code, out, _ = call("run", "--no-allowlist", "--json")
     assert json.loads(out)["summary"]["allowlist_budget"] is None
+
+
+def test_a_regex_entry_meets_a_lone_surrogate_without_stopping_the_run() -> None:
+    # JSON may carry "\ud800"; re2 encoded such a str strictly and raised UnicodeEncodeError mid-run.
+    from dataclasses import replace
+    odd = replace(corpus()[0], vm_name="web-\ud800", caller="patch@contoso.com")
+    loaded = Allowlist.load([entry("any-web", ("caller", "equals", "patch@contoso.com"), ("vm_name", "regex", "web-.*")),
+                             entry("web-n", ("caller", "equals", "patch@contoso.com"), ("vm_name", "regex", "web-\\d+"))],
+                            now=AT)
+    assert loaded.matching(odd) == ["any-web"]
