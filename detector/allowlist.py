@@ -37,6 +37,7 @@ Matching rules (decisions):
 
 from __future__ import annotations
 
+import bisect
 import functools
 import ipaddress
 import re
@@ -312,13 +313,38 @@ def _corpus_column(field_name: str, normal_form: str) -> tuple[tuple[Any, ...], 
     return tuple(tuple(normalize(v) for v in read(alert)) for alert in corpus())
 
 
+@functools.cache
+def _sorted_corpus_bytes(field_name: str) -> tuple[list[bytes], list[int]]:
+    """A single-valued field's corpus values as UTF-8, sorted, and the position of each."""
+    pairs = sorted((values[0], p) for p, values in enumerate(_corpus_column(field_name, "utf8")))
+    return [value for value, _ in pairs], [p for _, p in pairs]
+
+
+# RE2's PossibleMatchRange looks at this many leading bytes; its bounds hold for longer matches too.
+_RANGE_BYTES = 64
+
+
 def _corpus_scan(condition: Condition) -> list[int]:
     """Positions of the corpus alerts the condition holds for, one test per alert (a single-valued field's
-    column is read flat: the per-alert ``all`` over one value costs more than the test)."""
+    column is read flat: the per-alert ``all`` over one value costs more than the test).
+
+    A regex on a single-valued field is tested only on the values between the smallest and the largest
+    string RE2 says it could fully match (``possiblematchrange``: every anchored match lies within them,
+    case folding included), found by bisection: a pattern with a literal start reads a handful of values.
+    """
     column, test = _corpus_column(condition.field_name, condition._normal_form), condition._test
-    if condition.field_name in _INDEXABLE:
-        return [p for p, (value,) in enumerate(column) if test(value)]
-    return [p for p, values in enumerate(column) if values and all(map(test, values))]
+    if condition.field_name not in _INDEXABLE:
+        return [p for p, values in enumerate(column) if values and all(map(test, values))]
+    if condition.operator == "regex" and isinstance(condition.value, str):
+        try:
+            low, high = _compile_regex(condition.value).possiblematchrange(_RANGE_BYTES)
+        except re2.error:  # no range to be had (RE2 says so): every value is tested below
+            pass
+        else:
+            values, positions = _sorted_corpus_bytes(condition.field_name)
+            start, end = bisect.bisect_left(values, low), bisect.bisect_right(values, high)
+            return sorted(p for value, p in zip(values[start:end], positions[start:end], strict=True) if test(value))
+    return [p for p, (value,) in enumerate(column) if test(value)]
 
 
 @functools.lru_cache(maxsize=16384)

@@ -241,3 +241,45 @@ def test_a_regex_entry_meets_a_lone_surrogate_without_stopping_the_run() -> None
                              entry("web-n", ("caller", "equals", "patch@contoso.com"), ("vm_name", "regex", "web-\\d+"))],
                             now=AT)
     assert loaded.matching(odd) == ["any-web"]
+
+
+# --- the corpus is measured exactly: the fast paths agree with testing every alert ------------------------
+
+def _escaped(text: str) -> str:
+    return "".join(ch if ch.isalnum() else "\\" + ch for ch in text)
+
+
+@st.composite
+def field_patterns(draw: Any) -> tuple[str, str]:
+    """A field and a pattern built on the start of one of its corpus values, so that it matches a few alerts
+    (or many: ``web.*``), with the case, alternation and ``.`` shapes that RE2's match range must bound."""
+    field = draw(st.sampled_from(["vm_name", "caller", "resource_group", "subscription", "ueba_source_location"]))
+    alert = corpus()[draw(st.integers(0, CORPUS_SIZE - 1))]
+    value = alert.rows[0].ueba_source_location if field == "ueba_source_location" else getattr(
+        alert, field)
+    head = value[:draw(st.integers(0, min(len(value), 6)))]
+    head = draw(st.sampled_from([head, head.upper(), head.swapcase(), head[:-1] + "." if head else "."]))
+    tail = draw(st.sampled_from([".*", ".+", "[^x]*", "(?s:.*)", "\\d*.*", "", "-.*", "[a-z0-9]+"]))
+    other = draw(st.sampled_from(["", "|web.*", "|x", "|(?i:DB).+"]))
+    pattern = f"{_escaped(head) if not head.endswith('.') else _escaped(head[:-1]) + '.'}{tail}{other}"
+    return field, draw(st.sampled_from([pattern, f"(?s){pattern}", f"(?:{pattern})"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(field_patterns(), st.sampled_from(["regex", "startswith", "contains", "endswith"]))
+def test_breadth_counts_agree_with_testing_every_corpus_alert(field_pattern: tuple[str, str], op: str) -> None:
+    from detector.allowlist import parse_condition
+    field, pattern = field_pattern
+    value = pattern if op == "regex" else pattern.replace("\\", "").split("|")[0].rstrip(".*+")
+    raw_condition = {"field": field, "op": op, "value": value}
+    try:
+        condition = parse_condition(raw_condition, 0)
+    except InvalidEntry:
+        return  # not a condition at all (an empty value, a pattern RE2 refuses or that matches "")
+    every = sum(1 for a in corpus() if condition.holds(a))
+    raw = {"id": "e", "reason": "r", "conditions": [raw_condition]}
+    if every > MAX_MATCHES:
+        with pytest.raises(InvalidEntry, match="matches \\(nearly\\) everything"):
+            AllowlistEntry.from_dict(raw)
+    else:
+        assert Allowlist.load([raw], now=AT).budget.requested == every
