@@ -9,15 +9,15 @@ value, a regex that matches the empty string, no conditions, no reason, a bad ti
 too broad (its conditions together match more than 1% of the breadth corpus, see ``breadth.py``)
 suppresses nothing and is reported. Disabled and expired entries suppress nothing either.
 
-The allowlist as a whole has a budget: the entries in force together may match at most 2% of the
-breadth corpus (``breadth.BUDGET_MATCHES``), so many entries that are each narrow enough cannot add up
-to a silenced detector (126 entries of one IPv4 ``/7`` each matched 68% of it). When the active entries
-exceed it, the broadest stop suppressing (decision): entries are taken narrowest first (fewest corpus
-alerts; ties: the older ``created_at``, an entry without one last, then the id) and each is kept while
-the union of the kept entries stays within the budget; the rest are set aside and reported. The order
-never depends on the table's or file's order, which whoever writes the allowlist controls; an entry that
-matches no corpus alert (one caller on one VM) never counts against the budget, so a flood of broad
-entries cannot push a tenant's specific exceptions out.
+The allowlist as a whole has a budget: the entries in force together may match at most 2% of the breadth
+corpus (``breadth.BUDGET_MATCHES``), so many entries that are each narrow enough cannot add up to a
+silenced detector (124 entries of one IPv4 ``/7`` each pass alone and together match 67% of it). When
+the active entries exceed it, the broadest stop suppressing (decision): entries are taken narrowest
+first (fewest corpus alerts; ties: the older ``created_at``, an entry without one last, then the id) and
+each is kept while the union of the kept entries stays within the budget; the rest are set aside and
+reported. The order never depends on the table's or file's order, which whoever writes the allowlist
+controls; an entry that matches no corpus alert (one caller on one VM) never counts against the budget,
+so a flood of broad entries cannot push a tenant's specific exceptions out.
 
 Matching rules (decisions):
 
@@ -91,7 +91,7 @@ class Condition:
     field_name: str
     operator: str
     value: str | tuple[str, ...]
-    # A value is first normalised (lower-cased, parsed as an address, or kept) and then tested: the breadth
+    # A value is first normalised (lower-cased, parsed as an address, or UTF-8) and then tested: the breadth
     # corpus keeps its columns normalised once, so checking an entry against it costs one test per alert.
     _normal_form: str = dc_field(repr=False, compare=False, hash=False, default="lower")
     _test: Callable[[Any], bool] = dc_field(repr=False, compare=False, hash=False, default=lambda _: False)
@@ -550,7 +550,7 @@ class Allowlist:
         """Set aside the broadest active entries until the rest together match at most the budget."""
         kept_positions: set[int] = set()
         requested: set[int] = set()
-        set_aside: list[str] = []  # in the order they were set aside
+        set_aside: dict[str, None] = {}  # in the order they were set aside
         for entry in sorted(self.active, key=_budget_order):
             positions = _corpus_matches(entry.conditions)
             requested |= positions
@@ -558,7 +558,7 @@ class Allowlist:
             if len(kept_positions) + len(beyond) <= BUDGET_MATCHES:
                 kept_positions |= beyond
                 continue
-            set_aside.append(entry.id)
+            set_aside[entry.id] = None
             self.problems.append(EntryProblem(entry.id, (
                 f"over the allowlist budget, suppresses nothing: it matches {len(positions)} breadth-corpus "
                 f"alert(s), {len(beyond)} of them beyond the {len(kept_positions)} that the narrower entries kept "
@@ -608,8 +608,9 @@ def budget_refusal(raws: Sequence[Mapping[str, Any]], entry: AllowlistEntry, *, 
     shared = f", {len(mine - _corpus_union(before.active))} of them matched by no entry in force" + (
         f" (it overlaps {', '.join(f'{i} on {n}' for i, n in overlaps[:10])}"
         f"{f' and {len(overlaps) - 10} more' if len(overlaps) > 10 else ''})" if overlaps else "")
-    effect = "it would be set aside" if pushed == [entry.id] else \
-        f"it would push {', '.join(i for i in pushed if i != entry.id)} out of force"
+    others_out = [i for i in pushed if i != entry.id]
+    effect = " and ".join([*(["it would be set aside"] if entry.id in pushed else []),
+                           *([f"it would push {', '.join(others_out)} out of force"] if others_out else [])])
     return (f"over the allowlist budget: all entries in force together may match at most {BUDGET_MATCHES} of the "
             f"{CORPUS_SIZE} breadth-corpus alerts ({BUDGET_SHARE:.0%}); the {len(before.active)} entries in force "
             f"match {before.budget.matched}; this entry matches {len(mine)}{shared}; {effect}. Narrow it (e.g. add "

@@ -3,7 +3,7 @@
 An entry that matches more than :data:`MAX_SHARE` of these alerts is refused (fail closed): it
 would hide a large share of real alerts too. The allowlist as a whole has a budget as well: its
 active entries together may match at most :data:`BUDGET_SHARE` of the corpus, so entries that are
-narrow one by one (126 entries of one IPv4 ``/7`` each) cannot add up to a silenced detector; which
+narrow one by one (124 entries of one IPv4 ``/7`` each) cannot add up to a silenced detector; which
 entries stop suppressing when the budget is exceeded is decided in ``allowlist.py``.
 
 The corpus is deterministic (a fixed seed) and mixes realistic values (UPNs of many tenants, VM and

@@ -197,7 +197,10 @@ def test_allowlist_add_refuses_an_entry_over_the_budget_naming_budget_and_overla
     assert f"at most {BUDGET_MATCHES} of the {CORPUS_SIZE} breadth-corpus alerts (2%)" in err
     assert "the 3 entries in force match 35; this entry matches 15, 10 of them matched by no entry in force " \
            "(it overlaps e3 on 5); it would be set aside" in err
-    assert "e4" not in call("allowlist", "list", "--state", state)[1]
+    listed = call("allowlist", "list", "--state", state)[1]
+    assert "e4" not in listed
+    assert "3 entries; the entries in force together match 35 of the 2000 breadth-corpus alerts (budget 40, 2%)" \
+        in listed
     assert add("e5", c[50:55])[0] == 0  # 5 new: exactly the budget
     code, _, err = add("e6", c[60:63])  # narrower than e1-e3: it would be kept and push e3 out
     assert code == 3
