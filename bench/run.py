@@ -33,10 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.workspace import AT, SCALES, SUBS, write  # noqa: E402
-from detector.correlate import Window, correlate  # noqa: E402
+from detector.correlate import correlate  # noqa: E402
 from detector.model import ActivityEvent, UebaEvent  # noqa: E402
 from detector.sources.files import FileSource  # noqa: E402
 from detector.timestamps import format_datetime  # noqa: E402
+from detector.window import Window  # noqa: E402
 
 DATA = ROOT / "bench" / "data"
 WINDOW = Window(start=AT - 30 * 24 * 36_000_000_000, end=AT)  # the whole 30 days: a tuning replay

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import importlib.resources
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -236,23 +237,52 @@ class MaintenanceWindow:
 
 # IANA's geographic areas (and Etc): a canonical zone name is "Area/Location" under one of them, or UTC.
 # This refuses the host's "localtime", "Factory" (no offset at all), "posixrules", the posix/ and right/
-# trees and the old country aliases ("GB", "US/Pacific"), whose meaning depends on the machine's tz data.
+# trees, whose meaning depends on the machine.
 _ZONE_AREAS = ("Africa", "America", "Antarctica", "Arctic", "Asia", "Atlantic", "Australia", "Europe", "Indian",
                "Pacific", "Etc")
 
 
+@functools.cache
+def _iana_names() -> tuple[frozenset[str], dict[str, str]]:
+    """IANA's current zone names and its links (old alias -> the zone it names), from the ``tzdata`` package.
+
+    Current: a zone of its own in ``tzdata.zi`` (``Asia/Kolkata``, ``Etc/GMT+5``) or a name a country's row
+    lists in ``zone.tab``/``zone1970.tab`` (``Europe/Amsterdam`` is a link since 2022b, yet the Netherlands'
+    zone). Read from the package, not the host's files, so the verdict is the same on every machine.
+    """
+    data = importlib.resources.files("tzdata") / "zoneinfo"
+    zones: set[str] = set()
+    links: dict[str, str] = {}
+    for line in (data / "tzdata.zi").read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] == "Z":  # Z NAME rules...
+            zones.add(fields[1])
+        elif len(fields) >= 3 and fields[0] == "L":  # L TARGET ALIAS
+            links[fields[2]] = fields[1]
+    for table in ("zone.tab", "zone1970.tab"):
+        zones.update(line.split("\t")[2] for line in (data / table).read_text(encoding="utf-8").splitlines()
+                     if line and not line.startswith("#"))
+    return frozenset(zones), links
+
+
 def _check_zone(zone: str) -> None:
+    """Refuse a zone that is not canonical; an old alias (``Asia/Calcutta``, ``US/Eastern``) is told the
+    canonical name to write instead. Decision: refused, not normalised, so an entry shows the zone its
+    author wrote, and ``allowlist add`` says at once which name to use."""
+    current, links = _iana_names()
+    if zone in links and zone not in current and zone != "UTC":
+        raise InvalidEntry(f"time zone {zone!r} is an old alias; use its canonical IANA name {links[zone]!r}")
     try:
         _zone(zone)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidEntry(f"unknown time zone {zone!r}") from None
-    if zone != "UTC" and ("/" not in zone or zone.split("/", 1)[0] not in _ZONE_AREAS):
+    if zone != "UTC" and (zone not in current or zone.split("/", 1)[0] not in _ZONE_AREAS):
         raise InvalidEntry(f"time zone {zone!r} is not a canonical IANA name (Area/Location such as "
                            f"Europe/Berlin, or UTC)")
 
 
 def _parse_clock(value: Any, what: str) -> dtime:
-    if not isinstance(value, str) or not re.fullmatch(r"\d{1,2}:\d{2}", value.strip()):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,2}:[0-9]{2}", value.strip()):
         raise InvalidEntry(f"maintenance window {what} must be HH:MM, got {value!r}")
     hours, minutes = (int(x) for x in value.strip().split(":"))
     if hours > 23 or minutes > 59:

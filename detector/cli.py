@@ -7,10 +7,13 @@ with ``--strict`` any malformed row); 4 the run failed (a source, store or deliv
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
@@ -21,6 +24,7 @@ from .allowlist import FIELDS, OPERATORS, Allowlist, AllowlistEntry, InvalidEntr
 from .deliver.factory import build_destinations
 from .errors import DetectorError, InputError, UsageError
 from .pipeline import RunPolicy, RunResult, detect, plan_window, run_once, wall_clock
+from .redact import RedactingFilter
 from .rule import RULE, Rule, selection_of
 from .sample.generate import SAMPLE_DIR
 from .settings import Settings
@@ -33,7 +37,16 @@ if TYPE_CHECKING:
     from .sources.loganalytics import LogAnalyticsSource
 from .store import EntryStats, StateStore
 from .store.factory import open_store
-from .timestamps import DATE_ORDERS, MIN_TICKS, TICKS_PER_DAY, TICKS_PER_HOUR, Ticks, format_datetime, parse_datetime
+from .timestamps import (
+    DATE_ORDERS,
+    MIN_TICKS,
+    TICKS_PER_DAY,
+    TICKS_PER_HOUR,
+    Ticks,
+    format_datetime,
+    parse_datetime,
+    parse_whole_number,
+)
 from .triage import PLACEHOLDER_REASON
 
 EXIT_OK = 0
@@ -56,7 +69,7 @@ def _time_arg(text: str) -> Ticks:
 
 def _hours_arg(text: str) -> int:
     try:
-        hours = int(text)
+        hours = parse_whole_number(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number of hours: {text[:20]!r}") from None
     if not 1 <= hours <= MAX_PERIOD_HOURS:
@@ -66,7 +79,7 @@ def _hours_arg(text: str) -> int:
 
 def _positive_int_arg(text: str) -> int:
     try:
-        value = int(text)
+        value = parse_whole_number(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text[:20]!r}") from None
     if not 1 <= value <= 1_000_000:
@@ -539,7 +552,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "malformed ones even where they could never match (default: rows that cannot match are "
                        "counted, not parsed)")
 
+    def verbose_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--verbose", action="store_true", help="the detector's debug log on stderr; among it, what "
+                       "each Azure credential answered when none gave a token")
+
     def store_options(p: argparse.ArgumentParser) -> None:
+        verbose_option(p)
         p.add_argument("--state", help="local state folder (file backend)")
         p.add_argument("--table-endpoint", help="Table Storage endpoint (Azure credentials; no keys). "
                        "A connection string is read from DETECTOR_TABLE_CONNECTION_STRING only")
@@ -564,6 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--at", type=_time_arg, required=True, help="run time, ISO 8601")
     parity.add_argument("--period-hours", type=_hours_arg, default=DEFAULT_PERIOD_HOURS)
     rule_option(parity)
+    verbose_option(parity)
     parity.set_defaults(handler=cmd_parity)
 
     card = sub.add_parser("card", help="render the run's Teams cards into a local HTML preview")
@@ -616,6 +635,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _debug_log_to(err: TextIO, *, enabled: bool) -> Iterator[None]:
+    """``--verbose``: the detector's log, DEBUG and up, on ``err`` for this command (redacted like every log)."""
+    if not enabled:
+        yield
+        return
+    detector_logger = logging.getLogger("detector")
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("%(name)s: %(levelname)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    saved = detector_logger.level
+    detector_logger.addHandler(handler)
+    detector_logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        detector_logger.removeHandler(handler)
+        detector_logger.setLevel(saved)
+
+
 def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None,
          logs_client: Any = None) -> int:
     """``logs_client``: a LogsQueryClient to use instead of one with DefaultAzureCredential (tests)."""
@@ -641,7 +680,8 @@ def main(argv: list[str] | None = None, *, out: TextIO | None = None, err: TextI
         err.write(f"detector: error: {conflict}\n")
         return EXIT_USAGE
     try:
-        code: int = args.handler(args, out, err)
+        with _debug_log_to(err, enabled=getattr(args, "verbose", False)):
+            code: int = args.handler(args, out, err)
         return code
     except UsageError as exc:
         err.write(f"detector: error: {exc}\n")

@@ -12,13 +12,11 @@ operations do not overlap), and each rule's groups and rows carry its id.
 from __future__ import annotations
 
 import bisect
-import importlib
 import operator
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import kql
 from .model import ActivityEvent, RuleRow, RunCommand, UebaEvent
@@ -35,20 +33,8 @@ from .rule import (
 from .timestamps import TICKS_PER_HOUR, Ticks
 from .window import Window
 
-__all__ = ["Correlation", "CorrelationStats", "Window", "correlate", "is_run_command", "is_suspicious_login", "join",
+__all__ = ["Correlation", "CorrelationStats", "correlate", "is_run_command", "is_suspicious_login", "join",
            "select_suspicious_logins", "summarize_run_commands"]
-
-# Names that lived here before alert building moved to detector/alerts.py: kept as the module's public API
-# for callers outside the package (scripts, notebooks, older tests import them from here). Resolved on first
-# use, so the correlation itself never loads the stage after it; the detector's own modules import
-# detector.alerts directly.
-_MOVED = {"alert_key": "alerts", "build_alerts": "alerts", "legacy_alert_key": "alerts"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 SEED_ONLY: tuple[Rule, ...] = (RULE,)
 

@@ -18,11 +18,10 @@ from .deliver import Destination, Outcome
 from .deliver.health_card import send_health
 from .errors import DetectorError
 from .health import HealthRecord, drop_destinations, mark_delivered, mark_failed
-from .store import ConflictError, StateStore
+from .store import MAX_WRITE_RETRIES, ConflictError, StateStore
 from .timestamps import Ticks
 
 logger = logging.getLogger("detector")
-MAX_WRITE_RETRIES = 5
 
 
 def load(store: StateStore) -> tuple[HealthRecord, str | None]:
@@ -37,11 +36,15 @@ def load(store: StateStore) -> tuple[HealthRecord, str | None]:
         return HealthRecord(), etag
 
 
-def update(store: StateStore, change: Callable[[HealthRecord], HealthRecord]) -> HealthRecord:
-    """Apply ``change`` to the stored record under its ETag, retrying when another process wrote first."""
+def update(store: StateStore, change: Callable[[HealthRecord], HealthRecord | None]) -> HealthRecord | None:
+    """Apply ``change`` to the stored record under its ETag, retrying when another process wrote first.
+
+    ``change`` answers None to leave the record as it is (then so does this)."""
     for _ in range(MAX_WRITE_RETRIES):
         record, etag = load(store)
         new = change(record)
+        if new is None:
+            return None
         if new == record and etag is not None:
             return record
         try:
@@ -62,19 +65,16 @@ class HealthDeliveryStats:
 
 def _claim(store: StateStore, destination_ids: Sequence[str], *, owner: str, now: Ticks,
            lease: Ticks) -> HealthRecord | None:
-    for _ in range(MAX_WRITE_RETRIES):
-        record, etag = load(store)
+    def take(record: HealthRecord) -> HealthRecord | None:
         if not record.messages:
             return None
         if record.claim_owner and record.claim_owner != owner and record.claim_until > now:
             return None
-        claimed = replace(drop_destinations(record, destination_ids), claim_owner=owner, claim_until=now + lease)
-        try:
-            store.put_health(claimed.to_dict(), etag=etag)
-            return claimed
-        except ConflictError:
-            continue
-    return None
+        return replace(drop_destinations(record, destination_ids), claim_owner=owner, claim_until=now + lease)
+    try:
+        return update(store, take)
+    except ConflictError:
+        return None
 
 
 def deliver_health(store: StateStore, destinations: Sequence[Destination], *, owner: str,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 JsonValue = Any
 """A parsed JSON value: dict, list, str, int, float, bool or None (Kusto ``dynamic``)."""
@@ -120,6 +120,13 @@ def _unique_keys(pairs: list[tuple[str, JsonValue]]) -> dict[str, JsonValue]:
     return dict(pairs)
 
 
+# One decoder for every call: json.loads with options would build a new one each time (a measurable share
+# of a replay, which parses thousands of lines).
+_DECODER = json.JSONDecoder(parse_constant=_not_a_number, parse_float=_finite)
+_DECODER_UNIQUE_KEYS = json.JSONDecoder(parse_constant=_not_a_number, parse_float=_finite,
+                                        object_pairs_hook=_unique_keys)
+
+
 def loads(text: str | bytes, *, unique_keys: bool = False) -> JsonValue:
     """Standard JSON only, the one JSON reader for every input the detector parses.
 
@@ -127,11 +134,14 @@ def loads(text: str | bytes, *, unique_keys: bool = False) -> JsonValue:
     such text as a string), and nesting deeper than Python's parser can follow (a hostile 100,000-deep
     document) is refused: both raise ``ValueError``, as any other text that is not JSON. With
     ``unique_keys`` (allowlist files: a security control), an object naming a key twice is refused too,
-    since readers disagree on which copy counts.
+    since readers disagree on which copy counts. Bytes are decoded as ``json.loads`` decodes them (UTF-8,
+    a UTF-8 BOM skipped, or UTF-16/32 by their NUL pattern).
     """
+    decoder = _DECODER_UNIQUE_KEYS if unique_keys else _DECODER
     try:
-        return json.loads(text, parse_constant=_not_a_number, parse_float=_finite,
-                          object_pairs_hook=_unique_keys if unique_keys else None)
+        if isinstance(text, bytes):
+            text = text.decode(json.detect_encoding(text), "surrogatepass")
+        return cast(JsonValue, decoder.decode(text))
     except RecursionError:
         raise ValueError("JSON nested too deeply") from None
 
@@ -148,16 +158,29 @@ values are refused where they enter, so printing them later (``--json``, payload
 Python's recursion limit."""
 
 
-def too_deep(value: JsonValue, limit: int = MAX_DYNAMIC_DEPTH) -> bool:
-    """Whether ``value`` nests lists/objects more than ``limit`` levels (iterative: no recursion)."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict | list):
-            if depth > limit:
-                return True
-            pending.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return False
+def nonstandard(value: JsonValue, limit: int = MAX_DYNAMIC_DEPTH) -> str | None:
+    """Why ``value`` would not print as standard JSON: ``"deep"`` (lists/objects nested more than ``limit``
+    levels) or ``"nan"`` (a NaN or infinite number, which JSON has no text for); None when it would.
+
+    Level by level, without recursion (a hostile value may nest far deeper than Python's recursion limit),
+    looking at each element once.
+    """
+    level, depth = [value], 1
+    while level:
+        below: list[JsonValue] = []
+        for item in level:
+            if isinstance(item, dict):
+                if depth > limit:
+                    return "deep"
+                below.extend(item.values())
+            elif isinstance(item, list):
+                if depth > limit:
+                    return "deep"
+                below.extend(item)
+            elif isinstance(item, float) and not math.isfinite(item):
+                return "nan"
+        level, depth = below, depth + 1
+    return None
 
 
 def parse_json(value: JsonValue) -> JsonValue:
@@ -171,7 +194,7 @@ def parse_json(value: JsonValue) -> JsonValue:
         parsed = loads(value)
     except ValueError:
         return value
-    return value if too_deep(parsed) else parsed
+    return value if nonstandard(parsed) is not None else parsed  # loads refused NaN: only depth is left
 
 
 def member(value: JsonValue, key: str) -> JsonValue:

@@ -55,6 +55,9 @@ UEBA_COLUMNS: tuple[str, ...] = (
 )
 # Read when present, never required (older exports lack them): context for the alert, not the rule.
 UEBA_OPTIONAL_COLUMNS: tuple[str, ...] = ("SourceIPAddress", "InvestigationPriority")
+# Read when present: the column naming one event (AzureActivity's, BehaviorAnalytics'), so an event met twice
+# in overlapping exports is read once (sources/records.py: Identities).
+IDENTITY_COLUMNS: tuple[str, ...] = ("EventDataId", "SourceRecordId")
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from .store import (
     FAILED,
     MAX_ALERT_CHARS,
     MAX_EVIDENCE,
+    MAX_WRITE_RETRIES,
     OPEN,
     PENDING,
     SUPPRESSED,
@@ -56,8 +57,6 @@ from .store import (
 from .timestamps import Ticks
 
 logger = logging.getLogger("detector")
-
-MAX_WRITE_RETRIES = 5
 
 
 # --- evidence and bounds (pure) -------------------------------------------------------------------------

@@ -77,7 +77,7 @@ class Rule:
     @property
     def selection(self) -> ActivitySelection:
         return ActivitySelection(operations=self.operations, authorization_terms=self.authorization_terms,
-                                 needle=self.needle)
+                                 needles=(self.needle,))
 
     @property
     def extended(self) -> bool:

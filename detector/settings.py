@@ -19,6 +19,7 @@ import requests
 from . import rules as registry
 from .errors import ConfigError, UsageError
 from .rule import RULE, Rule
+from .timestamps import parse_whole_number
 from .window import DEFAULT_FREQUENCY_HOURS, DEFAULT_PERIOD_HOURS
 
 # name -> one-line description (documented in local.settings.example.json and the README).
@@ -95,7 +96,7 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not raw:
         return default
     try:
-        value = int(raw)
+        value = parse_whole_number(raw)
     except ValueError:
         raise ConfigError(f"must be a whole number, got {raw[:20]!r}", setting=name) from None
     if not low <= value <= high:

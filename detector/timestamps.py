@@ -4,6 +4,11 @@ Kusto's ``datetime`` counts 100-nanosecond ticks. Python's ``datetime`` stops at
 would make a Run Command 1 tick after the +6h edge of a UEBA window look like it sits exactly on the
 edge. So every time in the core is an ``int`` of ticks since 1970-01-01T00:00:00Z (UTC), parsed and
 printed here, and compared exactly.
+
+Digits are ASCII ``0-9`` only, in times and in the whole numbers beside them (hours, ticks, priorities).
+Python's ``int()`` and ``re``'s ``\\d`` also take the digits of other scripts (Arabic-Indic, Devanagari,
+fullwidth, mathematical bold...); Kusto reads none of them as a datetime, so the detector does not either.
+The patterns below say ``[0-9]``, never ``\\d``.
 """
 
 from __future__ import annotations
@@ -22,15 +27,15 @@ TICKS_PER_DAY = 24 * TICKS_PER_HOUR
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 _ISO = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
-    r"\s*(Z|z|UTC|[+-]\d{2}(?::?\d{2})?)?"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]+))?)?)?"
+    r"\s*(Z|z|UTC|[+-][0-9]{2}(?::?[0-9]{2})?)?"
 )
 # The Azure portal's CSV export writes times in the browser's locale: en-US "4/28/2021, 2:32:14.029 PM",
 # en-GB "28/04/2021, 14:32:14.029", en-AU "28/04/2021, 2:32:14.029 pm", de-DE "28.04.2021, 14:32:14.029".
 # Groups: first number, separator, second number, year, hour, minute, second, fraction, am/pm.
 PORTAL = re.compile(
-    r"(\d{1,2})([/.])(\d{1,2})\2(\d{4}),?\s+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,7}))?)?"
+    r"([0-9]{1,2})([/.])([0-9]{1,2})\2([0-9]{4}),?\s+([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]{1,7}))?)?"
     r"\s*(?:([AaPp])\.?[Mm]\.?)?"
 )
 DATE_ORDERS = ("mdy", "dmy")
@@ -39,6 +44,21 @@ DATE_ORDERS = ("mdy", "dmy")
 # every tick count in the detector can be printed and turned into a Python datetime.
 MIN_TICKS = (date(1, 1, 1).toordinal() - date(1970, 1, 1).toordinal()) * 86_400 * 10_000_000
 MAX_TICKS = (date(9999, 12, 31).toordinal() + 1 - date(1970, 1, 1).toordinal()) * 86_400 * 10_000_000 - 1
+
+
+_WHOLE_NUMBER = re.compile(r"[+-]?[0-9]+")
+
+
+def parse_whole_number(text: str) -> int:
+    """A whole number in ASCII digits, with an optional sign and surrounding whitespace.
+
+    ``ValueError`` for anything else, including what ``int()`` would take besides: other scripts' digits
+    and underscores (``"4_8"``).
+    """
+    stripped = text.strip()
+    if not _WHOLE_NUMBER.fullmatch(stripped):
+        raise ValueError(f"not a whole number: {text[:20]!r}")
+    return int(stripped)
 
 
 def _fraction_ticks(digits: str | None) -> int:

@@ -77,29 +77,29 @@ class ActivitySelection:
 
     ``operations`` (``OperationNameValue``, compared case-insensitively) and ``authorization_terms``
     (``Authorization has_any``) are the union over the rules; the pushdown query filters on them and
-    the correlation then applies each rule's exact filter. ``needle`` is lower-case text every such
-    line holds (the file prefilter); ``None`` when the rules share none (then every line is parsed).
+    the correlation then applies each rule's exact filter. ``needles`` is lower-case text of which every
+    such line holds at least one (the file prefilter): each rule's needle.
     """
 
     operations: tuple[str, ...]
     authorization_terms: tuple[str, ...]
-    needle: bytes | None
+    needles: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
-        if not self.operations or not self.authorization_terms:
-            raise ValueError("an activity selection needs at least one operation and one Authorization term")
+        if not self.operations or not self.authorization_terms or not self.needles:
+            raise ValueError("an activity selection needs at least one operation, Authorization term and needle")
 
     def union(self, other: ActivitySelection) -> ActivitySelection:
         return ActivitySelection(
             operations=tuple(dict.fromkeys((*self.operations, *other.operations))),
             authorization_terms=tuple(dict.fromkeys((*self.authorization_terms, *other.authorization_terms))),
-            needle=self.needle if self.needle == other.needle else None)
+            needles=tuple(dict.fromkeys((*self.needles, *other.needles))))
 
 
 SEED_SELECTION = ActivitySelection(
     operations=("MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION",),
     authorization_terms=("virtualMachines",),
     # OperationNameValue =~ ".../RUNCOMMAND/ACTION": the letters of "runcommand" in any case.
-    needle=b"runcommand",
+    needles=(b"runcommand",),
 )
 """The seed rule's row filter (detector/rule.py builds the seed from it): what a source reads by default."""

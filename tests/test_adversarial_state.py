@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from detector.alerts import alert_key
 from detector.cli import main
-from detector.correlate import alert_key
 from detector.pipeline import run_once
 from detector.sources.memory import MemorySource
 from detector.status import build_status
@@ -254,10 +254,12 @@ def test_one_unreadable_alert_record_does_not_stop_every_later_delivery(tmp_path
 def test_an_unreadable_alert_row_on_table_storage_is_reported_and_skipped() -> None:
     from azure.data.tables import UpdateMode
 
-    from detector.correlate import Window, build_alerts, correlate
+    from detector.alerts import build_alerts
+    from detector.correlate import correlate
     from detector.outbox import deliver_pending
     from detector.store import DestinationState, StoredAlert
     from detector.store.tables import encode_key
+    from detector.window import Window
 
     good, bad = build_alerts(correlate([*run_command(T0, correlation_id="good"), *run_command(T0, correlation_id="bad")],
                                        [ueba(T0)], Window.ending_at(AT)).rows)

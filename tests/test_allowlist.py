@@ -6,10 +6,12 @@ from typing import Any
 
 import pytest
 
+from detector.alerts import build_alerts
 from detector.allowlist import Allowlist, AllowlistEntry, InvalidEntry, apply
-from detector.correlate import Window, build_alerts, correlate
+from detector.correlate import correlate
 from detector.model import Alert
 from detector.timestamps import parse_datetime
+from detector.window import Window
 from tests.builders import AT, T0, run_command, ueba
 
 

@@ -19,9 +19,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
+from detector.alerts import build_alerts
 from detector.allowlist import Allowlist, apply
 from detector.cli import main
-from detector.correlate import Window, build_alerts, correlate
+from detector.correlate import correlate
 from detector.deliver.links import DeliveryOptions, alert_links, investigate_query, investigate_range
 from detector.deliver.teams import (
     MAX_MESSAGE_BYTES,
@@ -35,6 +36,7 @@ from detector.model import Alert, UebaEvent
 from detector.pipeline import wall_clock
 from detector.store.tables import TableStore
 from detector.triage import assess, attach_context, proposed_entry, why_line
+from detector.window import Window
 from tests.builders import AT, SUB, T0, H, activity, authorization, run_command, ueba
 from tests.render import THEMES, WIDTHS, host_config, render
 from tests.services import ROOT, azurite_tables

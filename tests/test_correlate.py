@@ -4,17 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from detector.correlate import (
-    Window,
-    alert_key,
-    build_alerts,
-    correlate,
-    is_run_command,
-    is_suspicious_login,
-    summarize_run_commands,
-)
+from detector.alerts import alert_key, build_alerts
+from detector.correlate import correlate, is_run_command, is_suspicious_login, summarize_run_commands
 from detector.model import ActivityEvent, UebaEvent
 from detector.rule import RULE
+from detector.window import Window
 from tests.builders import AT, RUN_COMMAND, SUB, T0, VM_SCOPE, H, activity, authorization, run_command, ueba
 
 WINDOW = Window.ending_at(AT)

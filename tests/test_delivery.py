@@ -11,7 +11,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from detector.correlate import Window, build_alerts, correlate
+from detector.alerts import build_alerts
+from detector.correlate import correlate
 from detector.deliver.http import encode_json, make_session
 from detector.deliver.links import DeliveryOptions
 from detector.deliver.logicapp import LogicAppDestination, build_payload, load_schema
@@ -24,6 +25,7 @@ from detector.sample.generate import SAMPLE_DIR
 from detector.settings import Settings
 from detector.sources.files import FileSource
 from detector.timestamps import parse_datetime
+from detector.window import Window
 from tests.builders import AT, T0, run_command, ueba
 from tests.webhook import Reply, WebhookServer, webhook_server
 

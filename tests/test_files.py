@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from detector.correlate import Window, correlate
+from detector.correlate import correlate
 from detector.errors import InputError
 from detector.sample.exports import WRITERS
 from detector.sample.generate import build
 from detector.sources.files import FileSource
+from detector.window import Window
 from tests.builders import AT
 
 ACTIVITY_HEADER = ("TimeGenerated [UTC],OperationNameValue,Authorization,CorrelationId,Caller,CallerIpAddress,"

@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 
-from detector.correlate import Window, correlate
+from detector.correlate import correlate
 from detector.errors import InputError
 from detector.model import ActivityEvent
 from detector.sources.files import FileSource
 from detector.timestamps import format_datetime, parse_datetime
+from detector.window import Window
 from tests.builders import AT, VM_SCOPE
 
 ROOT = Path(__file__).resolve().parents[1]

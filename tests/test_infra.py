@@ -388,7 +388,8 @@ def test_every_runtime_import_is_a_requirement_with_a_floor() -> None:
                 if (m := re.match(r"^([A-Za-z0-9_.-]+)>=", line))}
     imported = {distribution_of(module) for module in imported_modules()}
     assert imported <= required, f"imported but not in requirements.txt: {sorted(imported - required)}"
-    # tzdata is never imported: zoneinfo falls back to it when the host has no time zone database.
+    # tzdata is never imported: zoneinfo falls back to it when the host has no time zone database, and the
+    # allowlist reads its zone tables as package data (importlib.resources).
     assert required - imported == {"tzdata"}
 
 

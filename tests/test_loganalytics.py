@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 
 from detector.cli import EXIT_FAILED, EXIT_OK, main
-from detector.correlate import Window, correlate
+from detector.correlate import correlate
 from detector.errors import SourceError
 from detector.pipeline import detect
 from detector.sample.generate import build
 from detector.sources.files import FileSource
 from detector.sources.loganalytics import LogAnalyticsSource, make_client
 from detector.timestamps import TICKS_PER_HOUR
+from detector.window import Window
 from tests.la_fake import LogAnalyticsFake, StaticCredential, log_analytics_fake
 
 WORKSPACE = "11111111-2222-3333-4444-555555555555"

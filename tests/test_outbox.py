@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from detector.correlate import Window, alert_key, correlate
+from detector.alerts import alert_key
+from detector.correlate import correlate
 from detector.deliver import Outcome, OutcomeCallback
 from detector.errors import SourceError, StoreError
 from detector.model import ActivityEvent, Alert, DeliveryEvent, UebaEvent
@@ -28,6 +29,7 @@ from detector.sources.memory import MemorySource
 from detector.store import DELIVERED, OPEN, PENDING, SUPPRESSED, StateStore, StoredAlert
 from detector.store.files import FileStore
 from detector.timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, TICKS_PER_MINUTE, Ticks, format_datetime, parse_datetime
+from detector.window import Window
 from tests.builders import VM_SCOPE, authorization, run_command, ueba
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -688,7 +690,7 @@ def test_lifetime_and_update_settings_are_validated_and_the_lease_outlasts_two_s
 def test_the_update_message_is_marked_as_new_evidence() -> None:
     import jsonschema
 
-    from detector.correlate import build_alerts
+    from detector.alerts import build_alerts
     from detector.deliver.logicapp import build_payload, load_schema
     from detector.deliver.teams import build_alert_card, build_digest_card
     from detector.triage import why_line

@@ -17,13 +17,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from detector import kql
+from detector import rules as registry
+from detector.alerts import build_alerts
 from detector.allowlist import Allowlist
-from detector.correlate import Window, build_alerts, correlate, is_run_command, is_suspicious_login
+from detector.correlate import correlate, is_run_command, is_suspicious_login
 from detector.deliver.teams import MAX_MESSAGE_BYTES, allowlist_command, build_alert_card, build_digest_card
 from detector.errors import InputError
 from detector.model import Alert
+from detector.rule import RULE, Rule, selection_of
 from detector.sources.files import FileSource
 from detector.timestamps import format_datetime, parse_datetime
+from detector.window import Window
 from tests.builders import AT, T0, authorization, run_command, ueba
 
 ASCII = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=60)
@@ -302,9 +306,13 @@ OPERATIONS = st.sampled_from(["MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTI
                               "Microsoft.Compute/virtualMachines/runCommand/action",
                               "microsoft.compute/virtualmachines/runcommand/ACTION",
                               "MICROSOFT.COMPUTE/VIRTUALMACHINESCALESETS/VIRTUALMACHINES/RUNCOMMAND/ACTION",
-                              "MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE", "Microsoft.Storage/write"])
+                              "MICROSOFT.COMPUTE/VIRTUALMACHINES/WRITE", "Microsoft.Storage/write",
+                              # the extension rule's needle, once with KQL case twins (U+017F, U+0131)
+                              "Microsoft.Compute/virtualMachines/extensions/write",
+                              "MICROSOFT.COMPUTE/VIRTUALMACHINES/EXTEN\u017f\u0131ONS/WRITE"])
 AUTHS = st.sampled_from([authorization(), authorization().replace("virtualMachines", "virtualMachineScaleSets"),
-                         "not json", ""])
+                         # without "runCommand" anywhere: an extension write's line must hold "extensions" only
+                         authorization().replace("runCommand/action", "extensions/write"), "not json", ""])
 ACTIVITY_OBJECTS = st.fixed_dictionaries({
     "TimeGenerated": st.sampled_from(["2026-11-19T06:00:00Z", "2026-11-19T06:00:10Z", "2026-11-19T06:00:20Z",
                                       "2026-11-30T00:00:00Z", "nope"]),
@@ -334,33 +342,35 @@ def _lines(objects: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[list
     return st.tuples(objects.map(json.dumps), st.lists(line, max_size=12)).map(lambda t: [t[0], *t[1]])
 
 
-def _filtered(directory: Path, prefilter: bool) -> tuple[list[Any], list[Any], list[Any]]:
-    data = FileSource(directory, prefilter=prefilter).fetch(Window.ending_at(AT))
+def _filtered(directory: Path, prefilter: bool, rules: tuple[Rule, ...]) -> tuple[list[Any], list[Any], list[Any]]:
+    data = FileSource(directory, prefilter=prefilter, selection=selection_of(rules)).fetch(Window.ending_at(AT))
     activity, ueba_events = list(data.activity), list(data.ueba)
-    rows = correlate(activity, ueba_events, Window.ending_at(AT)).rows
-    return ([e for e in activity if is_run_command(e)], [e for e in ueba_events if is_suspicious_login(e)],
-            [r.to_dict() for r in rows])
+    rows = correlate(activity, ueba_events, Window.ending_at(AT), rules=rules).rows
+    return ([e for e in activity if any(is_run_command(e, rule) for rule in rules)],
+            [e for e in ueba_events if is_suspicious_login(e)], [r.to_dict() for r in rows])
 
 
-def _assert_prefilter_agrees(folder: Path) -> None:
+def _assert_prefilter_agrees(folder: Path, rules: tuple[Rule, ...] = (RULE,)) -> None:
     """The scan with the prefilter gives the rows (or the bad-input error) of a full parse."""
     try:
-        full = _filtered(folder, prefilter=False)
+        full = _filtered(folder, False, rules)
     except InputError:
         with pytest.raises(InputError):
-            _filtered(folder, prefilter=True)
+            _filtered(folder, True, rules)
         return
-    assert _filtered(folder, prefilter=True) == full
+    assert _filtered(folder, True, rules) == full
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_lines(ACTIVITY_OBJECTS), _lines(UEBA_OBJECTS))
-def test_prefilter_on_and_off_give_identical_rows(activity_lines: list[str], ueba_lines: list[str]) -> None:
+@given(_lines(ACTIVITY_OBJECTS), _lines(UEBA_OBJECTS), st.sampled_from([(RULE,), registry.ALL_RULES]))
+def test_prefilter_on_and_off_give_identical_rows(activity_lines: list[str], ueba_lines: list[str],
+                                                  rules: tuple[Rule, ...]) -> None:
+    """The seed alone (one needle) and every rule (needles of which a line holds one: runcommand, extensions)."""
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         (d / "AzureActivity.jsonl").write_text("\n".join(activity_lines) + "\n", encoding="utf-8")
         (d / "BehaviorAnalytics.jsonl").write_text("\n".join(ueba_lines), encoding="utf-8")
-        _assert_prefilter_agrees(d)
+        _assert_prefilter_agrees(d, rules)
 
 
 def _as_record(o: dict[str, Any]) -> dict[str, Any]:

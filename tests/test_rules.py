@@ -183,8 +183,8 @@ def test_unknown_rules_are_refused_with_their_name() -> None:
 def test_selection_drives_the_pushdown_and_the_prefilter() -> None:
     assert selection_of((RULE,)) == SEED_SELECTION
     everything = selection_of(registry.ALL_RULES)
-    assert everything.needle is None  # "runcommand" and "extensions" share no needle: every line is parsed
-    assert selection_of(registry.EXTENDED[:3]).needle == b"runcommand"
+    assert everything.needles == (b"runcommand", b"extensions")  # a usable line holds one of them
+    assert selection_of(registry.EXTENDED[:3]).needles == (b"runcommand",)
     text = activity_query(WINDOW.start, WINDOW.end, everything)
     assert "| where OperationNameValue in~ (" in text
     assert "| where Authorization has_any (" in text
@@ -415,6 +415,33 @@ def test_the_layout_has_no_back_edges() -> None:
     assert {"window", "model"} <= _detector_imports(ROOT / "detector" / "sources" / "files.py")
 
 
+def _hidden_imports(path: Path) -> list[str]:
+    """What in ``path`` reaches a module without an import statement (the check above reads statements only)."""
+    import ast
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name)):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id
+            if name in ("import_module", "__import__"):
+                found.append(f"line {node.lineno}: {name}()")
+    found += [f"line {node.lineno}: module-level __getattr__ (a lazy re-export)" for node in tree.body
+              if isinstance(node, ast.FunctionDef) and node.name == "__getattr__"]
+    return found
+
+
+def test_every_detector_import_is_a_statement_the_layout_check_reads(tmp_path: Path) -> None:
+    # A lazy re-export (a module __getattr__ calling importlib) would let a stage reach a later one unseen.
+    problems = [f"{path.relative_to(ROOT)} {hidden}" for path in sorted((ROOT / "detector").rglob("*.py"))
+                for hidden in _hidden_imports(path)]
+    assert problems == []
+    # The check sees a hidden import when there is one.
+    shim = tmp_path / "shim.py"
+    shim.write_text("import importlib\n\ndef __getattr__(name):\n"
+                    "    return getattr(importlib.import_module('detector.alerts'), name)\n", encoding="utf-8")
+    assert _hidden_imports(shim) == ["line 4: import_module()", "line 3: module-level __getattr__ (a lazy re-export)"]
+
+
 @pytest.mark.parametrize("names", [["all"], ["ext-vm-extension-write"], ["ext-arc-run-command,ext-vmss-run-command"]])
 def test_the_jsonl_prefilter_keeps_every_line_the_selected_rules_use(tmp_path: Path, names: list[str]) -> None:
     from detector.pipeline import detect
@@ -462,3 +489,50 @@ def test_the_jsonl_prefilter_keeps_operation_names_spelled_with_case_twins(tmp_p
     full = alerts(False)
     assert full  # the twins do match the rule
     assert alerts(True) == full
+
+
+NAMED_TUPLE_API = {"_replace", "_asdict", "_fields", "_make"}
+
+
+def _private_reaches(path: Path) -> list[str]:
+    """``x._name`` in ``path`` where ``x`` is another object's: not self/cls/super(), and not an instance of
+    the class whose own body defines ``_name`` (as ``__eq__`` reads ``other._value``)."""
+    import ast
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+
+    def own_names(cls: ast.ClassDef) -> set[str]:
+        names = {node.name for node in cls.body if isinstance(node, ast.FunctionDef)}
+        for node in ast.walk(cls):
+            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                names.add(node.attr)
+        return names
+
+    def visit(node: ast.AST, owned: set[str]) -> None:
+        if isinstance(node, ast.ClassDef):
+            owned = owned | own_names(node)
+        if (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                and node.attr not in NAMED_TUPLE_API and node.attr not in owned):
+            value = node.value
+            mine = (isinstance(value, ast.Name) and value.id in ("self", "cls")) or (
+                isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "super")
+            if not mine:
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        for child in ast.iter_child_nodes(node):
+            visit(child, owned)
+    visit(tree, set())
+    return found
+
+
+def test_no_detector_module_reaches_into_another_objects_private_members(tmp_path: Path) -> None:
+    # A caller that needs a private member is missing a public method (health messages once posted through
+    # WebhookDestination._post).
+    problems = [f"{path.relative_to(ROOT)} {reach}" for path in sorted((ROOT / "detector").rglob("*.py"))
+                for reach in _private_reaches(path)]
+    assert problems == []
+    # The check sees a reach when there is one, and lets a class read its own members on another instance.
+    sample = tmp_path / "sample.py"
+    sample.write_text("class Secret:\n    def __init__(self, v):\n        self._v = v\n"
+                      "    def __eq__(self, other):\n        return other._v == self._v\n\n"
+                      "def send(destination, body):\n    return destination._post(body)\n", encoding="utf-8")
+    assert _private_reaches(sample) == ["line 8: destination._post"]

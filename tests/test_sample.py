@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from detector.correlate import Window
 from detector.pipeline import detect
 from detector.sample.generate import SAMPLE_DIR, build
 from detector.sources.files import FileSource
 from detector.timestamps import format_datetime, parse_datetime
+from detector.window import Window
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MANIFEST = json.loads((SAMPLE_DIR / "expected.json").read_text(encoding="utf-8"))

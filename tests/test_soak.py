@@ -4,14 +4,15 @@ skipped, no secret leaked.
 
 Real parts: Azurite (state), the Log Analytics fake over HTTPS with the real LogsQueryClient, local
 webhook servers, the real Teams and Logic App senders, and separate processes that are killed
-(SIGKILL): one after recording its alerts and before delivering them, one after its k-th accepted
-post. Time is simulated: each daily run gets its run time and a clock; claims and leases follow that
+(SIGKILL): one after recording its alerts and before delivering them, one by the webhook server when
+its (k+1)-th post arrives, which then goes unanswered. Time is simulated: each daily run gets its run time and a clock; claims and leases follow that
 clock. Every fault is counted as the fakes observed it (the answers they gave, the posts they got),
 not as scheduled, and printed with what was expected and what happened.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,13 +20,13 @@ import subprocess
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from detector.correlate import alert_key
-from detector.deliver import Outcome
+from detector.alerts import alert_key
 from detector.deliver.http import make_session
 from detector.deliver.logicapp import LogicAppDestination
 from detector.deliver.teams import TeamsDestination
@@ -37,7 +38,7 @@ from detector.store import SUPPRESSED
 from detector.store.tables import TableStore
 from detector.timestamps import TICKS_PER_DAY, TICKS_PER_HOUR, TICKS_PER_MINUTE, format_datetime, parse_datetime
 from tests.la_fake import LogAnalyticsFake, StaticCredential, log_analytics_fake
-from tests.webhook import Reply, WebhookServer, alert_message, webhook_server
+from tests.webhook import Received, Reply, WebhookServer, alert_message, webhook_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY0 = parse_datetime("2026-10-01T06:00:00Z")
@@ -168,38 +169,43 @@ run_once(source=source, store=store, destinations=[Doomed("teams-1"), Doomed("lo
          clock=lambda: at, policy=policy)
 """
 
-KILLED_AFTER_K_POSTS = CHILD_PRELUDE + """
-POSTS = [0]
-
-def dying(cls):
-    class Dying(cls):
-        def _post(self, payload):
-            if POSTS[0] == {k}:
-                os.kill(os.getpid(), signal.SIGKILL)  # after k accepted (and marked) posts; the next is in flight
-            POSTS[0] += 1
-            return super()._post(payload)
-    return Dying
-
+SENDING = CHILD_PRELUDE + """
 session = make_session(max_seconds=5, backoff=0.01, retries=3)
 run_once(source=source, store=store, at=at, clock=lambda: at, policy=policy,
-         destinations=[dying(TeamsDestination)("teams-1", {teams!r}, session=session),
-                       dying(LogicAppDestination)("logicapp-1", {logic!r}, session=session)])
+         destinations=[TeamsDestination("teams-1", {teams!r}, session=session),
+                       LogicAppDestination("logicapp-1", {logic!r}, session=session)])
 """
 
 
-def slow_destination(cls: type[Any], dest_id: str, url: str, session: Any, now: list[int],
-                     timer: list[DeliveryStats], store: TableStore, destinations: list[Any]) -> Any:
-    """A real sender whose every post takes six simulated minutes; the 15-minute timer fires after twelve."""
-    started = now[0]
+def kill_after(k: int, child: list[subprocess.Popen[str]]) -> Callable[[Received], Reply | None]:
+    """A webhook hook that lets ``k`` posts through, then SIGKILLs the sender with the next one in flight:
+    that post reaches the server and is never answered (so never delivered), as if the process died mid-send."""
+    seen = [0]
 
-    class Slow(cls):  # type: ignore[misc, valid-type]
-        def _post(self, payload: Any) -> Outcome:
-            now[0] += 6 * M
-            if not timer and now[0] - started >= 12 * M:
-                timer.append(redeliver(store=store, destinations=destinations, clock=lambda: now[0], policy=POLICY))
-            result: Outcome = super()._post(payload)
-            return result
-    return Slow(dest_id, url, session=session)
+    def on_request(request: Received) -> Reply | None:
+        seen[0] += 1
+        if seen[0] <= k:
+            return None
+        child[0].kill()
+        child[0].wait()
+        return Reply(answer=False)
+    return on_request
+
+
+def six_minutes_a_post(now: list[int], timer: list[DeliveryStats], store: TableStore, destinations: list[Any]
+                       ) -> Callable[[Received], Reply | None]:
+    """A webhook hook under which every post takes six simulated minutes; the 15-minute redelivery timer runs,
+    once, when twelve have passed, while the run waits for the webhook's answer."""
+    started = now[0]
+    fired = [False]
+
+    def on_request(request: Received) -> Reply | None:
+        now[0] += 6 * M
+        if not fired[0] and now[0] - started >= 12 * M:
+            fired[0] = True  # the timer's own posts (it should make none) do not fire it again
+            timer.append(redeliver(store=store, destinations=destinations, clock=lambda: now[0], policy=POLICY))
+        return None
+    return on_request
 
 
 def classify(hooks: WebhookServer, path: str, labels: set[str]) -> tuple[Counter[str], Counter[str], int]:
@@ -242,10 +248,10 @@ def test_thirty_days_under_faults(azurite: str, caplog: pytest.LogCaptureFixture
         logic = LogicAppDestination("logicapp-1", logic_url, session=session)
         destinations: list[Any] = [teams, logic]
 
-        def day_run(day: int, *, dests: list[Any] | None = None, clock: Any = None) -> None:
+        def day_run(day: int, *, clock: Any = None) -> None:
             at = DAY0 + day * TICKS_PER_DAY + TICKS_PER_DAY  # the run after day `day`
             try:
-                result = run_once(source=source, store=store, destinations=dests or destinations, at=at,
+                result = run_once(source=source, store=store, destinations=destinations, at=at,
                                   clock=clock or (lambda: at), policy=POLICY)
                 summaries.setdefault(day, []).append(result.summary())
                 outcomes[day] = "succeeded"
@@ -255,15 +261,25 @@ def test_thirty_days_under_faults(azurite: str, caplog: pytest.LogCaptureFixture
         def answers(path: str, status: int, since: int) -> int:
             return sum(1 for r in hooks.received[since:] if r.path == path and r.status == status)
 
-        def child(template: str, day: int, **extra: Any) -> int:
+        def child(template: str, day: int, *, killer: Callable[[list[subprocess.Popen[str]]], Any] | None = None,
+                  **extra: Any) -> int:
+            """Run one day in a separate process that is SIGKILLed: by itself (``template``), or by the webhook
+            server's hook that ``killer`` makes from it."""
             at = DAY0 + (day + 1) * TICKS_PER_DAY
             code = template.format(root=str(ROOT), at=at, endpoint=endpoint, ca=ca, workspace=WORKSPACE, conn=azurite,
                                    retention=RETENTION_DAYS, **extra)
-            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                                  env={**os.environ, "PYTHONPATH": str(ROOT)})
-            assert done.returncode == -9, done.stderr[-2000:]
+            process: list[subprocess.Popen[str]] = []
+            hooks.on_request = killer(process) if killer is not None else None
+            try:
+                process.append(subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE, text=True,
+                                                env={**os.environ, "PYTHONPATH": str(ROOT)}))
+                _, stderr = process[0].communicate(timeout=120)
+            finally:
+                hooks.on_request = None
+            assert process[0].returncode == -9, stderr[-2000:]
             outcomes[day] = "killed"
-            return done.returncode
+            return process[0].returncode
 
         for day in range(DAYS):
             mark = len(hooks.received)
@@ -305,11 +321,13 @@ def test_thirty_days_under_faults(azurite: str, caplog: pytest.LogCaptureFixture
                                f"{fake.served_faults[faults:]} served; run {outcomes[day]}"))
             elif day == 15:  # killed after its k-th accepted post, the (k+1)-th in flight
                 k = 2
-                child(KILLED_AFTER_K_POSTS, day, k=k, teams=teams_url, logic=logic_url)
-                got = len(hooks.received) - mark
-                report.append((f"killed after accepted post k={k}", f"{k} posts reach the webhooks, the rest "
-                               "(and none of those again) by the next run", f"{got} posts received, then SIGKILL"))
-                assert got == k
+                child(SENDING, day, killer=functools.partial(kill_after, k), teams=teams_url, logic=logic_url)
+                got = hooks.received[mark:]
+                report.append((f"killed after accepted post k={k}", f"{k} posts accepted, the next one in flight when "
+                               "killed; it and the rest (and none of the first again) by the next run",
+                               f"{sum(1 for r in got if r.status == 202)} posts accepted, then SIGKILL with "
+                               f"{sum(1 for r in got if r.status == 0)} unanswered"))
+                assert [r.status for r in got] == [202] * k + [0]
             elif day in (17, 18, 19):  # three missed runs in a row
                 outcomes[day] = "missed"
                 report.append((f"missed run (day {day})", "no query; the next window reaches back",
@@ -331,10 +349,11 @@ def test_thirty_days_under_faults(azurite: str, caplog: pytest.LogCaptureFixture
             elif day == 26:  # a delivery longer than the lease: the 15-minute timer fires mid-run
                 now = [DAY0 + (day + 1) * TICKS_PER_DAY]
                 timer: list[DeliveryStats] = []
-                slow = [slow_destination(cls, dest_id, url, session, now, timer, store, destinations)
-                        for cls, dest_id, url in ((TeamsDestination, "teams-1", teams_url),
-                                                  (LogicAppDestination, "logicapp-1", logic_url))]
-                day_run(day, dests=slow, clock=lambda now=now: now[0])
+                hooks.on_request = six_minutes_a_post(now, timer, store, destinations)
+                try:
+                    day_run(day, clock=lambda now=now: now[0])
+                finally:
+                    hooks.on_request = None
                 elapsed = (now[0] - DAY0 - (day + 1) * TICKS_PER_DAY) // M
                 [t] = timer
                 report.append(("delivery longer than the lease", "claims renewed: the timer takes nothing over",

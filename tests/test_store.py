@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from detector.correlate import Window, build_alerts, correlate
+from detector.alerts import build_alerts
+from detector.correlate import correlate
 from detector.store import DELIVERED, SUPPRESSED, ConflictError, DestinationState, PurgeStats, StateStore, StoredAlert
+from detector.window import Window
 from tests.builders import AT, T0, run_command, ueba
 
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from detector.correlate import Window
 from detector.model import ACTIVITY_COLUMNS, Alert
 from detector.outbox import decide
 from detector.pipeline import detect
 from detector.sample.exports import WRITERS
 from detector.sources.files import FileSource
 from detector.store import StoredAlert
+from detector.window import Window
 from tests.builders import AT, T0, run_command
 from tests.test_cards import rich_alert
 

@@ -1,7 +1,10 @@
 """A real HTTP server on 127.0.0.1 standing in for Teams Workflows and Logic App webhooks.
 
 Each path answers from a script of responses (status, headers, body, delay); when the script runs
-out it answers 202. Every request is recorded with its path, query and JSON body.
+out it answers 202. Every request is recorded with its path, query and JSON body. ``on_request``, when
+set, sees each request as it arrives, before it is answered (in the server's thread), and may replace
+its reply: the soak tests advance their simulated clock there and kill a sender with a post in flight.
+A reply with ``answer=False`` closes the connection unanswered (recorded with status 0: not delivered).
 ``alert_message`` reads which alert a received message is about (for the soak tests' counts).
 """
 
@@ -11,7 +14,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +28,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: str = ""
     delay: float = 0.0
+    answer: bool = True
 
 
 @dataclass
@@ -41,6 +45,7 @@ class WebhookServer:
         self.scripts: dict[str, list[Reply]] = {}
         self.received: list[Received] = []
         self.lock = threading.Lock()
+        self.on_request: Callable[[Received], Reply | None] | None = None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -58,7 +63,15 @@ class WebhookServer:
                 with outer.lock:
                     script = outer.scripts.get(parts.path, [])
                     reply = script.pop(0) if script else Reply()
-                    outer.received.append(Received(parts.path, parts.query, body, reply.status, raw))
+                request = Received(parts.path, parts.query, body, reply.status, raw)
+                hook = outer.on_request
+                reply = (hook(request) if hook is not None else None) or reply
+                request.status = reply.status if reply.answer else 0
+                with outer.lock:
+                    outer.received.append(request)
+                if not reply.answer:
+                    self.close_connection = True
+                    return
                 if reply.delay:
                     time.sleep(reply.delay)
                 payload = reply.body.encode()

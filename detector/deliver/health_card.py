@@ -1,7 +1,7 @@
 """Health messages about the detector itself: a Teams card unlike any alert card, and a Logic App
 payload described by its own versioned schema (``schemas/health-v1.schema.json``).
 
-They go out through the destinations' existing HTTP senders (same session, retries, time cap and
+They go out through the destinations' own ``send`` (same session, retries, time cap and
 redaction as alerts). Every text that comes from an error passes through ``redact`` (no ``sig=``,
 no query strings) and ``clean`` (no markdown, links or mentions); values sit in ``TextRun``s only.
 """
@@ -128,7 +128,7 @@ def build_health_payload(event: HealthEvent) -> dict[str, Any]:
 def send_health(destination: Destination, event: HealthEvent) -> Outcome:
     """Post one health message through the destination's own sender (retries, time cap, redaction)."""
     if isinstance(destination, TeamsDestination):
-        return destination._post(encode_json(build_health_card(event)))
+        return destination.send(encode_json(build_health_card(event)))
     if isinstance(destination, LogicAppDestination):
-        return destination._post(encode_json(build_health_payload(event)))
+        return destination.send(encode_json(build_health_payload(event)))
     return Outcome(False, f"{destination.id}: this destination type takes no health messages")

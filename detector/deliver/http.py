@@ -132,7 +132,10 @@ class WebhookDestination:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._id!r})"
 
-    def _post(self, body: bytes) -> Outcome:
+    def send(self, body: bytes) -> Outcome:
+        """POST one prepared message, the exact bytes from :func:`encode_json` (alert, digest or health
+        message alike), with this destination's session, retries and time cap; the answer is read as this
+        kind of webhook's answers are (:meth:`_outcome`)."""
         return self._outcome(post_body(self._session, self._url, body, timeout=self.timeout))
 
     def _post_each(self, alerts: Sequence[Alert], build: Callable[[Alert], bytes],
@@ -140,7 +143,7 @@ class WebhookDestination:
         """One message per alert (``build`` gives the exact bytes), each outcome reported as soon as it is known."""
         outcomes = []
         for index, alert in enumerate(alerts):
-            outcome = self._post(build(alert))
+            outcome = self.send(build(alert))
             outcomes.append(outcome)
             if on_outcome is not None:
                 on_outcome(index, outcome)

@@ -426,7 +426,7 @@ class TeamsDestination(WebhookDestination):
     def deliver(self, alerts: Sequence[Alert], *, event: DeliveryEvent = "alert",
                 on_outcome: OutcomeCallback | None = None) -> list[Outcome]:
         if len(alerts) > self.digest_threshold:
-            outcome = self._post(digest_message(alerts, event=event, options=self.options)[1])
+            outcome = self.send(digest_message(alerts, event=event, options=self.options)[1])
             if on_outcome is not None:
                 for index in range(len(alerts)):
                     on_outcome(index, outcome)

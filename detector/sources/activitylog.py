@@ -51,7 +51,7 @@ Mapper = Callable[[Row], dict[str, Any]]
 
 UPN_CLAIM = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 _OPERATION_ID = re.compile(r"[A-Za-z0-9.]+(/[^/\s]+)+")
-_MS_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+_MS_DATE = re.compile(r"/Date\((-?[0-9]+)([+-][0-9]{4})?\)/")  # ASCII digits: see timestamps.py
 OLDER_SCHEMA_FIX = (
     "this is the older AzureActivity schema, and OperationName holds a display name ({value!r}) that no "
     "documented mapping turns back into the operation's identifier. Re-export from the workspace with "
@@ -152,19 +152,10 @@ def mapper_for(first: Row, path: str) -> Mapper | None:
     return None
 
 
-class Identities:
-    """The AzureActivity events read so far, by identity: CorrelationId + EventDataId + time (GUIDs compared
-    without case), for the rows that carry an EventDataId; rows without one are never merged."""
-
-    def __init__(self) -> None:
-        self._seen: set[tuple[str, str, Ticks]] = set()
-
-    def met_before(self, row: Row, event: ActivityEvent) -> bool:
-        event_id = row.get("EventDataId")
-        if not isinstance(event_id, str) or not event_id.strip():
-            return False
-        key = (event.correlation_id.strip().lower(), event_id.strip().lower(), event.time)
-        if key in self._seen:
-            return True
-        self._seen.add(key)
-        return False
+def event_identity(row: Row, event: ActivityEvent) -> tuple[str, str, Ticks] | None:
+    """An AzureActivity event's identity: CorrelationId + EventDataId + time (GUIDs compared without case: the
+    REST API and the workspace spell them differently); None for a row without an EventDataId."""
+    event_id = row.get("EventDataId")
+    if not isinstance(event_id, str) or not event_id.strip():
+        return None
+    return event.correlation_id.strip().lower(), event_id.strip().lower(), event.time

@@ -23,6 +23,6 @@ def open_source(*, selection: ActivitySelection, directory: Path | str | None = 
         return FileSource(directory, prefilter=prefilter, date_order=date_order, selection=selection)
     from .loganalytics import LogAnalyticsSource, make_client
     if logs_client is None:
-        from azure.identity import DefaultAzureCredential
-        logs_client = make_client(DefaultAzureCredential())
+        from ..credential import ambient_credential
+        logs_client = make_client(ambient_credential())
     return LogAnalyticsSource(logs_client, workspace_id, server_timeout=server_timeout, selection=selection)

@@ -33,11 +33,11 @@ from typing import Any, TypeVar
 
 from .. import kql
 from ..errors import InputError
-from ..model import ACTIVITY_COLUMNS, UEBA_COLUMNS, UEBA_OPTIONAL_COLUMNS
+from ..model import ACTIVITY_COLUMNS, IDENTITY_COLUMNS, UEBA_COLUMNS, UEBA_OPTIONAL_COLUMNS
 from ..timestamps import DATE_ORDERS, PORTAL, format_datetime, parse_portal_datetime, portal_date_evidence
 from ..window import SEED_SELECTION, ActivitySelection, Window
 from . import MalformedRow, Progress, ReadReport, SourceData, activitylog
-from .records import RowError, activity_event, ueba_event
+from .records import Identities, RowError, activity_event, ueba_event, ueba_identity
 from .scan import LinePrefilter, ScanResult, ScanStream, open_bytes
 from .tree import find_tables, first_object, format_of, json_is_lines, open_text
 
@@ -69,9 +69,10 @@ def normalize_header(name: str, path: str, required: tuple[str, ...]) -> str:
 
 
 def _column_index(columns: list[str], required: tuple[str, ...]) -> list[tuple[str, int]]:
-    """Where each required column is, plus the optional context columns that are present."""
+    """Where each required column is, plus the optional context and identity columns that are present."""
     return [(name, columns.index(name)) for name in required] + [
-        (name, columns.index(name)) for name in UEBA_OPTIONAL_COLUMNS if name in columns and name not in required]
+        (name, columns.index(name)) for name in UEBA_OPTIONAL_COLUMNS + IDENTITY_COLUMNS
+        if name in columns and name not in required]
 
 
 def _check_columns(columns: list[str], required: tuple[str, ...], path: str) -> None:
@@ -223,20 +224,18 @@ def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport, date_or
         yield where, row
 
 
-# EventSource == "Azure AD" and the insight == "True": both exact, case-sensitive. The rarer needle
-# comes first: it drives the scan.
-UEBA_PREFILTER = LinePrefilter((b"True", b"Azure AD"), lower=False)
+# EventSource == "Azure AD" and the insight == "True": both exact, case-sensitive. The rarer needle drives
+# the scan.
+UEBA_PREFILTER = LinePrefilter(any_of=(b"True",), all_of=(b"Azure AD",), lower=False)
 
 
 def prefilters(selection: ActivitySelection) -> dict[str, LinePrefilter]:
-    """Per table, the needles a usable line holds; AzureActivity's from the selected rules (lower-cased: the
-    operation name is compared case-insensitively), none when they share no needle (every line parsed)."""
-    out = {UEBA_TABLE: UEBA_PREFILTER}
-    if selection.needle is not None:
-        twins = kql.case_twins(selection.needle.decode("ascii"))
-        out[ACTIVITY_TABLE] = LinePrefilter((selection.needle,), lower=True,
-                                            twins=tuple(ch.encode("utf-8") for ch in twins))
-    return out
+    """Per table, the needles a usable line holds; AzureActivity's: one of the selected rules' needles
+    (lower-cased: operation names are compared case-insensitively)."""
+    twins = kql.case_twins("".join(n.decode("ascii") for n in selection.needles))
+    return {UEBA_TABLE: UEBA_PREFILTER,
+            ACTIVITY_TABLE: LinePrefilter(any_of=selection.needles, lower=True,
+                                          twins=tuple(ch.encode("utf-8") for ch in twins))}
 
 
 def _checked_objects(path: Path, items: Iterable[tuple[str, Any]], required: tuple[str, ...],
@@ -385,8 +384,8 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
 
     ``scanned`` (JSON Lines only) gives the prefilter scan of the file: only its candidate lines are
     parsed, every line is counted. ``date_order`` (``"mdy"``/``"dmy"``, portal CSV only) overrides
-    the order found from the file's times. ``met_before`` (AzureActivity: ``activitylog.Identities``) tells
-    an event already read, in this file or another: it is skipped and counted (``duplicates_skipped``).
+    the order found from the file's times. ``met_before`` (``records.Identities``, one per table) tells an
+    event already read, in this file or another: it is skipped and counted (``duplicates_skipped``).
 
     A file in another encoding than UTF-8, or one that has rows but none of them readable, is an
     :class:`InputError`: the run must not look clean when the data was never read.
@@ -475,7 +474,7 @@ class FileSource:
             for path in paths:
                 check_utf8_text(path)  # before a scan starts: a UTF-16 file must be refused, not skipped
         jobs = [(p, self.prefilters[t]) for t, paths in self.files.items() for p in paths
-                if self.prefilter and t in self.prefilters and _scannable(p, t)]
+                if self.prefilter and _scannable(p, t)]
         paths_scanned = [p for p, _ in jobs]
         streams: list[ScanStream] = []
 
@@ -489,14 +488,14 @@ class FileSource:
                 return streams[0].parts(paths_scanned.index(path))
             return get
 
-        identities = activitylog.Identities()
+        activity_seen, ueba_seen = Identities(activitylog.event_identity), Identities(ueba_identity)
         activity = itertools.chain.from_iterable(
             read_table(p, ACTIVITY_TABLE, ACTIVITY_COLUMNS, activity_event, report, scanned=scanned_for(p),
-                       date_order=self.date_order, met_before=identities.met_before,
+                       date_order=self.date_order, met_before=activity_seen.met_before,
                        progress=self.progress)
             for p in self.files[ACTIVITY_TABLE])
         ueba = itertools.chain.from_iterable(
             read_table(p, UEBA_TABLE, UEBA_COLUMNS, ueba_event, report, scanned=scanned_for(p),
-                       date_order=self.date_order, progress=self.progress)
+                       date_order=self.date_order, met_before=ueba_seen.met_before, progress=self.progress)
             for p in self.files[UEBA_TABLE])
         return SourceData(activity=activity, ueba=ueba, report=report)

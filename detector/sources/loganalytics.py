@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult
 
+from ..credential import failure_line
 from ..errors import SourceError
 from ..model import UebaEvent
 from ..timestamps import TICKS_PER_MINUTE, Ticks, to_datetime
@@ -101,7 +102,8 @@ class LogAnalyticsSource:
         return f"Log Analytics workspace {self.workspace_id}"
 
     # --- raw querying ----------------------------------------------------------------------------
-    def _query_once(self, text: str, start: Ticks, end: Ticks) -> list[dict[str, Any]]:
+    def _ask(self, text: str, start: Ticks, end: Ticks) -> list[dict[str, Any]]:
+        """One query over ``start .. end``, its rows; every failure is a SourceError (or _ResultTooLarge)."""
         self.queries_sent.append(text)
         try:
             result = self.client.query_workspace(
@@ -113,8 +115,8 @@ class LogAnalyticsSource:
         except HttpResponseError as exc:
             if isinstance(exc.__context__, ClientAuthenticationError):
                 # The client re-raises a credential failure as a bare HttpResponseError (status None).
-                raise SourceError("authentication to Log Analytics failed: no token (on a laptop: az login; in "
-                                  "Azure: the managed identity)", code="AuthenticationFailed") from None
+                raise SourceError(f"authentication to Log Analytics failed: {failure_line(exc.__context__)}",
+                                  code="AuthenticationFailed") from None
             code = getattr(getattr(exc, "error", None), "code", None) or f"HTTP{exc.status_code}"
             if _LIMIT_TEXT.search(str(exc.message or "")):
                 raise _ResultTooLarge() from None
@@ -127,7 +129,10 @@ class LogAnalyticsSource:
             code = getattr(result.partial_error, "code", None) or "PartialError"
             message = getattr(result.partial_error, "message", "") or ""
             raise SourceError(f"Log Analytics returned a partial result: {message[:300]}", code=str(code))
-        rows = list(_rows(result.tables))
+        return list(_rows(result.tables))
+
+    def _query_once(self, text: str, start: Ticks, end: Ticks) -> list[dict[str, Any]]:
+        rows = self._ask(text, start, end)
         if len(rows) >= self.max_rows:
             raise _ResultTooLarge()
         self.rows_transferred += len(rows)
@@ -165,20 +170,11 @@ class LogAnalyticsSource:
 
     def rule_rows(self, window: Window, rule_query: str) -> list[dict[str, Any]]:
         """A rule's KQL, verbatim, over the window (parity)."""
-        text = parity_query(rule_query)
-        self.queries_sent.append(text)
         try:
-            result = self.client.query_workspace(self.workspace_id, text,
-                                                 timespan=(to_datetime(window.start), to_datetime(window.end)),
-                                                 server_timeout=self.server_timeout,
-                                                 retry_on_methods=list(RETRY_ON_METHODS))
-        except HttpResponseError as exc:
-            code = getattr(getattr(exc, "error", None), "code", None) or f"HTTP{exc.status_code}"
-            raise SourceError(f"the rule's query failed (HTTP {exc.status_code})", code=str(code)) from None
-        if isinstance(result, LogsQueryPartialResult):
-            raise SourceError("the rule's query returned a partial result",
-                              code=str(getattr(result.partial_error, "code", "PartialError")))
-        return list(_rows(result.tables))
+            return self._ask(parity_query(rule_query), window.start, window.end)
+        except _ResultTooLarge:
+            raise SourceError("the rule's query result is over the service's limits",
+                              code="ResultTooLarge") from None
 
 
 def _convert(rows: Iterable[Mapping[str, Any]], convert: Callable[[Mapping[str, Any]], _T], table: str,

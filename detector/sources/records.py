@@ -9,18 +9,22 @@ Conversion rules, shared by every source so the same rows give the same results:
 * dynamic columns: JSON text is parsed (``parse_json``, standard JSON only, at most 64 levels deep,
   else it stays text); an empty cell is null; objects pass as is, unless they hold NaN/Infinity (not
   JSON numbers) or nest deeper than 64 levels: then the row is malformed. So everything the detector
-  writes later is standard JSON and prints without hitting a recursion limit.
+  writes later is standard JSON and prints without hitting a recursion limit;
+* identity: an event met twice (overlapping exports) is read once when its row names it (:class:`Identities`);
+  rows without an identity are never merged, since the rule would join each of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from .. import kql
 from ..model import ActivityEvent, UebaEvent
-from ..timestamps import Ticks, from_datetime, parse_datetime
+from ..timestamps import Ticks, from_datetime, parse_datetime, parse_whole_number
+
+_Event = TypeVar("_Event")
 
 
 class RowError(ValueError):
@@ -38,14 +42,12 @@ def _text(row: Mapping[str, Any], column: str) -> str:
 
 
 def _check_standard(value: Any, column: str) -> None:
-    """Objects and lists from a source must print as standard JSON: no NaN/Infinity, no extreme nesting."""
-    if isinstance(value, dict | list) and kql.too_deep(value):
+    """Objects, lists and numbers from a source must print as standard JSON: no NaN/Infinity, no extreme nesting."""
+    problem = kql.nonstandard(value)
+    if problem == "deep":
         raise RowError(f"{column} nests deeper than {kql.MAX_DYNAMIC_DEPTH} levels")
-    if isinstance(value, dict | list | float):
-        try:
-            kql.to_json_text(value)
-        except ValueError:
-            raise RowError(f"{column} holds NaN or Infinity, which are not JSON numbers") from None
+    if problem == "nan":
+        raise RowError(f"{column} holds NaN or Infinity, which are not JSON numbers")
 
 
 def _time(row: Mapping[str, Any], column: str) -> Ticks:
@@ -103,6 +105,36 @@ def _priority(row: Mapping[str, Any]) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str):
+        try:
+            return parse_whole_number(value)
+        except ValueError:  # "\u00b2".isdigit() is true, int() reads "\u0667" as 7: neither is an int
+            return None
     return None
+
+
+def ueba_identity(row: Mapping[str, Any], event: UebaEvent) -> tuple[str, Ticks] | None:
+    """A BehaviorAnalytics event's identity: ``SourceRecordId`` (the source record it enriches) + time;
+    None for a row without one. Compared exactly: BehaviorAnalytics comes only from the workspace, so the
+    same row spells it the same in every export."""
+    record_id = row.get("SourceRecordId")
+    if not isinstance(record_id, str) or not record_id.strip():
+        return None
+    return record_id, event.time
+
+
+class Identities(Generic[_Event]):
+    """The events of one table read so far, by ``identity`` (None: the row has none, and is never merged)."""
+
+    def __init__(self, identity: Callable[[Mapping[str, Any], _Event], Hashable | None]) -> None:
+        self._identity = identity
+        self._seen: set[Hashable] = set()
+
+    def met_before(self, row: Mapping[str, Any], event: _Event) -> bool:
+        key = self._identity(row, event)
+        if key is None:
+            return False
+        if key in self._seen:
+            return True
+        self._seen.add(key)
+        return False

@@ -19,7 +19,7 @@ from typing import Any, Final, Literal, Protocol
 
 from ..errors import StoreError
 from ..model import Alert
-from ..timestamps import Ticks, format_datetime, parse_datetime
+from ..timestamps import Ticks, format_datetime, parse_datetime, parse_whole_number
 
 DeliveryState = Literal["pending", "delivered", "failed"]
 AlertStatus = Literal["open", "suppressed"]
@@ -41,6 +41,10 @@ MAX_EVIDENCE = 10_000
 
 class ConflictError(StoreError):
     """The record changed (or appeared) since it was read; re-read and decide again."""
+
+
+# How many times a writer re-reads and decides again on ConflictError before it gives up.
+MAX_WRITE_RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +147,7 @@ def purge_verdict(record: dict[str, Any], cutoff: Ticks) -> PurgeVerdict:
     """
     end = record.get("alert_end")
     if end:
-        old = int(end) < cutoff
+        old = parse_whole_number(str(end)) < cutoff
     else:
         updated = record.get("updated")
         old = bool(updated) and parse_datetime(str(updated)) < cutoff

@@ -16,10 +16,9 @@ def open_store(settings: Settings, *, state_dir: str | None = None, table_endpoi
     if state_dir:
         return FileStore(Path(state_dir))
     if endpoint:
-        from azure.identity import DefaultAzureCredential  # imported only when Azure is used
-
+        from ..credential import ambient_credential  # imported only when Azure is used
         from .tables import TableStore
-        return TableStore.from_endpoint(endpoint, DefaultAzureCredential())
+        return TableStore.from_endpoint(endpoint, ambient_credential())
     if settings.table_connection_string is not None:
         from .tables import TableStore
         return TableStore.from_connection_string(settings.table_connection_string.reveal())

@@ -17,9 +17,16 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
+from ..credential import failure_line
 from ..errors import StoreError
 from ..model import SEED_RULE_ID
 from ..redact import safe_url
@@ -52,6 +59,8 @@ def encode_key(value: str) -> str:
 
 
 def _describe_error(exc: AzureError) -> str:
+    if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
+        return failure_line(exc)  # no answer from the service: the credential's own words, not a status
     if isinstance(exc, HttpResponseError):
         code = getattr(exc, "error_code", None) or "none"
         return f"status {exc.status_code}, code {code}"
@@ -329,7 +338,11 @@ class TableStore:
                 entity = self.runs.get_entity("watermark", encode_key(STATE_KEY))
             except ResourceNotFoundError:
                 return None
-            return parse_datetime(entity["end"])
+            try:
+                return parse_datetime(entity["end"])
+            except (KeyError, AttributeError, ValueError):  # a row the detector did not write: never a traceback
+                raise StoreError(f"{self._label}: read watermark failed (the stored watermark is not an ISO 8601 "
+                                 f"time: {str(entity.get('end'))[:40]!r})") from None
         return self._call("read watermark", run)
 
     def set_watermark(self, end: Ticks) -> None:
