@@ -106,6 +106,29 @@ class Condition:
         value = list(self.value) if isinstance(self.value, tuple) else self.value
         return {"field": self.field_name, "op": self.operator, "value": value}
 
+    def corpus_positions(self) -> list[int]:
+        """Positions of the breadth-corpus alerts the condition holds for, one test per alert (a single-valued
+        field's column is read flat: the per-alert ``all`` over one value costs more than the test).
+
+        A regex on a single-valued field is tested only on the values between the smallest and the largest
+        string RE2 says it could fully match (``possiblematchrange``: every anchored match lies within them,
+        case folding included), found by bisection: a pattern with a literal start reads a handful of values.
+        """
+        column, test = _corpus_column(self.field_name, self._normal_form), self._test
+        if self.field_name not in _INDEXABLE:
+            return [p for p, values in enumerate(column) if values and all(map(test, values))]
+        if self.operator == "regex" and isinstance(self.value, str):
+            try:
+                low, high = _compile_regex(self.value).possiblematchrange(_RANGE_BYTES)
+            except re2.error:  # no range to be had (RE2 says so): every value is tested below
+                pass
+            else:
+                values, positions = _sorted_corpus_bytes(self.field_name)
+                start, end = bisect.bisect_left(values, low), bisect.bisect_right(values, high)
+                return sorted(p for value, p in zip(values[start:end], positions[start:end], strict=True)
+                              if test(value))
+        return [p for p, (value,) in enumerate(column) if test(value)]
+
 
 @functools.lru_cache(maxsize=65536)
 def _address(text: str) -> tuple[int, int] | None:
@@ -354,29 +377,6 @@ def _sorted_corpus_bytes(field_name: str) -> tuple[list[bytes], list[int]]:
 _RANGE_BYTES = 64
 
 
-def _corpus_scan(condition: Condition) -> list[int]:
-    """Positions of the corpus alerts the condition holds for, one test per alert (a single-valued field's
-    column is read flat: the per-alert ``all`` over one value costs more than the test).
-
-    A regex on a single-valued field is tested only on the values between the smallest and the largest
-    string RE2 says it could fully match (``possiblematchrange``: every anchored match lies within them,
-    case folding included), found by bisection: a pattern with a literal start reads a handful of values.
-    """
-    column, test = _corpus_column(condition.field_name, condition._normal_form), condition._test
-    if condition.field_name not in _INDEXABLE:
-        return [p for p, values in enumerate(column) if values and all(map(test, values))]
-    if condition.operator == "regex" and isinstance(condition.value, str):
-        try:
-            low, high = _compile_regex(condition.value).possiblematchrange(_RANGE_BYTES)
-        except re2.error:  # no range to be had (RE2 says so): every value is tested below
-            pass
-        else:
-            values, positions = _sorted_corpus_bytes(condition.field_name)
-            start, end = bisect.bisect_left(values, low), bisect.bisect_right(values, high)
-            return sorted(p for value, p in zip(values[start:end], positions[start:end], strict=True) if test(value))
-    return [p for p, (value,) in enumerate(column) if test(value)]
-
-
 @functools.lru_cache(maxsize=16384)
 def _corpus_matches(conditions: tuple[Condition, ...]) -> frozenset[int]:
     """Positions of the breadth-corpus alerts that all ``conditions`` match; at most :data:`MAX_MATCHES` + 1 of
@@ -399,7 +399,7 @@ def _corpus_matches(conditions: tuple[Condition, ...]) -> frozenset[int]:
         candidates: Iterable[int] = sorted(
             {p for v in values for p in _corpus_index().get((first.field_name, kql.tolower(v)), ())})
     else:
-        candidates = _corpus_scan(first)
+        candidates = first.corpus_positions()
     rest = [c for c in measured if c is not first]
     alerts = corpus()
     matched: list[int] = []
