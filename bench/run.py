@@ -312,6 +312,63 @@ def allowlist_eval(repeat: int) -> dict[str, Any]:
             "ratio": indexed_t / naive_t, "suppressed": sum(1 for m in indexed if m), "equal": indexed == naive}
 
 
+def budget_entries(mix: str, salt: int) -> list[dict[str, Any]]:
+    """1,000 allowlist entries. ``indexed``: allowlist_eval's mix (nine in ten have an equals/in condition);
+    ``unindexed``: none has one (startswith, contains, regex, cidr: every entry is checked against the whole
+    corpus), a tenth of them IPv4 /7s, broad together. ``salt`` makes the values new, so no cache answers."""
+    import random
+
+    rng = random.Random(salt)
+    entries: list[dict[str, Any]] = []
+    for i in range(1000):
+        kind = i % 10
+        if mix == "indexed":
+            caller = f"user{salt}-{i}@contoso.com"
+            conditions = ([{"field": "caller", "op": "equals", "value": caller},
+                           {"field": "vm_name", "op": "startswith", "value": f"vm-{rng.randrange(50):02d}"}]
+                          if kind < 7 else
+                          [{"field": "caller", "op": "in", "value": [caller, f"x{caller}"]}] if kind == 7 else
+                          [{"field": "resource_group", "op": "equals", "value": f"rg-{salt}-{i}"},
+                           {"field": "vm_name", "op": "regex", "value": rf"vm-{rng.randrange(50):02d}-\d+"}]
+                          if kind == 8 else
+                          [{"field": "caller_ip", "op": "cidr", "value": f"10.{rng.randrange(256)}.0.0/16"},
+                           {"field": "ueba_source_location", "op": "contains", "value": rng.choice(["Lagos", "Pune"])}])
+        else:
+            conditions = ([{"field": "caller_ip", "op": "cidr", "value": f"{2 * rng.randrange(128)}.0.0.0/7"}]
+                          if kind == 9 else
+                          [{"field": "vm_name", "op": "startswith", "value": f"{salt}x{i}"}] if kind % 3 == 0 else
+                          [{"field": "resource_id", "op": "contains", "value": f"/rg-{salt}-{i}/"}] if kind % 3 == 1
+                          else [{"field": "vm_name", "op": "regex", "value": rf"app{salt}-{i}-\d+"}])
+        entries.append({"id": f"e{i}", "reason": "benchmark", "conditions": conditions})
+    return entries
+
+
+def allowlist_budget(repeat: int) -> dict[str, Any]:
+    """Loading 1,000 entries against the 2,000-alert breadth corpus, single-entry check and budget included,
+    against the peer: each entry's conditions tested on every corpus alert through Condition.holds."""
+    from detector.allowlist import Allowlist, parse_condition
+    from detector.breadth import MAX_MATCHES, corpus
+
+    alerts = corpus()
+    out: dict[str, Any] = {}
+    for mix in ("indexed", "unindexed"):
+        batches = iter([budget_entries(mix, salt) for salt in range(1, repeat + 1)])
+        ours_t, loaded = median_time(lambda batches=batches: Allowlist.load(next(batches), now=AT), repeat)
+        entries = budget_entries(mix, 0)
+
+        def every_alert(entries: list[dict[str, Any]] = entries) -> list[set[int]]:
+            parsed = [[parse_condition(c, i) for i, c in enumerate(e["conditions"])] for e in entries]
+            return [{p for p, a in enumerate(alerts) if all(c.holds(a) for c in conditions)} for conditions in parsed]
+        peer_t, positions = median_time(every_alert, 1)
+        mine = Allowlist.load(entries, now=AT)
+        narrow = [p for p in positions if len(p) <= MAX_MATCHES]
+        equal = (len(narrow) == len(mine.active) + len(mine.budget.set_aside)
+                 and len(set().union(*narrow)) == mine.budget.requested)
+        out[mix] = {"entries": len(entries), "load_s": ours_t, "every_alert_s": peer_t, "ratio": ours_t / peer_t,
+                    "in_force": len(loaded.active), "set_aside": len(loaded.budget.set_aside), "equal": equal}
+    return out
+
+
 def hostile_input(repeat: int) -> dict[str, Any]:
     """Issue 12's hostile shapes.
 
@@ -511,11 +568,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"MISMATCH at {name}: DuckDB's rows differ from ours", file=sys.stderr)
     results["imports"] = import_times(max(args.repeat, 5))
     results["allowlist"] = allowlist_eval(args.repeat)
+    results["allowlist_budget"] = allowlist_budget(args.repeat)
     results["hostile"] = hostile_input(args.repeat)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(render(results))
     mismatch = any(not e["replay"]["equal"] or not e["correlation"]["equal"] for e in results["scales"].values())
     mismatch = mismatch or not results["allowlist"]["equal"]
+    mismatch = mismatch or not all(b["equal"] for b in results["allowlist_budget"].values())
     return 1 if mismatch else 0
 
 
@@ -571,6 +630,10 @@ def render(results: dict[str, Any]) -> str:
     lines += [f"allowlist: {a['alerts']} alerts x {a['entries']} entries in {a['indexed_s']:.3f} s (indexed); checking "
               f"every entry: {a['every_entry_s']:.2f} s ({a['ratio']:.3f}x); same verdicts: {a['equal']}; "
               f"suppressed: {a['suppressed']}"]
+    for mix, b in results.get("allowlist_budget", {}).items():
+        lines += [f"allowlist load, {b['entries']} {mix} entries x 2,000 corpus alerts (breadth + budget): "
+                  f"{b['load_s']:.3f} s; every entry on every corpus alert: {b['every_alert_s']:.2f} s "
+                  f"({b['ratio']:.3f}x); in force {b['in_force']}, set aside {b['set_aside']}; same: {b['equal']}"]
     h = results["hostile"]
     lines += [f"scan of one huge line: 40 MB {h['scan_40mb_line_s'] * 1000:.0f} ms, 160 MB "
               f"{h['scan_160mb_line_s'] * 1000:.0f} ms ({h['scan_ratio']:.1f}x for 4x the length); "

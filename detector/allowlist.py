@@ -9,6 +9,16 @@ value, a regex that matches the empty string, no conditions, no reason, a bad ti
 too broad (its conditions together match more than 1% of the breadth corpus, see ``breadth.py``)
 suppresses nothing and is reported. Disabled and expired entries suppress nothing either.
 
+The allowlist as a whole has a budget: the entries in force together may match at most 2% of the breadth
+corpus (``breadth.BUDGET_MATCHES``), so many entries that are each narrow enough cannot add up to a
+silenced detector (124 entries of one IPv4 ``/7`` each pass alone and together match 67% of it). When
+the active entries exceed it, the broadest stop suppressing (decision): entries are taken narrowest
+first (fewest corpus alerts; ties: the older ``created_at``, an entry without one last, then the id) and
+each is kept while the union of the kept entries stays within the budget; the rest are set aside and
+reported. The order never depends on the table's or file's order, which whoever writes the allowlist
+controls; an entry that matches no corpus alert (one caller on one VM) never counts against the budget,
+so a flood of broad entries cannot push a tenant's specific exceptions out.
+
 Matching rules (decisions):
 
 * every string operator is case-insensitive; ``regex`` is a full match (anchored at both ends),
@@ -27,6 +37,7 @@ Matching rules (decisions):
 
 from __future__ import annotations
 
+import bisect
 import functools
 import importlib.resources
 import ipaddress
@@ -35,13 +46,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import time as dtime
-from typing import Any
+from typing import Any, Literal, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import re2  # type: ignore[import-untyped]
 
 from . import kql
-from .breadth import CORPUS_SIZE, MAX_MATCHES, MAX_SHARE, corpus
+from .breadth import BUDGET_MATCHES, BUDGET_SHARE, CORPUS_SIZE, MAX_MATCHES, MAX_SHARE, corpus
 from .model import Alert
 from .timestamps import Ticks, format_datetime, parse_datetime, to_datetime
 
@@ -81,15 +92,42 @@ class Condition:
     field_name: str
     operator: str
     value: str | tuple[str, ...]
-    _test: Callable[[str], bool] = dc_field(repr=False, compare=False, hash=False, default=lambda _: False)
+    # A value is first normalised (lower-cased, parsed as an address, or UTF-8) and then tested: the breadth
+    # corpus keeps its columns normalised once, so checking an entry against it costs one test per alert.
+    _normal_form: str = dc_field(repr=False, compare=False, hash=False, default="lower")
+    _test: Callable[[Any], bool] = dc_field(repr=False, compare=False, hash=False, default=lambda _: False)
 
     def holds(self, alert: Alert) -> bool:
         values = _ALERT_FIELDS[self.field_name](alert)
-        return bool(values) and all(self._test(v) for v in values)
+        normalize = _NORMALIZERS[self._normal_form]
+        return bool(values) and all(self._test(normalize(v)) for v in values)
 
     def to_dict(self) -> dict[str, Any]:
         value = list(self.value) if isinstance(self.value, tuple) else self.value
         return {"field": self.field_name, "op": self.operator, "value": value}
+
+    def corpus_positions(self) -> list[int]:
+        """Positions of the breadth-corpus alerts the condition holds for, one test per alert (a single-valued
+        field's column is read flat: the per-alert ``all`` over one value costs more than the test).
+
+        A regex on a single-valued field is tested only on the values between the smallest and the largest
+        string RE2 says it could fully match (``possiblematchrange``: every anchored match lies within them,
+        case folding included), found by bisection: a pattern with a literal start reads a handful of values.
+        """
+        column, test = _corpus_column(self.field_name, self._normal_form), self._test
+        if self.field_name not in _INDEXABLE:
+            return [p for p, values in enumerate(column) if values and all(map(test, values))]
+        if self.operator == "regex" and isinstance(self.value, str):
+            try:
+                low, high = _compile_regex(self.value).possiblematchrange(_RANGE_BYTES)
+            except re2.error:  # no range to be had (RE2 says so): every value is tested below
+                pass
+            else:
+                values, positions = _sorted_corpus_bytes(self.field_name)
+                start, end = bisect.bisect_left(values, low), bisect.bisect_right(values, high)
+                return sorted(p for value, p in zip(values[start:end], positions[start:end], strict=True)
+                              if test(value))
+        return [p for p, (value,) in enumerate(column) if test(value)]
 
 
 @functools.lru_cache(maxsize=65536)
@@ -108,33 +146,45 @@ def _compile_regex(value: str) -> Any:
     return re2.compile(value, _RE2_OPTIONS)
 
 
-def _build_test(operator: str, value: str | tuple[str, ...]) -> Callable[[str], bool]:
+def _utf8(text: str) -> bytes:
+    """The text as RE2 reads it. A lone surrogate (JSON's ``\\ud800`` escape) is kept as its three bytes, which
+    RE2 takes for an invalid character that ``.`` matches: encoding strictly (what re2 does with a str) raised
+    UnicodeEncodeError and stopped the run. Bytes also spare re2's per-call conversion (3x faster on the corpus)."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+# How a value is normalised before an operator tests it: string operators compare lower-cased text, cidr an
+# address, regex (case-insensitive by its options) the text's UTF-8 bytes.
+_NORMALIZERS: dict[str, Callable[[str], Any]] = {"lower": kql.tolower, "address": _address, "utf8": _utf8}
+
+
+def _build_test(operator: str, value: str | tuple[str, ...]) -> tuple[str, Callable[[Any], bool]]:
+    """The normal form (a key of :data:`_NORMALIZERS`) the operator reads, and its test on a normalised value."""
     if isinstance(value, tuple):  # only "in" takes a list (parse_condition guarantees it)
         wanted = {kql.tolower(v) for v in value}
-        return lambda s: kql.tolower(s) in wanted
+        return "lower", wanted.__contains__
     needle = kql.tolower(value)
     if operator == "equals":
-        return lambda s: kql.tolower(s) == needle
+        return "lower", needle.__eq__
     if operator == "contains":
-        return lambda s: needle in kql.tolower(s)
+        return "lower", lambda s: needle in s
     if operator == "startswith":
-        return lambda s: kql.tolower(s).startswith(needle)
+        return "lower", lambda s: s.startswith(needle)
     if operator == "endswith":
-        return lambda s: kql.tolower(s).endswith(needle)
+        return "lower", lambda s: s.endswith(needle)
     if operator == "cidr":
         networks = [(n.version, int(n.network_address), int(n.netmask))
                     for n in (ipaddress.ip_network(part.strip(), strict=False) for part in value.split(","))]
 
-        def in_networks(s: str) -> bool:
-            parsed = _address(s)
+        def in_networks(parsed: tuple[int, int] | None) -> bool:
             if parsed is None:
                 return False
             version, number = parsed
             return any(v == version and number & mask == net for v, net, mask in networks)
-        return in_networks
+        return "address", in_networks
     if operator == "regex":
         pattern = _compile_regex(value)
-        return lambda s: pattern.fullmatch(s) is not None
+        return "utf8", lambda b: pattern.fullmatch(b) is not None
     raise InvalidEntry(f"unknown operator {operator!r}")
 
 
@@ -174,7 +224,8 @@ def parse_condition(raw: Any, index: int) -> Condition:
                                f"or lookaround): {reason}") from None
         if pattern.fullmatch("") is not None:
             raise InvalidEntry(f"{where}: regex {frozen!r} matches (nearly) everything, an empty value included")
-    return Condition(field_name=name, operator=operator, value=frozen, _test=_build_test(operator, frozen))
+    normal_form, test = _build_test(operator, frozen)
+    return Condition(field_name=name, operator=operator, value=frozen, _normal_form=normal_form, _test=test)
 
 
 @functools.lru_cache(maxsize=256)
@@ -308,23 +359,64 @@ def _corpus_index() -> dict[tuple[str, str], list[int]]:
     return index
 
 
+@functools.cache
+def _corpus_column(field_name: str, normal_form: str) -> tuple[tuple[Any, ...], ...]:
+    """Each breadth-corpus alert's values of a field in one normal form, computed once per process."""
+    read, normalize = _ALERT_FIELDS[field_name], _NORMALIZERS[normal_form]
+    return tuple(tuple(normalize(v) for v in read(alert)) for alert in corpus())
+
+
+@functools.cache
+def _sorted_corpus_bytes(field_name: str) -> tuple[list[bytes], list[int]]:
+    """A single-valued field's corpus values as UTF-8, sorted, and the position of each."""
+    pairs = sorted((values[0], p) for p, values in enumerate(_corpus_column(field_name, "utf8")))
+    return [value for value, _ in pairs], [p for _, p in pairs]
+
+
+# RE2's PossibleMatchRange looks at this many leading bytes; its bounds hold for longer matches too.
+_RANGE_BYTES = 64
+
+
+@functools.lru_cache(maxsize=16384)
+def _corpus_matches(conditions: tuple[Condition, ...]) -> frozenset[int]:
+    """Positions of the breadth-corpus alerts that all ``conditions`` match; at most :data:`MAX_MATCHES` + 1 of
+    them, enough to tell an entry too broad. Cached: every run, status and ``allowlist add`` load the same entries.
+
+    Conditions on ``rule_id`` are left out: the corpus stands for the alerts of every rule, and an entry confined
+    to one rule is as broad within that rule's alerts (``rule_id equals <the seed's id>`` beside ``vm_name regex
+    .+`` matched no corpus alert, whose rule id is its own, and passed). An entry of ``rule_id`` conditions alone
+    matches every alert of its rules.
+    """
+    measured = [c for c in conditions if c.field_name != "rule_id"]
+    if not measured:
+        return frozenset(range(MAX_MATCHES + 1))
+    # The corpus is scanned by one condition and the others are tested on what it leaves: an equals/in found
+    # through the index, else any but a regex (a call into RE2 costs several times a string test).
+    first = next((c for c in measured if c.operator in ("equals", "in") and c.field_name in _INDEXABLE),
+                 next((c for c in measured if c.operator != "regex"), measured[0]))
+    if first.operator in ("equals", "in") and first.field_name in _INDEXABLE:
+        values = first.value if isinstance(first.value, tuple) else (first.value,)
+        candidates: Iterable[int] = sorted(
+            {p for v in values for p in _corpus_index().get((first.field_name, kql.tolower(v)), ())})
+    else:
+        candidates = first.corpus_positions()
+    rest = [c for c in measured if c is not first]
+    alerts = corpus()
+    matched: list[int] = []
+    for position in candidates:
+        if all(c.holds(alerts[position]) for c in rest):
+            matched.append(position)
+            if len(matched) > MAX_MATCHES:
+                break
+    return frozenset(matched)
+
+
 def _check_breadth(conditions: tuple[Condition, ...]) -> None:
     """Refuse conditions that, together, match more than :data:`MAX_SHARE` of the breadth corpus."""
-    alerts = corpus()
-    candidates: Iterable[int] = range(len(alerts))
-    for c in conditions:  # an equals/in condition narrows the candidates through the index
-        if c.operator in ("equals", "in") and c.field_name in _INDEXABLE:
-            values = c.value if isinstance(c.value, tuple) else (c.value,)
-            candidates = sorted({p for v in values for p in _corpus_index().get((c.field_name, kql.tolower(v)), ())})
-            break
-    matched = 0
-    for position in candidates:
-        if all(c.holds(alerts[position]) for c in conditions):
-            matched += 1
-            if matched > MAX_MATCHES:
-                raise InvalidEntry(
-                    f"matches (nearly) everything: its conditions match more than {MAX_MATCHES} of the {CORPUS_SIZE} "
-                    f"alerts of the breadth corpus ({MAX_SHARE:.0%}); add a narrower condition, e.g. a caller")
+    if len(_corpus_matches(conditions)) > MAX_MATCHES:
+        raise InvalidEntry(
+            f"matches (nearly) everything: its conditions match more than {MAX_MATCHES} of the {CORPUS_SIZE} "
+            f"alerts of the breadth corpus ({MAX_SHARE:.0%}); add a narrower condition, e.g. a caller")
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,15 +476,65 @@ class AllowlistEntry:
         return all(c.holds(alert) for c in self.conditions)
 
 
+ProblemKind = Literal["invalid", "duplicate", "disabled", "expired", "over_budget"]
+
+
 @dataclass(frozen=True, slots=True)
 class EntryProblem:
     """An entry that suppresses nothing, and why (reported in the run summary)."""
 
     id: str
     problem: str
+    kind: ProblemKind
 
     def __str__(self) -> str:
         return f"{self.id}: {self.problem}"
+
+
+class BudgetSummary(TypedDict):
+    """The allowlist's budget in the run summary: breadth-corpus alerts matched, against the budget."""
+
+    corpus_alerts: int
+    budget: int
+    matched: int
+    requested: int
+    set_aside: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class AllowlistBudget:
+    """How much of the breadth corpus the entries in force match together, against :data:`BUDGET_MATCHES`.
+
+    ``requested`` is what every valid, enabled, unexpired entry would match together; ``matched`` what the
+    entries kept in force match; ``set_aside`` the entries that went over the budget (they suppress nothing).
+    """
+
+    matched: int = 0
+    requested: int = 0
+    set_aside: tuple[str, ...] = ()
+
+    @property
+    def exceeded(self) -> bool:
+        return bool(self.set_aside)
+
+    def describe(self) -> str:
+        text = (f"the entries in force together match {self.matched} of the {CORPUS_SIZE} breadth-corpus alerts "
+                f"(budget {BUDGET_MATCHES}, {BUDGET_SHARE:.0%})")
+        if self.exceeded:
+            text = (f"OVER BUDGET: the active entries together would match {self.requested} of the {CORPUS_SIZE} "
+                    f"breadth-corpus alerts, over the budget of {BUDGET_MATCHES} ({BUDGET_SHARE:.0%}); the "
+                    f"{len(self.set_aside)} broadest entr{'y' if len(self.set_aside) == 1 else 'ies'} suppress "
+                    f"nothing: {', '.join(self.set_aside)}; {text}")
+        return text
+
+    def to_dict(self) -> BudgetSummary:
+        return {"corpus_alerts": CORPUS_SIZE, "budget": BUDGET_MATCHES, "matched": self.matched,
+                "requested": self.requested, "set_aside": list(self.set_aside)}
+
+
+def _budget_order(entry: AllowlistEntry) -> tuple[int, bool, int, str]:
+    """Narrowest first; then the older ``created_at`` (an entry without one last); then the id."""
+    return len(_corpus_matches(entry.conditions)), entry.created_at is None, entry.created_at or 0, entry.id
 
 
 @dataclass(slots=True)
@@ -401,6 +543,7 @@ class Allowlist:
 
     active: list[AllowlistEntry] = dc_field(default_factory=list)
     problems: list[EntryProblem] = dc_field(default_factory=list)
+    budget: AllowlistBudget = dc_field(default_factory=AllowlistBudget)
     # Entries with an ``equals``/``in`` condition on a Run Command field are indexed by that value, so an
     # alert is checked only against the entries that could match it (plus the unindexed ones).
     _index: dict[tuple[str, ...], list[int]] = dc_field(default_factory=dict, repr=False)
@@ -416,21 +559,43 @@ class Allowlist:
             try:
                 entry = AllowlistEntry.from_dict(raw)
             except InvalidEntry as exc:
-                out.problems.append(EntryProblem(label, f"invalid, suppresses nothing: {exc}"))
+                out.problems.append(EntryProblem(label, f"invalid, suppresses nothing: {exc}", "invalid"))
                 continue
             if entry.id in seen:
-                out.problems.append(EntryProblem(label, "duplicate id, suppresses nothing"))
+                out.problems.append(EntryProblem(label, "duplicate id, suppresses nothing", "duplicate"))
                 continue
             seen.add(entry.id)
             if not entry.enabled:
-                out.problems.append(EntryProblem(entry.id, "disabled"))
+                out.problems.append(EntryProblem(entry.id, "disabled", "disabled"))
             elif entry.is_expired(now):
                 out.problems.append(EntryProblem(
-                    entry.id, f"expired at {format_datetime(entry.expires_at or 0)}, suppresses nothing"))
+                    entry.id, f"expired at {format_datetime(entry.expires_at or 0)}, suppresses nothing", "expired"))
             else:
                 out.active.append(entry)
+        out._keep_within_budget()
         out._build_index()
         return out
+
+    def _keep_within_budget(self) -> None:
+        """Set aside the broadest active entries until the rest together match at most the budget."""
+        kept_positions: set[int] = set()
+        requested: set[int] = set()
+        set_aside: dict[str, None] = {}  # in the order they were set aside
+        for entry in sorted(self.active, key=_budget_order):
+            positions = _corpus_matches(entry.conditions)
+            requested |= positions
+            beyond = positions - kept_positions
+            if len(kept_positions) + len(beyond) <= BUDGET_MATCHES:
+                kept_positions |= beyond
+                continue
+            set_aside[entry.id] = None
+            self.problems.append(EntryProblem(entry.id, (
+                f"over the allowlist budget, suppresses nothing: it matches {len(positions)} breadth-corpus "
+                f"alert(s), {len(beyond)} of them beyond the {len(kept_positions)} that the narrower entries kept "
+                f"in force match; all entries together may match at most {BUDGET_MATCHES} of the {CORPUS_SIZE} "
+                f"({BUDGET_SHARE:.0%})"), "over_budget"))
+        self.active = [e for e in self.active if e.id not in set_aside]
+        self.budget = AllowlistBudget(matched=len(kept_positions), requested=len(requested), set_aside=tuple(set_aside))
 
     def _build_index(self) -> None:
         self._index.clear()
@@ -457,6 +622,33 @@ class Allowlist:
             for bits in _CIDR_BUCKETS[version]:
                 candidates.update(self._index.get(("cidr", str(version), f"{bits}:{number >> (width - bits)}"), ()))
         return [self.active[i].id for i in sorted(candidates) if self.active[i].matches(alert)]
+
+
+def budget_refusal(raws: Sequence[Mapping[str, Any]], entry: AllowlistEntry, *, now: Ticks) -> str | None:
+    """Why saving ``entry`` (in place of any entry with its id) would break the allowlist's budget; None when
+    it fits. Refused when the entry would be set aside, or would push an entry now in force out of force."""
+    others = [raw for raw in raws if raw.get("id") != entry.id]
+    before = Allowlist.load(others, now=now)
+    after = Allowlist.load([*others, entry.to_dict()], now=now)
+    pushed = [i for i in after.budget.set_aside if i not in before.budget.set_aside]
+    if not pushed:
+        return None
+    mine = _corpus_matches(entry.conditions)
+    overlaps = [(e.id, n) for e in before.active if (n := len(mine & _corpus_matches(e.conditions)))]
+    shared = f", {len(mine - _corpus_union(before.active))} of them matched by no entry in force" + (
+        f" (it overlaps {', '.join(f'{i} on {n}' for i, n in overlaps[:10])}"
+        f"{f' and {len(overlaps) - 10} more' if len(overlaps) > 10 else ''})" if overlaps else "")
+    others_out = [i for i in pushed if i != entry.id]
+    effect = " and ".join([*(["it would be set aside"] if entry.id in pushed else []),
+                           *([f"it would push {', '.join(others_out)} out of force"] if others_out else [])])
+    return (f"over the allowlist budget: all entries in force together may match at most {BUDGET_MATCHES} of the "
+            f"{CORPUS_SIZE} breadth-corpus alerts ({BUDGET_SHARE:.0%}); the {len(before.active)} entries in force "
+            f"match {before.budget.matched}; this entry matches {len(mine)}{shared}; {effect}. Narrow it (e.g. add "
+            "a caller or VM condition) or remove entries it overlaps")
+
+
+def _corpus_union(entries: Iterable[AllowlistEntry]) -> frozenset[int]:
+    return frozenset().union(*(_corpus_matches(e.conditions) for e in entries))
 
 
 # Prefix lengths an alert's IP is looked up by: a CIDR condition is indexed at the longest of these

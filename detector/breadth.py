@@ -1,11 +1,15 @@
 """The breadth corpus: synthetic alerts an allowlist entry is measured against before it may suppress.
 
 An entry that matches more than :data:`MAX_SHARE` of these alerts is refused (fail closed): it
-would hide a large share of real alerts too. The corpus is deterministic (a fixed seed) and mixes
-realistic values (UPNs of many tenants, VM and resource-group names built from many words,
-Azure-shaped resource ids, IPv4 addresses over the whole space, IPv6 addresses over the global
-unicast range 2000::/3, sign-in locations, action types) with random text, so a condition only
-passes when it names something specific.
+would hide a large share of real alerts too. The allowlist as a whole has a budget as well: its
+active entries together may match at most :data:`BUDGET_SHARE` of the corpus, so entries that are
+narrow one by one (124 entries of one IPv4 ``/7`` each) cannot add up to a silenced detector; which
+entries stop suppressing when the budget is exceeded is decided in ``allowlist.py``.
+
+The corpus is deterministic (a fixed seed) and mixes realistic values (UPNs of many tenants, VM and
+resource-group names built from many words, Azure-shaped resource ids, IPv4 addresses over the whole
+space, IPv6 addresses over the global unicast range 2000::/3, sign-in locations, action types) with
+random text, so a condition only passes when it names something specific.
 
 Decisions: the breadth check looks at the conditions only. A maintenance window or an expiry bounds
 *when* an entry suppresses, not *what*: a broad entry with a weekend window still hides every
@@ -28,6 +32,10 @@ CORPUS_SIZE = 2000
 MAX_SHARE = 0.01
 """An entry may match at most this share of the corpus (20 of 2,000 alerts)."""
 MAX_MATCHES = int(CORPUS_SIZE * MAX_SHARE)
+BUDGET_SHARE = 0.02
+"""The active entries together may match at most this share of the corpus (40 of 2,000 alerts): twice what
+one entry may, so two entries at the single-entry limit fit, a flood of them does not."""
+BUDGET_MATCHES = int(CORPUS_SIZE * BUDGET_SHARE)
 
 _SEED = 20261129
 _FIRST = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj",

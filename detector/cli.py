@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from . import kql
 from . import rules as registry
-from .allowlist import FIELDS, OPERATORS, Allowlist, AllowlistEntry, InvalidEntry
+from .allowlist import FIELDS, OPERATORS, Allowlist, AllowlistEntry, InvalidEntry, budget_refusal
 from .deliver.factory import build_destinations, configured_ids, positional_ids
 from .errors import DetectorError, InputError, StateNotFoundError, UsageError
 from .pipeline import RunPolicy, RunResult, detect, plan_window, run_once, wall_clock
@@ -426,6 +426,11 @@ def cmd_allowlist_add(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         err.write(f"detector: allowlist entry {args.id!r} not saved: it has already expired\n")
         return EXIT_BAD_INPUT
     store = _store(args, settings, create=True)
+    # The load-time budget still applies to whatever reaches the table another way (or two adds at once).
+    refusal = budget_refusal(store.list_allowlist(), entry, now=wall_clock())
+    if refusal is not None:
+        err.write(f"detector: allowlist entry {args.id!r} not saved: {_shown(refusal)}\n")
+        return EXIT_BAD_INPUT
     store.put_allowlist(entry.to_dict())
     out.write(f"saved allowlist entry {entry.id} in {store.describe()}: suppresses alerts where "
               f"{_describe_conditions(entry)}\n")
@@ -449,7 +454,8 @@ def cmd_allowlist_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     now = wall_clock()
     loaded = Allowlist.load(entries, now=now)
     problems = {p.id: p.problem for p in loaded.problems}
-    out.write(f"allowlist in {where}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}\n")
+    out.write(f"allowlist in {where}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}; "
+              f"{loaded.budget.describe()}\n")
     for raw in entries:
         entry_id = str(raw.get("id", "?"))
         state = problems.get(entry_id, "active")
@@ -486,7 +492,8 @@ def cmd_allowlist_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
     at = args.at if args.at is not None else (_sample_at() if args.data is None and args.file is not None
                                               and args.file == SAMPLE_ALLOWLIST else wall_clock())
     loaded = Allowlist.load(entries, now=at)
-    out.write(f"allowlist in {where}: {len(loaded.active)} active, {len(loaded.problems)} not in force\n")
+    out.write(f"allowlist in {where}: {len(loaded.active)} active, {len(loaded.problems)} not in force; "
+              f"{loaded.budget.describe()}\n")
     for problem in loaded.problems:
         out.write(f"  NOT IN FORCE {_shown(problem)}\n")
     if args.data is not None or args.file == SAMPLE_ALLOWLIST:
@@ -498,7 +505,7 @@ def cmd_allowlist_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> i
             for alert in hits:
                 out.write(f"    {format_datetime(alert.start)[:19]} {_shown(alert.caller)} on "
                           f"{_shown(alert.vm_name)}\n")
-    return EXIT_BAD_INPUT if any("invalid" in p.problem for p in loaded.problems) else EXIT_OK
+    return EXIT_BAD_INPUT if any(p.kind in ("invalid", "over_budget") for p in loaded.problems) else EXIT_OK
 
 
 # --- status ---------------------------------------------------------------------------------------

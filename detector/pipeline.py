@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Literal, TypedDict
 
 from .alerts import build_alerts
-from .allowlist import Allowlist, Suppression, apply
+from .allowlist import Allowlist, BudgetSummary, Suppression, apply
 from .correlate import SEED_ONLY, Correlation, correlate
 from .deliver import Destination
 from .errors import DetectorError, StoreError
@@ -80,6 +80,7 @@ class _DetectSummary(TypedDict):
     suppressed: int
     suppressed_by: dict[str, int]
     allowlist_problems: list[str]
+    allowlist_budget: BudgetSummary | None  # None: the run used no allowlist
     ueba_boolean_flags: int
     duration_seconds: float
     warnings: list[str]
@@ -137,6 +138,7 @@ class RunResult:
     rules: tuple[Rule, ...] = SEED_ONLY
     suppressed: list[Suppression] = field(default_factory=list)
     allowlist_problems: list[str] = field(default_factory=list)
+    allowlist_budget: BudgetSummary | None = None
     recorded: RecordStats | None = None
     delivery: DeliveryStats | None = None
     purged: PurgeStats | None = None
@@ -168,6 +170,7 @@ class RunResult:
             "suppressed": len(self.suppressed),
             "suppressed_by": dict(suppressed_by),
             "allowlist_problems": list(self.allowlist_problems),
+            "allowlist_budget": self.allowlist_budget,
             "ueba_boolean_flags": stats.ueba_boolean_flags,
             "duration_seconds": round(self.duration_seconds, 3),
             "warnings": list(self.warnings),
@@ -217,7 +220,10 @@ def detect(source: Source, window: Window, *, allowlist: Allowlist | None = None
         alerts, suppressed = apply(allowlist, alerts)
         problems = [str(p) for p in allowlist.problems]
     result = RunResult(window=window, source=source.describe(), correlation=correlation, report=data.report,
-                       alerts=alerts, rules=tuple(rules), suppressed=suppressed, allowlist_problems=problems)
+                       alerts=alerts, rules=tuple(rules), suppressed=suppressed, allowlist_problems=problems,
+                       allowlist_budget=allowlist.budget.to_dict() if allowlist is not None else None)
+    if allowlist is not None and allowlist.budget.exceeded:
+        result.warnings.append(f"allowlist {allowlist.budget.describe()}")
     if data.report.malformed_count:
         result.warnings.append(f"{data.report.malformed_count} malformed row(s) skipped")
     if correlation.stats.activity_rows and not correlation.stats.activity_in_window:

@@ -5,10 +5,12 @@ One verdict, with an exit code a script can use:
 * **failing** (exit 4): no successful run recorded, the last successful run is older than the
   frequency plus the grace period (the watermark is late), the last run failed or was partial (an
   alert it could not record), or a failure streak is open in the health record;
-* **degraded** (exit 1): the runs are fine but something needs a person: alerts pending or failed for
-  a destination, or owed to a destination no longer configured (sent if it comes back, else purged a
-  state lifetime after it went), health messages not yet delivered, allowlist entries that are invalid, expire within
-  7 days, or have not suppressed anything for 90 days (entries younger than 90 days are not stale);
+* **degraded** (exit 1): the runs are fine but something needs a person: the allowlist over its budget
+  (its broadest entries set aside: fail closed, but a sign of a careless or hostile edit; named first),
+  alerts pending or failed for a destination, or owed to a destination no longer configured (sent if it
+  comes back, else purged a state lifetime after it went), health messages not yet delivered, allowlist
+  entries that are invalid, expire within 7 days, or have not suppressed anything for 90 days (entries
+  younger than 90 days are not stale);
 * **healthy** (exit 0): none of the above.
 
 Reading only: nothing here writes to the state or sends anything.
@@ -20,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .allowlist import Allowlist
+from .allowlist import Allowlist, AllowlistBudget
 from .health import FAILING as HEALTH_FAILING
 from .health import HealthRecord, overdue_after
 from .store import DELIVERED, FAILED, StateStore
@@ -83,6 +85,7 @@ class StatusReport:
     expiring: list[dict[str, str]]
     unused: list[dict[str, str | None]]
     allowlist_invalid: list[str]
+    allowlist_budget: AllowlistBudget
     health: HealthRecord
     # The destinations this command's settings configure: id -> scheme and host (empty without them).
     configured: dict[str, str] = field(default_factory=dict)
@@ -116,7 +119,7 @@ class StatusReport:
             "destinations": self.destinations,
             "configured_destinations": self.configured,
             "allowlist": {"expiring_within_7_days": self.expiring, "no_hit_in_90_days": self.unused,
-                          "invalid": self.allowlist_invalid},
+                          "invalid": self.allowlist_invalid, "budget": self.allowlist_budget.to_dict()},
             "health": {"status": self.health.status, "since": _iso(self.health.since),
                        "failed_runs": self.health.failed_runs,
                        "messages_owed": [{"id": m.event.id, "owed": list(m.owed), "last_error": m.last_error}
@@ -170,8 +173,8 @@ def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_h
         now=now, backend=store.describe(), runs=runs[-RUNS_SHOWN:], watermark=store.get_watermark(),
         overdue_after_hours=overdue_after(frequency_hours=frequency_hours, grace_hours=grace_hours) // TICKS_PER_HOUR,
         destinations=_destinations(store, unreadable_alerts), expiring=expiring, unused=unused,
-        allowlist_invalid=[str(p) for p in loaded.problems if "invalid" in p.problem or "duplicate" in p.problem],
-        health=record, configured=dict(configured or {}))
+        allowlist_invalid=[str(p) for p in loaded.problems if p.kind in ("invalid", "duplicate")],
+        allowlist_budget=loaded.budget, health=record, configured=dict(configured or {}))
     failing: list[str] = []
     degraded: list[str] = []
     if report.watermark is None:
@@ -183,6 +186,8 @@ def build_status(store: StateStore, *, now: Ticks, frequency_hours: int, grace_h
         failing.append(f"the last run {runs[-1].status}" + (f": {runs[-1].error}" if runs[-1].error else ""))
     if record.status == HEALTH_FAILING and record.since is not None:
         failing.append(f"failing since {format_datetime(record.since)} ({record.failed_runs} failed run(s))")
+    if loaded.budget.exceeded:
+        degraded.append(f"allowlist {loaded.budget.describe()}")
     for dest_id, counts in report.destinations.items():
         if counts["pending"] or counts["failed"]:
             degraded.append(f"{dest_id}: {counts['pending']} alert(s) pending, {counts['failed']} failed")
@@ -240,5 +245,6 @@ def render(report: StatusReport) -> str:
         f"{e['id']} (last hit {e['last_hit'] or 'never'})" for e in report.unused) or "none"))
     if report.allowlist_invalid:
         lines.append("allowlist invalid: " + "; ".join(report.allowlist_invalid))
+    lines.append(f"allowlist budget: {report.allowlist_budget.describe()}")
     lines += ["", report.verdict_line()]
     return "\n".join(lines) + "\n"

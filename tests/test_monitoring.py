@@ -113,7 +113,7 @@ def test_receivers_and_thresholds_are_parameters() -> None:
     assert isinstance(webhooks, bicep_check.Call)
     assert webhooks.name == "filter"  # blank lines of the parameter are not receivers
     assert {r.name for r in bicep_check.free_refs(webhooks)} == {"webhookUrls"}
-    for rule in ("noSuccessfulRun", "failedRun"):
+    for rule in ("noSuccessfulRun", "failedRun", "allowlistOverBudget"):
         properties = field(body(bicep, rule), "properties")
         scopes = field(properties, "scopes")
         assert isinstance(scopes, bicep_check.Arr)
@@ -134,7 +134,8 @@ def test_receivers_and_thresholds_are_parameters() -> None:
 
 def queries(silence_hours: int = 26) -> dict[str, str]:
     texts = {}
-    for label, name in (("no successful run", "noRunQueryTemplate"), ("failed run", "failedRunQuery")):
+    for label, name in (("no successful run", "noRunQueryTemplate"), ("failed run", "failedRunQuery"),
+                        ("allowlist over budget", "allowlistOverBudgetQuery")):
         value = declared(module(), name).value
         assert isinstance(value, bicep_check.Lit)
         assert isinstance(value.value, str)
@@ -148,10 +149,11 @@ def test_alert_queries_analyse_cleanly_against_the_traces_schema_and_the_check_c
     broken = [texts["no successful run"].replace("timestamp", "TimeGenerated"),
               texts["failed run"].replace("| project", "| projekt"),
               queries()["no successful run"].replace("ago(26h)", "ago({silenceHours}h)"),
-              texts["failed run"].replace("substring(message,", "substring(messages,")]
+              texts["failed run"].replace("substring(message,", "substring(messages,"),
+              texts["allowlist over budget"].replace("strcat_array(", "strcat_arrays(")]
     results = analyse([*texts.values(), *broken], tables={"traces": TRACES})
-    assert results[:2] == [[], []]
-    assert all(results[2:]), results[2:]
+    assert results[:3] == [[], [], []]
+    assert all(results[3:]), results[3:]
 
 
 def read_by(query: str) -> tuple[str, set[str]]:
@@ -239,6 +241,32 @@ def test_every_field_the_queries_read_is_in_what_the_daily_run_logs(
         assert (data["stage"], data["code"]) == (stage, code)
         assert secret not in caplog.text
     assert any("Traceback" in logging.Formatter().format(r) for r in caplog.records)
+
+
+def test_the_over_budget_rule_reads_what_a_run_over_budget_logs(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    from detector.store.files import FileStore
+    query = queries()["allowlist over budget"]
+    prefix, fields = read_by(query)
+    assert (prefix, fields) == (health.SUMMARY_PREFIX + " ", {"allowlist_budget"})
+    assert "array_length(Summary.allowlist_budget.set_aside) > 0" in query
+    write(build(at=AT), tmp_path / "exports")
+    env = {"DETECTOR_SOURCE_DIR": str(tmp_path / "exports"), "DETECTOR_STATE_DIR": str(tmp_path / "state")}
+    caplog.set_level(logging.INFO, logger="detector")
+    daily_run(past_due=False, env=env, clock=lambda: parse_datetime(AT))
+    [summary] = logged(caplog, prefix)
+    assert parsed(summary, prefix)["allowlist_budget"]["set_aside"] == []  # an empty allowlist: the rule stays quiet
+    store = FileStore(tmp_path / "state")
+    for i in range(12):  # one IPv4 /7 each: narrow enough alone, together over the budget
+        store.put_allowlist({"id": f"net{i}", "reason": "known good",
+                             "conditions": [{"field": "caller_ip", "op": "cidr", "value": f"{20 * i}.0.0.0/7"}]})
+    caplog.clear()
+    daily_run(past_due=False, env=env, clock=lambda: parse_datetime("2026-11-21T06:00:00Z"))
+    [summary] = logged(caplog, prefix)
+    data = parsed(summary, prefix)
+    assert data["status"] == "succeeded"  # the run fails closed and succeeds: only this rule pages anyone
+    assert data["allowlist_budget"]["set_aside"]
+    assert data["allowlist_budget"]["matched"] <= data["allowlist_budget"]["budget"]
 
 
 def test_the_field_check_can_fail() -> None:

@@ -300,10 +300,15 @@ def test_an_allowlist_entry_can_name_a_rule() -> None:
     from detector.allowlist import Allowlist, apply
     from detector.timestamps import parse_datetime
     alerts = _sample_alerts()
-    entry = {"id": "ext-only", "reason": "extension rollouts by the platform team",
-             "conditions": [{"field": "rule_id", "op": "equals", "value": "ext-vm-extension-write"}]}
+    rule_only = {"id": "ext-only", "reason": "extension rollouts by the platform team",
+                 "conditions": [{"field": "rule_id", "op": "equals", "value": "ext-vm-extension-write"}]}
+    # A rule id alone would silence the whole rule: refused like any entry that matches (nearly) everything.
+    loaded = Allowlist.load([rule_only], now=parse_datetime(MANIFEST["at"]))
+    assert (loaded.active, [p.kind for p in loaded.problems]) == ([], ["invalid"])
+    entry = {**rule_only, "conditions": [*rule_only["conditions"], {
+        "field": "caller", "op": "in", "value": ["tina.ext@contoso.com", "uma.ext@contoso.com", "bob.ops@contoso.com"]}]}
     kept, suppressed = apply(Allowlist.load([entry], now=parse_datetime(MANIFEST["at"])), alerts)
-    assert {s.alert.rule_id for s in suppressed} == {"ext-vm-extension-write"}
+    assert {s.alert.rule_id for s in suppressed} == {"ext-vm-extension-write"}  # not bob.ops's seed alert
     assert len(kept) + len(suppressed) == len(alerts)
     assert len(suppressed) == 2
 

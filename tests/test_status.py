@@ -267,3 +267,28 @@ def test_status_names_the_configured_destinations_by_id_and_host_only(tmp_path: 
     assert line in text, text
     for secret in ("s3cr3tSIGvalue", "6e3f1c2a9b8d4e7f", "sig="):
         assert secret not in text
+
+
+def test_an_allowlist_over_its_budget_is_named_first_and_makes_it_degraded(
+        backend: tuple[StateStore, list[str], dict[str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    store, options, env = backend
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    succeeded(store, RUN_AT)
+    store.put_allowlist(entry("specific", created=NOW - 10 * TICKS_PER_DAY))
+    for i in range(12):  # one IPv4 /7 each: narrow enough alone, together over the budget
+        store.put_allowlist({"id": f"net{i}", "reason": "known-good", "created_at": format_datetime(NOW - i * TICKS_PER_DAY),
+                             "conditions": [{"field": "caller_ip", "op": "cidr", "value": f"{20 * i}.0.0.0/7"}]})
+    report = status(store)
+    assert (report.verdict, report.exit_code) == ("degraded", 1)
+    assert report.reasons["degraded"][0].startswith("allowlist OVER BUDGET: the active entries together would match")
+    assert report.allowlist_budget.set_aside
+    assert "specific" not in report.allowlist_budget.set_aside
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["status", *options, "--json", "--at", "2026-11-20T07:00:00Z"], out=out, err=err) == 1
+    budget = json.loads(out.getvalue())["allowlist"]["budget"]
+    assert budget["set_aside"] == list(report.allowlist_budget.set_aside)
+    assert budget["matched"] <= budget["budget"] == 40 < budget["requested"]
+    out = io.StringIO()
+    assert main(["status", *options, "--at", "2026-11-20T07:00:00Z"], out=out, err=err) == 1
+    assert "allowlist budget: OVER BUDGET" in out.getvalue()

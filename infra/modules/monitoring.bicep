@@ -1,6 +1,6 @@
 // Azure Monitor watches the detector from outside: a path that works even when the detector cannot
 // send anything itself (a broken deployment, an expired secret, a disabled app).
-// Two scheduled query rules over the Function App's Application Insights `traces`, and one action group
+// Three scheduled query rules over the Function App's Application Insights `traces`, and one action group
 // whose receivers are parameters. The README's "Self-monitoring" section explains both paths.
 //
 // What the rules read: the daily run logs `detector run summary {json}` after every completed run and
@@ -51,6 +51,16 @@ traces
 | where message startswith "detector run failed "
 | extend Failure = parse_json(substring(message, strlen("detector run failed ")))
 | project timestamp, Stage = tostring(Failure.stage), Code = tostring(Failure.code), message
+'''
+// A completed run whose allowlist went over its budget: its broadest entries were set aside (the run fails
+// closed and succeeds), a sign of a careless or hostile edit of the allowlist table that only
+// `detector status` would show otherwise.
+var allowlistOverBudgetQuery = '''
+traces
+| where message startswith "detector run summary "
+| extend Summary = parse_json(substring(message, strlen("detector run summary ")))
+| where array_length(Summary.allowlist_budget.set_aside) > 0
+| project timestamp, SetAside = strcat_array(Summary.allowlist_budget.set_aside, ", "), message
 '''
 
 resource onCall 'Microsoft.Insights/actionGroups@2023-01-01' = {
@@ -163,8 +173,46 @@ resource failedRun 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   }
 }
 
+resource allowlistOverBudget 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-detector-allowlist-over-budget'
+  location: location
+  kind: 'LogAlert'
+  properties: {
+    displayName: 'Run Command detector: allowlist over its budget'
+    description: 'A run found the allowlist entries in force together broader than their budget (2% of the breadth corpus) and set the broadest aside: review the allowlist table for a careless or hostile edit. See the README, Allowlist.'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT1H'
+    windowSize: 'PT1H'
+    criteria: {
+      allOf: [
+        {
+          query: allowlistOverBudgetQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: false
+    actions: {
+      actionGroups: [
+        onCall.id
+      ]
+    }
+  }
+}
+
 output actionGroupId string = onCall.id
 output ruleIds array = [
   noSuccessfulRun.id
   failedRun.id
+  allowlistOverBudget.id
 ]
