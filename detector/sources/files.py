@@ -518,11 +518,22 @@ class FileSource:
                 return streams[0].parts(job_of[path])
             return get
 
+        usable_pairs: set[tuple[str, str]] = set()  # an operation's events repeat its pair: decide it once
+
         def usable_identity(row: Mapping[str, Any], event: ActivityEvent) -> Hashable | None:
             """Only rows a selected rule can use are remembered: the others cannot change a result, and
-            remembering every row's identity would make memory grow with the export (290 MB per million rows)."""
-            usable = self.selection.wants(event.operation_name, event.authorization)
-            return activitylog.event_identity(row, event) if usable else None
+            remembering every row's identity would make memory grow with the export (290 MB per million rows).
+            Only usable pairs are cached, so the cache is no larger than the identities kept."""
+            identity = activitylog.event_identity(row, event)
+            if identity is None:
+                return None
+            pair = (event.operation_name, event.authorization)
+            if pair in usable_pairs:
+                return identity
+            if self.selection.wants(*pair):
+                usable_pairs.add(pair)
+                return identity
+            return None
 
         activity_seen, ueba_seen = Identities(usable_identity), Identities(ueba_identity)
         activity = itertools.chain.from_iterable(

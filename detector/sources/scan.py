@@ -253,12 +253,15 @@ class ScanStream:
 
     def __init__(self, jobs: list[tuple[Path, LinePrefilter]]) -> None:
         self._ranges: list[tuple[int, int, int]] = []  # (job, start, end)
-        total = 0
-        for index, (path, _) in enumerate(jobs):
-            size = path.stat().st_size
-            total += size
+        sizes = [path.stat().st_size for path, _ in jobs]
+        total = sum(sizes)
+        for index, ((path, _), size) in enumerate(zip(jobs, sizes, strict=True)):
             whole = size < PARALLEL_MIN_BYTES or path.name.lower().endswith(".gz")
-            parts = 1 if whole else max(workers(), -(-size // RANGE_BYTES))
+            # Ranges of about RANGE_BYTES; a file larger than a worker's share of all the bytes is cut for every
+            # worker at least (one big export), while the files of a folder of hourly exports stay whole (the
+            # pool is busy with the other files, and every range costs a task).
+            share = -(-size // RANGE_BYTES) if size <= total // workers() else max(workers(), -(-size // RANGE_BYTES))
+            parts = 1 if whole else share
             self._ranges += [(index, a, b) for a, b in split_ranges(path, parts)]
         tasks = [(str(jobs[i][0]), a, b, jobs[i][1], a == 0) for i, a, b in self._ranges]
         self._buffers: list[deque[ScanResult]] = [deque() for _ in jobs]
