@@ -1,0 +1,227 @@
+"""The JSON Lines scan against a full parse, on the inputs a hostile or careless export brings.
+
+The promise (README, ``detector/sources/scan.py``): the scan gives the rows, the malformed-row reports of
+candidate lines, the line numbers, the rows-read counts, the duplicates, the warnings and the bad-input
+errors of a full parse (``FileSource(prefilter=False)``). Each test builds a small folder and runs both.
+Block and range edges are forced with tiny ``CHUNK`` / ``RANGE_BYTES`` instead of large files.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from detector import rules as registry
+from detector.errors import InputError
+from detector.pipeline import detect
+from detector.rule import RULE, Rule, selection_of
+from detector.sources import scan
+from detector.sources.files import FileSource
+from detector.sources.scan import LinePrefilter, scan_range
+from detector.window import Window
+from tests.builders import AT, authorization
+
+ACTIVITY: dict[str, Any] = {
+    "TimeGenerated": "2026-11-19T06:00:00Z", "OperationNameValue": "MICROSOFT.COMPUTE/VIRTUALMACHINES/RUNCOMMAND/ACTION",
+    "Authorization": authorization(), "CorrelationId": "c-1", "Caller": "alice@contoso.com",
+    "CallerIpAddress": "20.1.2.3", "ActivityStatusValue": "Succeeded"}
+OTHER = {**ACTIVITY, "OperationNameValue": "Microsoft.Storage/storageAccounts/write", "Authorization": "{}",
+         "CorrelationId": "c-other"}
+UEBA: dict[str, Any] = {
+    "TimeGenerated": "2026-11-19T05:30:00Z", "EventSource": "Azure AD", "ActionType": "Sign-in",
+    "UserPrincipalName": "alice@contoso.com", "SourceIPLocation": "Lagos, NG",
+    "ActivityInsights": {"ActionUncommonlyPerformedByUser": "True"}, "UsersInsights": {"BlastRadius": "High"}}
+
+
+def line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def folder(tmp_path: Path, activity: bytes, ueba: bytes = line(UEBA) + b"\n", *,
+           activity_name: str = "AzureActivity.jsonl") -> Path:
+    (tmp_path / activity_name).write_bytes(gzip.compress(activity) if activity_name.endswith(".gz") else activity)
+    (tmp_path / "BehaviorAnalytics.jsonl").write_bytes(ueba)
+    return tmp_path
+
+
+def outcome(directory: Path, *, prefilter: bool, rules: tuple[Rule, ...] = (RULE,)) -> dict[str, Any]:
+    """Everything a run reports about its input: summary figures, warnings, malformed rows, rows; or the error."""
+    try:
+        result = detect(FileSource(directory, prefilter=prefilter, selection=selection_of(rules)),
+                        Window.ending_at(AT), rules=rules)
+    except InputError as exc:
+        return {"error": str(exc)}
+    summary = result.summary()
+    return {"rows": [r.to_dict() for r in result.correlation.rows], "warnings": result.warnings,
+            "malformed": [(m.location, m.reason) for m in result.report.malformed],
+            **{k: summary[k] for k in ("rows_read", "malformed_rows", "duplicates_skipped", "ueba_boolean_flags")}}
+
+
+def assert_same(directory: Path, rules: tuple[Rule, ...] = (RULE,)) -> dict[str, Any]:
+    """For inputs whose malformed lines are all scan candidates, the two modes agree on everything."""
+    full = outcome(directory, prefilter=False, rules=rules)
+    assert outcome(directory, prefilter=True, rules=rules) == full
+    return full
+
+
+# --- rows read -------------------------------------------------------------------------------------------
+
+def test_rows_read_counts_every_line_in_both_modes(tmp_path: Path) -> None:
+    """Blank, whitespace-only, unparseable and non-object lines: the scan cannot tell them from rows without
+    parsing them, so in both modes a JSON Lines file reads as many rows as it has lines."""
+    body = b"\n".join([line(OTHER), b"", b"   \t", b"{broken", b"[1, 2]", b"null", line(ACTIVITY), b""]) + b"\n"
+    directory = folder(tmp_path, body)
+    fast, full = outcome(directory, prefilter=True), outcome(directory, prefilter=False)
+    assert fast["rows_read"] == full["rows_read"] == {"AzureActivity": 8, "BehaviorAnalytics": 1}
+    assert fast["rows"] == full["rows"] and len(full["rows"]) == 1
+    # The full parse also reports the malformed lines that cannot match; the scan leaves them unparsed.
+    assert [m[0] for m in full["malformed"]] == ["line 4", "line 5", "line 6"]
+    assert fast["malformed"] == []
+
+
+def test_rows_read_of_empty_and_blank_files_agree(tmp_path: Path) -> None:
+    for body in (b"", b"\n", b"\n\n  \n"):
+        assert_same(folder(tmp_path, line(ACTIVITY) + b"\n", body))
+
+
+# --- the header's part -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("first", [b"", b"   ", b"{broken", b"[1, 2]", b"null", b'"runcommand"'])
+def test_the_first_object_plays_the_header_even_when_line_1_is_not_one(tmp_path: Path, first: bytes) -> None:
+    """A full parse checks the columns of the file's first *object*; with line 1 blank or malformed that is
+    line 2, which holds no needle. The scan must check the same line, not its first candidate."""
+    directory = folder(tmp_path, first + b"\n" + b'{"x": 1}\n' + line(ACTIVITY) + b"\n")
+    full = assert_same(directory)
+    assert "required column is missing" in full["error"]
+
+
+def test_a_header_search_across_blocks_and_ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scan, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(scan, "RANGE_BYTES", 64)
+    monkeypatch.setattr(scan, "CHUNK", 16)
+    body = b"{broken}\n" * 30 + line(OTHER) + b"\n" + b"\n" * 10 + line(ACTIVITY) + b"\n" + b"[]\n" * 20
+    full = assert_same(folder(tmp_path, body))
+    assert full["rows_read"]["AzureActivity"] == 62 and len(full["rows"]) == 1
+    assert [m[0] for m in full["malformed"]][:2] == ["line 1", "line 2"]
+
+
+# --- line breaks and encodings ---------------------------------------------------------------------------
+
+def test_a_lone_carriage_return_is_whitespace_not_a_line_break(tmp_path: Path) -> None:
+    """JSON Lines ends a line at \\n (\\r\\n included); a lone \\r between JSON tokens is JSON whitespace. A full
+    parse in Python's universal-newline text mode split such a line in two malformed ones."""
+    spaced = line(ACTIVITY).replace(b', "Caller"', b',\r"Caller"')
+    full = assert_same(folder(tmp_path, line(OTHER) + b"\r\n" + spaced + b"\r\n" + line(ACTIVITY) + b"\n"))
+    assert full["rows_read"]["AzureActivity"] == 3
+    assert full["malformed"] == []
+
+
+def test_a_byte_order_mark_counts_only_at_the_start_of_the_file(tmp_path: Path) -> None:
+    """The scan decoded a candidate line as ``json.loads`` decodes bytes, skipping a BOM anywhere (two files
+    concatenated); a full parse reads text, where a BOM after line 1 is not JSON."""
+    body = b"\xef\xbb\xbf" + line(OTHER) + b"\n\xef\xbb\xbf" + line(ACTIVITY) + b"\n"
+    full = assert_same(folder(tmp_path, body))
+    assert [m[0] for m in full["malformed"]] == ["line 2"]
+    assert full["rows"] == []
+
+
+def test_a_utf16_line_is_not_read_by_the_scan_alone(tmp_path: Path) -> None:
+    """An attacker's line in UTF-16: U+755C is the bytes ``\\u``, which make the line a scan candidate, and
+    ``json.loads`` on bytes guesses UTF-16 from the NULs. Read as UTF-8 (what the file is), it is not JSON."""
+    forged = json.dumps({**ACTIVITY, "Caller": "alice@contoso.com\u755c"}, ensure_ascii=False).encode("utf-16-le")
+    assert b"\\u" in forged
+    full = assert_same(folder(tmp_path, line(OTHER) + b"\n" + forged + b"\n"))
+    assert full["rows"] == [] and [m[0] for m in full["malformed"]] == ["line 2"]
+
+
+def test_a_line_that_is_not_utf8_is_a_malformed_row_in_both_modes(tmp_path: Path) -> None:
+    """One bad byte costs one row (never the run), the same row in both modes."""
+    bad = line(ACTIVITY).replace(b"alice", b"al\xffce")
+    full = assert_same(folder(tmp_path, line(OTHER) + b"\n" + bad + b"\n" + line(ACTIVITY) + b"\n"))
+    assert [m[0] for m in full["malformed"]] == ["line 2"] and "UTF-8" in full["malformed"][0][1]
+    assert len(full["rows"]) == 1
+    # Not a candidate: the full parse reports it, the scan does not read it; the rows are the same.
+    directory = folder(tmp_path, line(OTHER) + b"\n" + line(OTHER).replace(b"alice", b"al\xffce") + b"\n"
+                       + line(ACTIVITY) + b"\n")
+    fast, full = outcome(directory, prefilter=True), outcome(directory, prefilter=False)
+    assert fast["rows"] == full["rows"] and len(full["rows"]) == 1
+    assert [m[0] for m in full["malformed"]] == ["line 2"] and fast["malformed"] == []
+
+
+def test_a_file_without_one_utf8_line_is_still_bad_input(tmp_path: Path) -> None:
+    body = line(ACTIVITY).replace(b"alice", b"al\xe9ce") + b"\n"
+    assert "none of its 1 row(s) could be read (first: line 1: not UTF-8" in assert_same(folder(tmp_path, body))["error"]
+
+
+# --- the UEBA prefilter ----------------------------------------------------------------------------------
+
+def test_a_boolean_insight_flag_is_counted_and_warned_about_with_the_scan_too(tmp_path: Path) -> None:
+    """The rule wants the string "True"; a JSON ``true`` never matches but is counted (ueba_boolean_flags) and
+    warned about. The scan dropped such lines (no "True" in them), and with them the warning."""
+    flagged = line({**UEBA, "ActivityInsights": {"ActionUncommonlyPerformedByUser": True}})
+    full = assert_same(folder(tmp_path, line(ACTIVITY) + b"\n", flagged + b"\n"))
+    assert full["ueba_boolean_flags"] == 1 and any("JSON boolean" in w for w in full["warnings"])
+
+
+def test_ueba_lines_with_only_one_of_the_needles(tmp_path: Path) -> None:
+    lines = [line(UEBA), line({**UEBA, "EventSource": "Okta"}),
+             line({**UEBA, "ActivityInsights": {"ActionUncommonlyPerformedByUser": "False"}}),
+             line({**UEBA, "EventSource": "Azure\u0020AD"}).replace(b"Azure AD", b"Azure\\u0020AD")]
+    full = assert_same(folder(tmp_path, line(ACTIVITY) + b"\n", b"\n".join(lines)))
+    assert len(full["rows"]) == 2
+
+
+# --- rules and needles -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rules", [registry.ALL_RULES, (registry.VM_EXTENSION_WRITE,)])
+def test_extension_lines_holding_only_extensions_or_its_twins(tmp_path: Path, rules: tuple[Rule, ...]) -> None:
+    ext = {**ACTIVITY, "OperationNameValue": "Microsoft.Compute/virtualMachines/extensions/write",
+           "Authorization": authorization().replace("runCommand/action", "extensions/write")}
+    twin = {**ext, "OperationNameValue": "MICROSOFT.COMPUTE/VIRTUALMACHINES/EXTEN\u017f\u0131ONS/WRITE",
+            "CorrelationId": "c-twin"}
+    body = b"\n".join([line(OTHER), line(ext), json.dumps(twin, ensure_ascii=False).encode(), b"{extensions"])
+    full = assert_same(folder(tmp_path, body + b"\n"), rules)
+    assert len(full["rows"]) == 2 and [m[0] for m in full["malformed"]] == ["line 4"]
+
+
+# --- blocks, ranges, files -------------------------------------------------------------------------------
+
+def _plain(body: bytes, prefilter: LinePrefilter) -> tuple[int, list[tuple[int, bytes]]]:
+    lines = body.split(b"\n")[:-1] if body.endswith(b"\n") or not body else body.split(b"\n")
+    return len(lines), [(i, x) for i, x in enumerate(lines) if i == 0 or prefilter.wants(x)]
+
+
+@pytest.mark.parametrize("body", [
+    b"x" * 10 + b"runcommand" + b"y" * 20 + b"\n",       # the needle straddles the first block edge
+    b"x" * 15 + b"\\u0041\n" + b"z" * 40,                   # an escape across the edge; no final newline
+    b"x" * 15 + b"\n" + b"a" * 31 + b"\n" + b"RUNCOMMAND",   # a line exactly a block long, then a needle
+    b"x" * 14 + "ext\u0131".encode() + b"\r\n\r\n",         # a twin's two bytes on either side of the edge
+    b"\n" * 40 + b"runCommand\n",                            # many blank lines
+])
+def test_blocks_edges_change_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: bytes) -> None:
+    monkeypatch.setattr(scan, "CHUNK", 16)
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(body)
+    prefilter = LinePrefilter((b"runcommand", b"extensions"), lower=True, twins=("\u0131".encode(), "\u017f".encode()))
+    result = scan_range(str(path), 0, len(body), prefilter, True)
+    assert (result.lines, result.candidates) == _plain(body, prefilter)
+
+
+def test_many_files_gz_and_empty_on_the_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scan, "PARALLEL_MIN_BYTES", 1)
+    monkeypatch.setattr(scan, "RANGE_BYTES", 200)
+    monkeypatch.setattr(scan, "CHUNK", 64)
+    rows = [line({**ACTIVITY, "CorrelationId": f"c-{i % 3}", "ActivityStatusValue": s})
+            for i, s in enumerate(["Started", "Succeeded"] * 5)]
+    for k in range(4):
+        body = b"\n".join([line(OTHER), b"", *rows[k::2], b"{runcommand"]) + b"\r\n"
+        (tmp_path / f"AzureActivity-{k}.jsonl").write_bytes(body)
+    (tmp_path / "AzureActivity-4.jsonl.gz").write_bytes(gzip.compress(b"\n".join(rows) + b"\n"))
+    (tmp_path / "AzureActivity-5.jsonl").write_bytes(b"")
+    (tmp_path / "BehaviorAnalytics.jsonl").write_bytes(line(UEBA) + b"\n")
+    full = assert_same(tmp_path)
+    assert full["rows_read"]["AzureActivity"] == 4 * 8 + 10 and len(full["malformed"]) == 4
