@@ -225,8 +225,9 @@ def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport, date_or
 
 
 # EventSource == "Azure AD" and the insight == "True": both exact, case-sensitive. The rarer needle drives
-# the scan.
-UEBA_PREFILTER = LinePrefilter(any_of=(b"True",), all_of=(b"Azure AD",), lower=False)
+# the scan. A JSON ``true`` (a literal: no escape spells it otherwise) never matches but is counted and warned
+# about (CorrelationStats.ueba_boolean_flags), so its lines are read too.
+UEBA_PREFILTER = LinePrefilter(any_of=(b"True", b"true"), all_of=(b"Azure AD",), lower=False)
 
 
 def prefilters(selection: ActivitySelection) -> dict[str, LinePrefilter]:
@@ -254,36 +255,88 @@ def _checked_objects(path: Path, items: Iterable[tuple[str, Any]], required: tup
         yield where, mapped(obj) if mapped else obj
 
 
-def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, str | bytes]], required: tuple[str, ...],
+def _json_line(number: int, line: bytes) -> Any:
+    """One JSON Lines line, as both modes read it: UTF-8 (a BOM skipped on line 1 only, as at the start of a
+    text file), then strict JSON. ``ValueError`` (``UnicodeDecodeError`` is one) when it is neither."""
+    return kql.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
+
+
+def _line_error(exc: ValueError) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text ({exc.reason} at byte {exc.start} of the line)"
+    return f"not JSON: {exc}"
+
+
+def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, bytes]], required: tuple[str, ...],
                        report: ReadReport) -> RowStream:
-    """Numbered JSON Lines -> objects; blank lines are skipped, unparseable ones reported."""
+    """Numbered JSON Lines -> objects; blank lines are skipped, unparseable ones reported.
+
+    Lines end at ``\\n`` only (``\\r\\n`` too: the ``\\r`` is JSON whitespace); a lone ``\\r`` is whitespace
+    inside the line, not a break. A line that is not UTF-8 is a malformed row, not the end of the file."""
     def decoded() -> Iterator[tuple[str, Any]]:
         for number, line in lines:
             if not line.strip():
                 continue
             try:
-                yield f"line {number}", kql.loads(line)
+                yield f"line {number}", _json_line(number, line)
             except ValueError as exc:
-                report.add_malformed(MalformedRow(str(path), f"line {number}", f"not JSON: {exc}"))
+                report.add_malformed(MalformedRow(str(path), f"line {number}", _line_error(exc)))
     yield from _checked_objects(path, decoded(), required, report)
+
+
+def _lines_to_first_object(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Lines 2.. up to the file's first JSON object: the header's part when line 1 is not an object."""
+    with open_bytes(path) as handle:
+        for number, line in itertools.islice(enumerate(handle, start=1), 1, None):
+            yield number, line
+            if _is_object(number, line):
+                return
+
+
+def _count_lines(report: ReadReport, table: str, lines: int) -> None:
+    """Every line of a JSON Lines file is a row read, in both modes: the scan cannot tell a blank or
+    malformed line it does not parse from a row (decision)."""
+    if lines:
+        report.rows_read[table] = report.rows_read.get(table, 0) + lines
 
 
 def _iter_scanned(path: Path, required: tuple[str, ...], report: ReadReport, table: str,
                   parts: Iterator[ScanResult], progress: Progress | None) -> RowStream:
-    """Parse the candidate lines of a scan (see ``scan.py``) as its ranges arrive; count every line."""
+    """Parse the candidate lines of a scan (see ``scan.py``) as its ranges arrive; count every line.
+
+    The header's part is the file's first JSON object, as in a full parse: when line 1 (always a
+    candidate) is not one, the lines up to the first object are read and parsed too, candidates or not."""
     def numbered() -> Iterator[tuple[int, bytes]]:
+        header_through = 1
         for part in parts:
-            report.rows_read[table] = report.rows_read.get(table, 0) + part.lines
+            _count_lines(report, table, part.lines)
             if progress is not None:
                 progress.advance(nbytes=part.size, rows=part.lines)
             for index, line in part.candidates:
-                yield index + 1, line
+                number = index + 1
+                if 1 < number <= header_through:
+                    continue  # read already, as the header's part
+                yield number, line
+                if number == 1 and not _is_object(number, line):
+                    for header_through, head_line in _lines_to_first_object(path):
+                        yield header_through, head_line
     yield from _parse_jsonl_lines(path, numbered(), required, report)
 
 
-def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport, date_order: str | None = None) -> RowStream:
-    with open_text(path) as handle:
-        yield from _parse_jsonl_lines(path, enumerate(handle, start=1), required, report)
+def _is_object(number: int, line: bytes) -> bool:
+    try:
+        return isinstance(_json_line(number, line), dict)
+    except ValueError:
+        return False
+
+
+def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport, table: str) -> RowStream:
+    def counted(handle: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+        for number, line in enumerate(handle, start=1):
+            _count_lines(report, table, 1)
+            yield number, line
+    with open_bytes(path) as handle:
+        yield from _parse_jsonl_lines(path, counted(handle), required, report)
 
 
 def _iter_json(path: Path, required: tuple[str, ...], report: ReadReport, date_order: str | None = None) -> RowStream:
@@ -330,7 +383,7 @@ def _iter_rest_tables(
         yield where, {name: row[i] for name, i in index}
 
 
-_READERS = {"csv": _iter_csv, "jsonl": _iter_jsonl, "json": _iter_json}
+_READERS = {"csv": _iter_csv, "json": _iter_json}  # JSON Lines: _iter_jsonl (it counts lines, not rows)
 
 
 # Byte-order marks of encodings other than UTF-8 (UTF-32 first: its little-endian mark starts like UTF-16's).
@@ -396,9 +449,11 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
     converted = 0
     try:
         check_utf8_text(path)
+        fmt = "jsonl" if scanned is not None else reading_format(path)
         rows: RowStream = (_iter_scanned(path, required, report, table, scanned(), progress) if scanned is not None
-                           else _READERS[reading_format(path)](path, required, report, date_order))
-        for record in _records(path, table, rows, convert, report, count=scanned is None,
+                           else _iter_jsonl(path, required, report, table) if fmt == "jsonl"
+                           else _READERS[fmt](path, required, report, date_order))
+        for record in _records(path, table, rows, convert, report, count=fmt != "jsonl",
                                met_before=met_before):
             converted += 1
             yield record
@@ -413,7 +468,7 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
             # The scan parsed only the candidate lines: decide as a full parse would (only a file with no
             # usable candidate, i.e. no usable first line, pays for this second pass).
             full = ReadReport()
-            if any(True for _ in _records(path, table, _iter_jsonl(path, required, full), convert, full,
+            if any(True for _ in _records(path, table, _iter_jsonl(path, required, full, table), convert, full,
                                           count=False)):
                 return
             malformed, first = full.malformed_count, full.malformed[:1]
