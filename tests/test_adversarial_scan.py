@@ -235,3 +235,20 @@ def test_many_files_gz_and_empty_on_the_pool(tmp_path: Path, monkeypatch: pytest
     full = assert_same(tmp_path)
     assert full["rows_read"]["AzureActivity"] == 8 + 8 + 7 + 7 + 10
     assert len(full["malformed"]) == 4
+
+
+# --- warnings --------------------------------------------------------------------------------------------
+
+def test_the_outside_the_window_warning_is_the_same_with_the_scan(tmp_path: Path) -> None:
+    """Run commands only last week, other operations today: a full parse saw rows in the window and stayed
+    quiet, the scan saw only the run commands and warned that no row falls in the window (a false alarm
+    naming a count of rows it never read). The warning is about the rows the rules select, in both modes."""
+    old = line({**ACTIVITY, "TimeGenerated": "2026-11-10T06:00:00Z"})
+    body = b"\n".join([old, line(OTHER), line(OTHER), old]) + b"\n"
+    assert assert_same(folder(tmp_path, body))["warnings"] == [
+        "none of the AzureActivity rows the rules select falls in the window 2026-11-18T06:00:00Z .. "
+        "2026-11-20T06:00:00Z; for a replay, give --at the export's run time"]
+    # No row any rule selects: no alert is possible in any window, so nothing to warn about.
+    assert assert_same(folder(tmp_path, b"\n".join([line(OTHER)] * 3) + b"\n"))["warnings"] == []
+    # One selected row in the window: no warning either.
+    assert assert_same(folder(tmp_path, body + line(ACTIVITY) + b"\n"))["warnings"] == []
