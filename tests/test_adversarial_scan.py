@@ -10,17 +10,21 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from detector import rules as registry
 from detector.errors import InputError
 from detector.pipeline import detect
 from detector.rule import RULE, Rule, selection_of
 from detector.sources import scan
-from detector.sources.files import FileSource
+from detector.sources.files import FileSource, prefilters
 from detector.sources.scan import LinePrefilter, scan_range
 from detector.window import Window
 from tests.builders import AT, authorization
@@ -58,6 +62,7 @@ def outcome(directory: Path, *, prefilter: bool, rules: tuple[Rule, ...] = (RULE
     summary = result.summary()
     return {"rows": [r.to_dict() for r in result.correlation.rows], "warnings": result.warnings,
             "malformed": [(m.location, m.reason) for m in result.report.malformed],
+            "malformed_at": [(Path(m.path).name, m.location, m.reason) for m in result.report.malformed],
             **{k: summary[k] for k in ("rows_read", "malformed_rows", "duplicates_skipped", "ueba_boolean_flags")}}
 
 
@@ -252,3 +257,66 @@ def test_the_outside_the_window_warning_is_the_same_with_the_scan(tmp_path: Path
     assert assert_same(folder(tmp_path, b"\n".join([line(OTHER)] * 3) + b"\n"))["warnings"] == []
     # One selected row in the window: no warning either.
     assert assert_same(folder(tmp_path, body + line(ACTIVITY) + b"\n"))["warnings"] == []
+
+
+# --- the property: everything but unparsed lines' reports, over mixtures of the lines above ----------------
+
+_EXT = {**ACTIVITY, "OperationNameValue": "Microsoft.Compute/virtualMachines/extensions/write",
+        "Authorization": authorization().replace("runCommand/action", "extensions/write"), "CorrelationId": "c-ext"}
+ACTIVITY_LINES = [line(ACTIVITY), line({**ACTIVITY, "ActivityStatusValue": "Started"}), line(OTHER), line(_EXT),
+                  line({**ACTIVITY, "TimeGenerated": "2026-11-10T06:00:00Z"}), line({**ACTIVITY, "TimeGenerated": "x"}),
+                  # (duplicates of lines the scan does not parse are not counted with the scan: README, by design)
+                  line({**ACTIVITY, "EventDataId": "e-1"}),
+                  line(ACTIVITY).replace(b"RUNCOMMAND", b"RUNCOMM\\u0041ND"), b"", b"  \r", b"{broken", b"{runcommand",
+                  b"[1]", b'{"x": 1}', b'{"x": "extensions"}', b"\xef\xbb\xbf" + line(ACTIVITY),
+                  line(ACTIVITY).replace(b"alice", b"al\xffce"), line(OTHER).replace(b"alice", b"al\xffce"),
+                  line(ACTIVITY).replace(b', "Caller"', b',\r"Caller"'), line(ACTIVITY) + b"\r"]
+UEBA_LINES = [line(UEBA), line({**UEBA, "ActivityInsights": {"ActionUncommonlyPerformedByUser": True}}),
+              line({**UEBA, "EventSource": "Okta"}), line({**UEBA, "UserPrincipalName": "bob@contoso.com"}),
+              line({**UEBA, "TimeGenerated": "bad"}), b"", b"{broken True", b'{"EventSource": "Azure AD"}']
+
+
+def _parsed_lines(body: bytes, prefilter: LinePrefilter) -> set[int]:
+    """The line numbers the scan parses: its candidates and the lines up to the first object."""
+    lines = body.split(b"\n")
+    wanted = {n for n, raw in enumerate(lines, start=1) if prefilter.wants(raw)}
+    for n, raw in enumerate(lines, start=1):
+        wanted.add(n)
+        try:
+            if isinstance(json.loads(raw.decode("utf-8-sig" if n == 1 else "utf-8")), dict):
+                break
+        except ValueError:
+            continue
+    return wanted
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(ACTIVITY_LINES), max_size=14), st.lists(st.sampled_from(UEBA_LINES), max_size=6),
+       st.sampled_from([b"\n", b"\r\n", b""]), st.sampled_from([(RULE,), registry.ALL_RULES]),
+       st.sampled_from([8, 64, 1 << 20]))
+def test_scan_and_full_parse_agree_on_everything_they_both_read(
+        activity: list[bytes], ueba: list[bytes], end: bytes, rules: tuple[Rule, ...], chunk: int) -> None:
+    activity_body = b"\n".join(activity) + (end if activity else b"")
+    ueba_body = b"\n".join(ueba) + b"\n"
+    saved = scan.CHUNK
+    scan.CHUNK = chunk  # not monkeypatch: hypothesis runs many examples in one test call
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            directory = folder(Path(tmp), activity_body, ueba_body)
+            fast, full = outcome(directory, prefilter=True, rules=rules), outcome(directory, prefilter=False, rules=rules)
+    finally:
+        scan.CHUNK = saved
+    if "error" in full:
+        assert fast == full
+        return
+    table_prefilters = prefilters(selection_of(rules))
+    parsed = {"AzureActivity.jsonl": _parsed_lines(activity_body, table_prefilters["AzureActivity"]),
+              "BehaviorAnalytics.jsonl": _parsed_lines(ueba_body, table_prefilters["BehaviorAnalytics"])}
+    reported = [m for m in full["malformed_at"] if int(m[1].split()[1]) in parsed[m[0]]]
+    assert fast["malformed_at"] == reported
+    assert fast["malformed_rows"] == len(reported)
+    for key in ("rows", "rows_read", "duplicates_skipped", "ueba_boolean_flags"):
+        assert fast[key] == full[key], key
+    skipped = re.compile(r"\d+ malformed row\(s\) skipped")
+    assert [w for w in fast["warnings"] if not skipped.fullmatch(w)] == [
+        w for w in full["warnings"] if not skipped.fullmatch(w)]
