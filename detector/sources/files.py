@@ -268,19 +268,25 @@ def _line_error(exc: ValueError) -> str:
 
 
 def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, bytes]], required: tuple[str, ...],
-                       report: ReadReport) -> RowStream:
-    """Numbered JSON Lines -> objects; blank lines are skipped, unparseable ones reported.
+                       report: ReadReport, *, count_as: str | None = None) -> RowStream:
+    """Numbered JSON Lines -> objects; blank lines are skipped, unparseable ones reported. ``count_as``: the
+    table whose rows read are the lines (numbered from 1, every one given) when the stream ends.
 
     Lines end at ``\\n`` only (``\\r\\n`` too: the ``\\r`` is JSON whitespace); a lone ``\\r`` is whitespace
     inside the line, not a break. A line that is not UTF-8 is a malformed row, not the end of the file."""
     def decoded() -> Iterator[tuple[str, Any]]:
-        for number, line in lines:
-            if not line.strip():
-                continue
-            try:
-                yield f"line {number}", _json_line(number, line)
-            except ValueError as exc:
-                report.add_malformed(MalformedRow(str(path), f"line {number}", _line_error(exc)))
+        number = 0
+        try:
+            for number, line in lines:
+                if not line.strip():
+                    continue
+                try:
+                    yield f"line {number}", _json_line(number, line)
+                except ValueError as exc:
+                    report.add_malformed(MalformedRow(str(path), f"line {number}", _line_error(exc)))
+        finally:
+            if count_as is not None:
+                _count_lines(report, count_as, number)
     yield from _checked_objects(path, decoded(), required, report)
 
 
@@ -331,12 +337,8 @@ def _is_object(number: int, line: bytes) -> bool:
 
 
 def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport, table: str) -> RowStream:
-    def counted(handle: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
-        for number, line in enumerate(handle, start=1):
-            _count_lines(report, table, 1)
-            yield number, line
     with open_bytes(path) as handle:
-        yield from _parse_jsonl_lines(path, counted(handle), required, report)
+        yield from _parse_jsonl_lines(path, enumerate(handle, start=1), required, report, count_as=table)
 
 
 def _iter_json(path: Path, required: tuple[str, ...], report: ReadReport, date_order: str | None = None) -> RowStream:
