@@ -320,3 +320,15 @@ def test_scan_and_full_parse_agree_on_everything_they_both_read(
     skipped = re.compile(r"\d+ malformed row\(s\) skipped")
     assert [w for w in fast["warnings"] if not skipped.fullmatch(w)] == [
         w for w in full["warnings"] if not skipped.fullmatch(w)]
+
+
+@pytest.mark.parametrize("first", [b"", b"{broken"])
+def test_an_older_schema_file_is_parsed_whole_even_when_line_1_is_not_an_object(tmp_path: Path, first: bytes) -> None:
+    """The older schema's display names hold no needle, so such a file is never scanned; which schema a file
+    has is told by its first object, not by line 1 (a blank line 1 made it look scannable)."""
+    def older(operation: str) -> bytes:
+        row = {k: v for k, v in OTHER.items() if k not in ("OperationNameValue", "ActivityStatusValue")}
+        return line({**row, "OperationName": operation, "ActivityStatus": "Succeeded"})
+    body = b"\n".join([first, older("Microsoft.Compute/virtualMachines/write"),
+                       older("Run Command on Virtual Machine")]) + b"\n"
+    assert "az monitor activity-log list" in assert_same(folder(tmp_path, body))["error"]

@@ -39,7 +39,7 @@ from ..window import SEED_SELECTION, ActivitySelection, Window
 from . import MalformedRow, Progress, ReadReport, SourceData, activitylog
 from .records import Identities, RowError, activity_event, ueba_event, ueba_identity
 from .scan import LinePrefilter, ScanResult, ScanStream, open_bytes
-from .tree import find_tables, first_object, format_of, json_is_lines, open_text
+from .tree import find_tables, format_of, json_is_lines, open_text
 
 ACTIVITY_TABLE = "AzureActivity"
 UEBA_TABLE = "BehaviorAnalytics"
@@ -290,13 +290,29 @@ def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, bytes]], required:
     yield from _checked_objects(path, decoded(), required, report)
 
 
-def _lines_to_first_object(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Lines 2.. up to the file's first JSON object: the header's part when line 1 is not an object."""
+def _header_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """The file's lines up to its first JSON object, which plays the header's part (usually line 1 alone)."""
     with open_bytes(path) as handle:
-        for number, line in itertools.islice(enumerate(handle, start=1), 1, None):
+        for number, line in enumerate(handle, start=1):
             yield number, line
             if _is_object(number, line):
                 return
+
+
+def _first_object(path: Path) -> dict[str, Any] | None:
+    """The file's first JSON object (None: it has none, or cannot be read; its reader says why)."""
+    try:
+        last = deque(_header_lines(path), maxlen=1)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if not last:
+        return None
+    number, line = last[0]
+    try:
+        value = _json_line(number, line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _count_lines(report: ReadReport, table: str, lines: int) -> None:
@@ -324,7 +340,7 @@ def _iter_scanned(path: Path, required: tuple[str, ...], report: ReadReport, tab
                     continue  # read already, as the header's part
                 yield number, line
                 if number == 1 and not _is_object(number, line):
-                    for header_through, head_line in _lines_to_first_object(path):
+                    for header_through, head_line in itertools.islice(_header_lines(path), 1, None):
                         yield header_through, head_line
     yield from _parse_jsonl_lines(path, numbered(), required, report)
 
@@ -491,10 +507,11 @@ def reading_format(path: Path) -> str:
 
 
 def _scannable(path: Path, table: str) -> bool:
-    """JSON Lines whose rows the prefilter may skip: not the older schema, whose display names it cannot see."""
+    """JSON Lines whose rows the prefilter may skip: not the older schema, whose display names it cannot see
+    (told by the first object, as the reader tells it, not by line 1)."""
     if reading_format(path) != "jsonl":
         return False
-    first = first_object(path) if table == ACTIVITY_TABLE else None
+    first = _first_object(path) if table == ACTIVITY_TABLE else None
     return not (first is not None and activitylog.is_older_schema(first))
 
 
