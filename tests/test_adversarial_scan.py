@@ -332,3 +332,9 @@ def test_an_older_schema_file_is_parsed_whole_even_when_line_1_is_not_an_object(
     body = b"\n".join([first, older("Microsoft.Compute/virtualMachines/write"),
                        older("Run Command on Virtual Machine")]) + b"\n"
     assert "az monitor activity-log list" in assert_same(folder(tmp_path, body))["error"]
+
+
+def test_a_file_that_starts_with_a_bom_and_a_blank_line(tmp_path: Path) -> None:
+    full = assert_same(folder(tmp_path, b"\xef\xbb\xbf\r\n" + line(ACTIVITY) + b"\r\n"))
+    assert full["malformed"] == []
+    assert len(full["rows"]) == 1

@@ -255,10 +255,10 @@ def _checked_objects(path: Path, items: Iterable[tuple[str, Any]], required: tup
         yield where, mapped(obj) if mapped else obj
 
 
-def _json_line(number: int, line: bytes) -> Any:
-    """One JSON Lines line, as both modes read it: UTF-8 (a BOM skipped on line 1 only, as at the start of a
-    text file), then strict JSON. ``ValueError`` (``UnicodeDecodeError`` is one) when it is neither."""
-    return kql.loads(line.decode("utf-8-sig" if number == 1 else "utf-8"))
+def _line_text(number: int, line: bytes) -> str:
+    """One JSON Lines line as text, as both modes read it: UTF-8, a BOM skipped on line 1 only (as at the start
+    of a text file). ``UnicodeDecodeError`` (a ``ValueError``) when it is not UTF-8."""
+    return line.decode("utf-8-sig" if number == 1 else "utf-8")
 
 
 def _line_error(exc: ValueError) -> str:
@@ -278,10 +278,11 @@ def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, bytes]], required:
         number = 0
         try:
             for number, line in lines:
-                if not line.strip():
-                    continue
                 try:
-                    yield f"line {number}", _json_line(number, line)
+                    text = _line_text(number, line)
+                    if not text.strip():
+                        continue
+                    yield f"line {number}", kql.loads(text)
                 except ValueError as exc:
                     report.add_malformed(MalformedRow(str(path), f"line {number}", _line_error(exc)))
         finally:
@@ -309,7 +310,7 @@ def _first_object(path: Path) -> dict[str, Any] | None:
         return None
     number, line = last[0]
     try:
-        value = _json_line(number, line)
+        value = kql.loads(_line_text(number, line))
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
@@ -347,7 +348,7 @@ def _iter_scanned(path: Path, required: tuple[str, ...], report: ReadReport, tab
 
 def _is_object(number: int, line: bytes) -> bool:
     try:
-        return isinstance(_json_line(number, line), dict)
+        return isinstance(kql.loads(_line_text(number, line)), dict)
     except ValueError:
         return False
 
