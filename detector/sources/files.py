@@ -21,6 +21,7 @@ CLI's ``--check-all-rows``, parses and reports every line).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -296,19 +297,22 @@ def _header_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     with open_bytes(path) as handle:
         for number, line in enumerate(handle, start=1):
             yield number, line
-            if _is_object(number, line):
+            if _as_object(number, line) is not None:
                 return
 
 
 def _first_object(path: Path) -> dict[str, Any] | None:
     """The file's first JSON object (None: it has none, or cannot be read; its reader says why)."""
-    try:
-        last = deque(_header_lines(path), maxlen=1)
-    except (OSError, EOFError, zlib.error):
-        return None
-    if not last:
-        return None
-    number, line = last[0]
+    with contextlib.suppress(OSError, EOFError, zlib.error), open_bytes(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            value = _as_object(number, line)
+            if value is not None:
+                return value
+    return None
+
+
+def _as_object(number: int, line: bytes) -> dict[str, Any] | None:
+    """The line as a JSON object; None when it is not one (blank, malformed, another JSON value)."""
     try:
         value = kql.loads(_line_text(number, line))
     except ValueError:
@@ -340,17 +344,10 @@ def _iter_scanned(path: Path, required: tuple[str, ...], report: ReadReport, tab
                 if 1 < number <= header_through:
                     continue  # read already, as the header's part
                 yield number, line
-                if number == 1 and not _is_object(number, line):
+                if number == 1 and _as_object(number, line) is None:
                     for header_through, head_line in itertools.islice(_header_lines(path), 1, None):
                         yield header_through, head_line
     yield from _parse_jsonl_lines(path, numbered(), required, report)
-
-
-def _is_object(number: int, line: bytes) -> bool:
-    try:
-        return isinstance(kql.loads(_line_text(number, line)), dict)
-    except ValueError:
-        return False
 
 
 def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport, table: str) -> RowStream:
