@@ -137,10 +137,12 @@ def test_a_byte_order_mark_counts_only_at_the_start_of_the_file(tmp_path: Path) 
 
 
 def test_a_utf16_line_is_not_read_by_the_scan_alone(tmp_path: Path) -> None:
-    """An attacker's line in UTF-16: U+755C is the bytes ``\\u``, which make the line a scan candidate, and
-    ``json.loads`` on bytes guesses UTF-16 from the NULs. Read as UTF-8 (what the file is), it is not JSON."""
-    forged = json.dumps({**ACTIVITY, "Caller": "alice@contoso.com\u755c"}, ensure_ascii=False).encode("utf-16-le")
-    assert b"\\u" in forged
+    """An attacker's line in UTF-16: U+755C U+3030 U+3237 are the bytes ``\\u0072`` (an escaped r, of the needle),
+    which make the line a scan candidate, and ``json.loads`` on bytes guesses UTF-16 from the NULs. Read as
+    UTF-8 (what the file is), it is not JSON."""
+    forged = json.dumps({**ACTIVITY, "Caller": "alice@contoso.com\u755c\u3030\u3237"},
+                        ensure_ascii=False).encode("utf-16-le")
+    assert b"\\u0072" in forged
     # Enough UTF-8 lines first that the file is not refused as UTF-16 (check_utf8_text reads its head).
     full = assert_same(folder(tmp_path, (line(OTHER) + b"\n") * 20 + forged + b"\n"))
     assert full["rows"] == []
@@ -338,3 +340,25 @@ def test_a_file_that_starts_with_a_bom_and_a_blank_line(tmp_path: Path) -> None:
     full = assert_same(folder(tmp_path, b"\xef\xbb\xbf\r\n" + line(ACTIVITY) + b"\r\n"))
     assert full["malformed"] == []
     assert len(full["rows"]) == 1
+
+
+# --- escapes that cannot spell a needle --------------------------------------------------------------------
+
+def test_only_escapes_that_could_spell_a_needle_make_a_line_a_candidate(tmp_path: Path) -> None:
+    """.NET writes ' as \\u0027 (Azure's error messages are full of them): a line holding only such escapes
+    cannot hide a needle, and reading every such line whole cost 7x the scan time and memory growing with the
+    file. An escape of a needle's letter (hex digits in either case) or of a twin still counts."""
+    prefilter = prefilters(selection_of(registry.ALL_RULES))["AzureActivity"]
+    assert not prefilter.wants(b'{"m": "The client \\u0027x\\u0027 has no \\u003cright\\u003e"}')
+    assert not prefilter.wants(b'{"m": "C:\\\\users"}')
+    for hidden in (b"RUNCOMM\\u0041ND", b"run\\u0063ommand", b"exte\\u006Esions", b"EXTEN\\u017fIONS",
+                   b"exten\\u017Fions", b"extens\\u0131ons", b"\\u0072uncommand"):
+        assert prefilter.wants(b'{"OperationNameValue": "' + hidden + b'"}'), hidden
+    ueba = prefilters(selection_of((RULE,)))["BehaviorAnalytics"]
+    assert ueba.wants(b'{"EventSource": "Azure\\u0020AD"}')
+    assert not ueba.wants(b'{"EventSource": "Okta", "x": "\\u0027"}')
+    body = b"".join(b'{"n": %d, "m": "\\u0027%s"}\n' % (i, b"runcommand" if i % 5 == 0 else b"")
+                    for i in range(50))
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(body)
+    assert [i for i, _ in scan_range(str(path), 0, len(body), prefilter, True).candidates] == list(range(0, 50, 5))
