@@ -362,3 +362,13 @@ def test_only_escapes_that_could_spell_a_needle_make_a_line_a_candidate(tmp_path
     path = tmp_path / "f.jsonl"
     path.write_bytes(body)
     assert [i for i, _ in scan_range(str(path), 0, len(body), prefilter, True).candidates] == list(range(0, 50, 5))
+
+
+def test_an_upper_case_u_is_no_json_escape_for_the_scan_either(tmp_path: Path) -> None:
+    """JSON writes ``\\u`` only; LinePrefilter.wants and the scan must agree on ``\\U0041`` (neither wants it)."""
+    prefilter = prefilters(selection_of((RULE,)))["AzureActivity"]
+    body = b'{"a": 1}\n{"m": "\\U0041"}\n{"m": "\\u004E"}\n'
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(body)
+    assert [i for i, _ in scan_range(str(path), 0, len(body), prefilter, True).candidates] == [0, 2]
+    assert not prefilter.wants(b'{"m": "\\U0041"}')

@@ -64,16 +64,7 @@ class LinePrefilter:
         compared case-insensitively) or of a twin. JSON's other escapes (``\\"``, ``\\\\``, ``\\/``, ``\\n``...)
         spell no needle character, and an escape of anything else (.NET writes ' as ``\\u0027``) cannot hide a
         needle: such lines need not be read."""
-        if any(t in line for t in self.twins):
-            return True
-        spelled = _escaped_code_points(self)
-        at = line.find(b"\\u")
-        while at >= 0:  # bytes.find, not a regex: a line may hold thousands of other escapes
-            with contextlib.suppress(ValueError):  # not four hex digits: no escape
-                if int(line[at + 2:at + 6], 16) in spelled:
-                    return True
-            at = line.find(b"\\u", at + 2)
-        return False
+        return any(t in line for t in self.twins) or _spelling_escapes(self).search(line) is not None
 
     def holds_all_of(self, line: bytes) -> bool:
         return not self.all_of or all(n in self._hay(line) for n in self.all_of)
@@ -90,13 +81,15 @@ class ScanResult:
 
 
 @functools.cache
-def _escaped_code_points(prefilter: LinePrefilter) -> frozenset[int]:
-    """The characters whose ``\\u`` escape could spell part of a needle: see :meth:`LinePrefilter.escaped`."""
+def _spelling_escapes(prefilter: LinePrefilter) -> re.Pattern[bytes]:
+    """The ``\\u`` escapes that could spell part of a needle (see :meth:`LinePrefilter.escaped`), hex digits in
+    either case. One regular expression, searched in C: a line may hold millions of other escapes."""
     chars = {chr(b) for needle in (*prefilter.any_of, *prefilter.all_of) for b in needle}
     if prefilter.lower:
         chars |= {c.upper() for c in chars} | {c.lower() for c in chars}
     chars |= {t.decode("utf-8") for t in prefilter.twins}
-    return frozenset(ord(c) for c in chars)
+    # ``u`` lower-case, as JSON writes it (the scan's Hyperscan search for ``\\u`` is exact); hex digits either case.
+    return re.compile(rb"\\u(?i:" + b"|".join(b"%04x" % ord(c) for c in sorted(chars)) + rb")")
 
 
 _DATABASES: dict[LinePrefilter, tuple[hyperscan.Database, hyperscan.Database]] = {}
