@@ -10,8 +10,8 @@ because a line that is not a candidate cannot pass the rules' row filters.
 
 The search for lines holding an ``any_of`` needle, and separately for escapes and twins, runs in
 Hyperscan (a SIMD literal matcher; its caseless matching is ASCII case folding, exactly as
-``bytes.lower``); the ``all_of`` needles of the lines it finds, and the escapes of the lines holding
-``\\u``, are then checked with Python's ``in``.
+``bytes.lower``); the ``all_of`` needles of the lines it finds are then checked with Python's ``in``,
+and the escapes of the lines holding ``\\u`` with one regular expression.
 The property tests compare the candidates with :meth:`LinePrefilter.wants` and the rows with a full parse.
 
 Large files are cut into byte ranges on line boundaries and scanned by a pool of processes; so are
