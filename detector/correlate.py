@@ -106,7 +106,9 @@ class CorrelationStats:
     """What the correlation saw; filled as the input streams through."""
 
     activity_rows: int = 0
-    activity_in_window: int = 0  # none while rows exist: the run warns (a replay without --at)
+    # A row the rules select lies outside the window: with none inside, the run warns (a replay without --at).
+    # Counted over selected rows only, so a file scan (which reads little else) sees what a full parse sees.
+    selected_outside_window: bool = False
     run_command_rows: int = 0  # rows the rules' filters kept (the benchmark's transfer figure)
     run_commands_succeeded: int = 0
     ueba_rows: int = 0
@@ -136,8 +138,10 @@ def summarize_run_commands(
     for event in events:
         stats.activity_rows += 1
         if not start <= event.time < end:
+            # Checked until one is found, and not cached: a replay's rows may all lie outside the window.
+            if not stats.selected_outside_window and _rule_of(event, rules) is not None:
+                stats.selected_outside_window = True
             continue
-        stats.activity_in_window += 1
         pair = (event.operation_name, event.authorization)
         if pair in verdicts:
             rule = verdicts[pair]

@@ -226,13 +226,13 @@ def detect(source: Source, window: Window, *, allowlist: Allowlist | None = None
         result.warnings.append(f"allowlist {allowlist.budget.describe()}")
     if data.report.malformed_count:
         result.warnings.append(f"{data.report.malformed_count} malformed row(s) skipped")
-    if correlation.stats.activity_rows and not correlation.stats.activity_in_window:
+    if correlation.stats.selected_outside_window and not correlation.stats.run_command_rows:
         # Most likely a replay whose period ends now (no --at) while the export is older: say so, since
-        # "no alerts" would read as a clean result.
+        # "no alerts" would read as a clean result. Only rows the rules select count: a file scan reads
+        # little else, and an export without any cannot alert in any window.
         result.warnings.append(
-            f"none of the {correlation.stats.activity_rows} AzureActivity row(s) falls in the window "
-            f"{format_datetime(window.start)} .. {format_datetime(window.end)}; for a replay, give --at the "
-            "export's run time")
+            f"none of the AzureActivity rows the rules select falls in the window {format_datetime(window.start)} "
+            f".. {format_datetime(window.end)}; for a replay, give --at the export's run time")
     if correlation.stats.ueba_boolean_flags:
         result.warnings.append(
             f"{correlation.stats.ueba_boolean_flags} UEBA row(s) carry ActionUncommonlyPerformedByUser as a "

@@ -21,6 +21,7 @@ CLI's ``--check-all-rows``, parses and reports every line).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import itertools
@@ -39,7 +40,7 @@ from ..window import SEED_SELECTION, ActivitySelection, Window
 from . import MalformedRow, Progress, ReadReport, SourceData, activitylog
 from .records import Identities, RowError, activity_event, ueba_event, ueba_identity
 from .scan import LinePrefilter, ScanResult, ScanStream, open_bytes
-from .tree import find_tables, first_object, format_of, is_records, json_is_lines, open_text
+from .tree import find_tables, format_of, is_records, json_is_lines, open_text
 
 ACTIVITY_TABLE = "AzureActivity"
 UEBA_TABLE = "BehaviorAnalytics"
@@ -238,8 +239,9 @@ def _iter_csv(path: Path, required: tuple[str, ...], report: ReadReport, date_or
 
 
 # EventSource == "Azure AD" and the insight == "True": both exact, case-sensitive. The rarer needle drives
-# the scan.
-UEBA_PREFILTER = LinePrefilter(any_of=(b"True",), all_of=(b"Azure AD",), lower=False)
+# the scan. A JSON ``true`` (a literal: no escape spells it otherwise) never matches but is counted and warned
+# about (CorrelationStats.ueba_boolean_flags), so its lines are read too.
+UEBA_PREFILTER = LinePrefilter(any_of=(b"True", b"true"), all_of=(b"Azure AD",), lower=False)
 
 
 def prefilters(selection: ActivitySelection) -> dict[str, LinePrefilter]:
@@ -267,42 +269,110 @@ def _checked_objects(path: Path, items: Iterable[tuple[str, Any]], required: tup
         yield where, mapped(obj) if mapped else obj
 
 
-def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, str | bytes]], required: tuple[str, ...],
-                       report: ReadReport) -> RowStream:
-    """Numbered JSON Lines -> objects; blank lines are skipped, unparseable ones reported. A line that is an
-    event hub message, ``{"records": [...]}``, gives its records (``line N item K``)."""
+def _line_text(number: int, line: bytes) -> str:
+    """One JSON Lines line as text, as both modes read it: UTF-8, a BOM skipped on line 1 only (as at the start
+    of a text file). ``UnicodeDecodeError`` (a ``ValueError``) when it is not UTF-8."""
+    return line.decode("utf-8-sig" if number == 1 else "utf-8")
+
+
+def _line_error(exc: ValueError) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text ({exc.reason} at byte {exc.start} of the line)"
+    return f"not JSON: {exc}"
+
+
+def _parse_jsonl_lines(path: Path, lines: Iterable[tuple[int, bytes]], required: tuple[str, ...],
+                       report: ReadReport, *, count_as: str | None = None) -> RowStream:
+    """Numbered JSON Lines -> objects; blank lines are skipped, unparseable ones reported. ``count_as``: the
+    table whose rows read are the lines (numbered from 1, every one given) when the stream ends. A line that
+    is an event hub message, ``{"records": [...]}``, gives its records (``line N item K``), each a row read.
+
+    Lines end at ``\\n`` only (``\\r\\n`` too: the ``\\r`` is JSON whitespace); a lone ``\\r`` is whitespace
+    inside the line, not a break. A line that is not UTF-8 is a malformed row, not the end of the file."""
     def decoded() -> Iterator[tuple[str, Any]]:
-        for number, line in lines:
-            if not line.strip():
-                continue
-            try:
-                value = kql.loads(line)
-            except ValueError as exc:
-                report.add_malformed(MalformedRow(str(path), f"line {number}", f"not JSON: {exc}"))
-                continue
-            if is_records(value):
-                yield from ((f"line {number} item {k}", item) for k, item in enumerate(value["records"], start=1))
-            else:
-                yield f"line {number}", value
+        number = records_beyond_lines = 0
+        try:
+            for number, line in lines:
+                try:
+                    text = _line_text(number, line)
+                    if not text.strip():
+                        continue
+                    value = kql.loads(text)
+                except ValueError as exc:
+                    report.add_malformed(MalformedRow(str(path), f"line {number}", _line_error(exc)))
+                    continue
+                if is_records(value):
+                    records_beyond_lines += len(value["records"]) - 1
+                    yield from ((f"line {number} item {k}", item) for k, item in enumerate(value["records"], start=1))
+                else:
+                    yield f"line {number}", value
+        finally:
+            if count_as is not None:
+                _count_lines(report, count_as, number + records_beyond_lines)
     yield from _checked_objects(path, decoded(), required, report)
+
+
+def _header_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """The file's lines up to its first JSON object, which plays the header's part (usually line 1 alone)."""
+    with open_bytes(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            yield number, line
+            if _as_object(number, line) is not None:
+                return
+
+
+def _first_object(path: Path) -> dict[str, Any] | None:
+    """The file's first JSON object (None: it has none, or cannot be read; its reader says why)."""
+    with contextlib.suppress(OSError, EOFError, zlib.error), open_bytes(path) as handle:
+        for number, line in enumerate(handle, start=1):
+            value = _as_object(number, line)
+            if value is not None:
+                return value
+    return None
+
+
+def _as_object(number: int, line: bytes) -> dict[str, Any] | None:
+    """The line as a JSON object; None when it is not one (blank, malformed, another JSON value)."""
+    try:
+        value = kql.loads(_line_text(number, line))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _count_lines(report: ReadReport, table: str, lines: int) -> None:
+    """Every line of a JSON Lines file is a row read, in both modes: the scan cannot tell a blank or
+    malformed line it does not parse from a row (decision)."""
+    if lines:
+        report.rows_read[table] = report.rows_read.get(table, 0) + lines
 
 
 def _iter_scanned(path: Path, required: tuple[str, ...], report: ReadReport, table: str,
                   parts: Iterator[ScanResult], progress: Progress | None) -> RowStream:
-    """Parse the candidate lines of a scan (see ``scan.py``) as its ranges arrive; count every line."""
+    """Parse the candidate lines of a scan (see ``scan.py``) as its ranges arrive; count every line.
+
+    The header's part is the file's first JSON object, as in a full parse: when line 1 (always a
+    candidate) is not one, the lines up to the first object are read and parsed too, candidates or not."""
     def numbered() -> Iterator[tuple[int, bytes]]:
+        header_through = 1
         for part in parts:
-            report.rows_read[table] = report.rows_read.get(table, 0) + part.lines
+            _count_lines(report, table, part.lines)
             if progress is not None:
                 progress.advance(nbytes=part.size, rows=part.lines)
             for index, line in part.candidates:
-                yield index + 1, line
+                number = index + 1
+                if 1 < number <= header_through:
+                    continue  # read already, as the header's part
+                yield number, line
+                if number == 1 and _as_object(number, line) is None:
+                    for header_through, head_line in itertools.islice(_header_lines(path), 1, None):
+                        yield header_through, head_line
     yield from _parse_jsonl_lines(path, numbered(), required, report)
 
 
-def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport, date_order: str | None = None) -> RowStream:
-    with open_text(path) as handle:
-        yield from _parse_jsonl_lines(path, enumerate(handle, start=1), required, report)
+def _iter_jsonl(path: Path, required: tuple[str, ...], report: ReadReport, table: str) -> RowStream:
+    with open_bytes(path) as handle:
+        yield from _parse_jsonl_lines(path, enumerate(handle, start=1), required, report, count_as=table)
 
 
 def _iter_json(path: Path, required: tuple[str, ...], report: ReadReport, date_order: str | None = None) -> RowStream:
@@ -354,7 +424,7 @@ def _iter_rest_tables(
         yield where, values
 
 
-_READERS = {"csv": _iter_csv, "jsonl": _iter_jsonl, "json": _iter_json}
+_READERS = {"csv": _iter_csv, "json": _iter_json}  # JSON Lines: _iter_jsonl (it counts lines, not rows)
 
 
 # Byte-order marks of encodings other than UTF-8 (UTF-32 first: its little-endian mark starts like UTF-16's).
@@ -420,9 +490,11 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
     converted = 0
     try:
         check_utf8_text(path)
+        fmt = "jsonl" if scanned is not None else reading_format(path)
         rows: RowStream = (_iter_scanned(path, required, report, table, scanned(), progress) if scanned is not None
-                           else _READERS[reading_format(path)](path, required, report, date_order))
-        for record in _records(path, table, rows, convert, report, count=scanned is None,
+                           else _iter_jsonl(path, required, report, table) if fmt == "jsonl"
+                           else _READERS[fmt](path, required, report, date_order))
+        for record in _records(path, table, rows, convert, report, count=fmt != "jsonl",
                                met_before=met_before):
             converted += 1
             yield record
@@ -437,7 +509,7 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
             # The scan parsed only the candidate lines: decide as a full parse would (only a file with no
             # usable candidate, i.e. no usable first line, pays for this second pass).
             full = ReadReport()
-            if any(True for _ in _records(path, table, _iter_jsonl(path, required, full), convert, full,
+            if any(True for _ in _records(path, table, _iter_jsonl(path, required, full, table), convert, full,
                                           count=False)):
                 return
             malformed, first = full.malformed_count, full.malformed[:1]
@@ -459,15 +531,12 @@ def reading_format(path: Path) -> str:
 
 def _scannable(path: Path, table: str) -> bool:
     """JSON Lines whose rows the prefilter may skip: not the older schema, whose display names it cannot see,
-    nor an AzureActivity file whose first object cannot be told (a first line that is not one) or is an event hub
-    message: parsed whole."""
+    nor event hub messages (several records a line: parsed whole, so rows are counted as records either way);
+    both told by the first object, as the reader tells it, not by line 1."""
     if reading_format(path) != "jsonl":
         return False
-    if table != ACTIVITY_TABLE:
-        return True
-    first = first_object(path)
-    # Event hub messages hold several records a line: parsed whole, so rows are counted as records either way.
-    return first is not None and not activitylog.is_older_schema(first) and not is_records(first)
+    first = _first_object(path) if table == ACTIVITY_TABLE else None
+    return not (first is not None and (activitylog.is_older_schema(first) or is_records(first)))
 
 
 class FileSource:

@@ -1,14 +1,17 @@
 """Fast scan of JSON Lines exports: find the few lines the rule could use, on every core.
 
 A line is a *candidate* (:meth:`LinePrefilter.wants`) when it holds one of its table's ``any_of``
-needles and every ``all_of`` needle (after lower-casing when asked), or a JSON ``\\u`` escape or a
-twin (which could spell a needle another way); the file's first line is always a candidate (it plays
-the header's part). Only candidates are parsed; every line is counted. Results are exactly those of a
-full parse, because a line that is not a candidate cannot pass the rules' row filters.
+needles and every ``all_of`` needle (after lower-casing when asked), or a JSON ``\\u`` escape of one
+of the needles' characters or a twin (either could spell a needle another way; an escape of anything
+else, such as .NET's ``\\u0027`` for ', could not); the file's first line is always a candidate (it
+plays the header's part; ``files.py`` reads on to the first JSON object when line 1 is not one).
+Only candidates are parsed; every line is counted. Results are exactly those of a full parse,
+because a line that is not a candidate cannot pass the rules' row filters.
 
 The search for lines holding an ``any_of`` needle, and separately for escapes and twins, runs in
 Hyperscan (a SIMD literal matcher; its caseless matching is ASCII case folding, exactly as
-``bytes.lower``); the ``all_of`` needles of the lines it finds are then checked with Python's ``in``.
+``bytes.lower``); the ``all_of`` needles of the lines it finds are then checked with Python's ``in``,
+and the escapes of the lines holding ``\\u`` with one regular expression.
 The property tests compare the candidates with :meth:`LinePrefilter.wants` and the rows with a full parse.
 
 Large files are cut into byte ranges on line boundaries and scanned by a pool of processes; so are
@@ -20,6 +23,7 @@ not the file. A ``.gz`` file is one range, decompressed as it is scanned.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import io
 import itertools
@@ -56,7 +60,11 @@ class LinePrefilter:
         return self.escaped(line) or (any(n in hay for n in self.any_of) and all(n in hay for n in self.all_of))
 
     def escaped(self, line: bytes) -> bool:
-        return b"\\u" in line or any(t in line for t in self.twins)
+        """A twin, or a ``\\u`` escape of one of the needles' characters (either case when the needles are
+        compared case-insensitively) or of a twin. JSON's other escapes (``\\"``, ``\\\\``, ``\\/``, ``\\n``...)
+        spell no needle character, and an escape of anything else (.NET writes ' as ``\\u0027``) cannot hide a
+        needle: such lines need not be read."""
+        return any(t in line for t in self.twins) or _spelling_escapes(self).search(line) is not None
 
     def holds_all_of(self, line: bytes) -> bool:
         return not self.all_of or all(n in self._hay(line) for n in self.all_of)
@@ -70,6 +78,18 @@ class ScanResult:
     lines: int  # lines in the range (a last line without a newline counts)
     candidates: list[tuple[int, bytes]]  # (0-based line index within the range, line without newline)
     size: int = 0  # bytes of the range as stored (compressed for .gz): for progress
+
+
+@functools.cache
+def _spelling_escapes(prefilter: LinePrefilter) -> re.Pattern[bytes]:
+    """The ``\\u`` escapes that could spell part of a needle (see :meth:`LinePrefilter.escaped`), hex digits in
+    either case. One regular expression, searched in C: a line may hold millions of other escapes."""
+    chars = {chr(b) for needle in (*prefilter.any_of, *prefilter.all_of) for b in needle}
+    if prefilter.lower:
+        chars |= {c.upper() for c in chars} | {c.lower() for c in chars}
+    chars |= {t.decode("utf-8") for t in prefilter.twins}
+    # ``u`` lower-case, as JSON writes it (the scan's Hyperscan search for ``\\u`` is exact); hex digits either case.
+    return re.compile(rb"\\u(?i:" + b"|".join(b"%04x" % ord(c) for c in sorted(chars)) + rb")")
 
 
 _DATABASES: dict[LinePrefilter, tuple[hyperscan.Database, hyperscan.Database]] = {}
@@ -159,22 +179,24 @@ def _scan_text(block: bytearray, pos: int, cut: int, prefilter: LinePrefilter, b
     """Scan whole lines ``block[pos:cut]``; append candidates; return the number of lines."""
     view = memoryview(block)
     needle, escapes = _databases(prefilter)
-    starts = _hit_lines(needle, block, view, pos, cut)
+    needled = _hit_lines(needle, block, view, pos, cut)
     # A line found by the needles' database holds an any_of needle (Hyperscan's caseless matching is ASCII
-    # folding, as bytes.lower); one found by the escapes' database is a candidate whatever it holds. So each
+    # folding, as bytes.lower): a candidate when it holds the all_of needles too. One found by the escapes'
+    # database holds ``\u`` or a twin: LinePrefilter.escaped, on these few lines only, tells whether it could
+    # spell a needle's character (a Hyperscan set of those escapes slowed every byte's scan by half). So each
     # line below is a candidate exactly when LinePrefilter.wants says so.
     escaped = set(_hit_lines(escapes, block, view, pos, cut))
-    if first:
-        escaped.add(pos)  # the first line plays the header's part
-    if escaped:
-        starts = sorted({*starts, *escaped})
+    header = pos if first else -1  # the first line plays the header's part
+    starts = sorted({*needled, *escaped, *([header] if first else [])}) if escaped or first else needled
+    holds_needle = set(needled) if escaped else None
     counted, line_no = pos, base
     for start in starts:
         line_no += counter.count(block, counted, start)
         counted = start
         end = block.find(b"\n", start, cut)
         line = bytes(block[start:end])
-        if start in escaped or prefilter.holds_all_of(line):
+        if start == header or (start in escaped and prefilter.escaped(line)) or (
+                (holds_needle is None or start in holds_needle) and prefilter.holds_all_of(line)):
             out.append((line_no, line))
     return line_no - base + counter.count(block, counted, cut)
 
