@@ -58,21 +58,35 @@ def _table_of(relative: Path, tables: tuple[str, ...]) -> str | None:
 def find_tables(directory: Path, tables: tuple[str, ...]) -> dict[str, list[Path]]:
     """Every export file of each table under ``directory``, in path order; an error for a table with none."""
     found: dict[str, list[Path]] = {t: [] for t in tables}
-    seen: set[str] = set()  # real paths of the folders and files met: links are followed once, never in a loop
+    # The folders and files met, by device and inode (one stat each, where a real path costs a stat per
+    # component): links are followed once, never in a loop.
+    seen: set[tuple[int, int]] = set()
 
     def unlisted(exc: OSError) -> None:
         raise InputError(f"cannot list the folder: {exc.strerror}", path=exc.filename)
 
+    def identity(path: str) -> tuple[int, int] | None:
+        try:
+            st = os.stat(path)
+        except OSError:  # a dangling link: nothing to read there
+            return None
+        return st.st_dev, st.st_ino
+
     for folder, subfolders, files in os.walk(directory, onerror=unlisted, followlinks=True):
-        seen.add(os.path.realpath(folder))
+        here = identity(folder)
+        if here is not None:
+            seen.add(here)
         subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
-                               and os.path.realpath(os.path.join(folder, d)) not in seen)
+                               and identity(os.path.join(folder, d)) not in seen)
         for name in sorted(files):
             path = Path(folder) / name
-            real = os.path.realpath(path)
             table = _table_of(path.relative_to(directory), tables) if format_of(path) else None
-            if table is not None and not name.startswith(".") and real not in seen:
-                seen.add(real)
+            if table is None or name.startswith("."):
+                continue
+            real = identity(str(path))
+            if real is None or real not in seen:
+                if real is not None:
+                    seen.add(real)
                 found[table].append(path)
     for table, paths in found.items():
         if not paths:
