@@ -10,8 +10,8 @@ the hourly folder) take turns, one round at a time after an untimed one (the pag
 machine's changing load falls on all of them alike; each round's ratio is kept too (``ratio_range``), with the load
 average when the scale started.
 Beside the replay: the same rows as 24 hourly ``PT1H.json`` files in a data-export folder tree (written once
-into ``bench/data/<scale>/hourly``), and the floor for the same bytes: reading them from the page cache and
-a single-core ``grep -ci``.
+into ``bench/data/<scale>/hourly``); the replay's scan alone (the process pool's part, nothing parsed), in the
+same rounds; and the floor for the same bytes: reading them from the page cache and a single-core ``grep -ci``.
 DuckDB is a benchmark-only dependency (``pip install duckdb``), never a runtime one.
 """
 
@@ -36,6 +36,7 @@ from bench.workspace import AT, SCALES, SUBS, write  # noqa: E402
 from detector.correlate import correlate  # noqa: E402
 from detector.model import ActivityEvent, UebaEvent  # noqa: E402
 from detector.sources.files import FileSource  # noqa: E402
+from detector.sources.scan import ScanStream  # noqa: E402
 from detector.timestamps import format_datetime  # noqa: E402
 from detector.window import Window  # noqa: E402
 
@@ -112,6 +113,14 @@ def duck_key(rows: list[tuple[Any, ...]]) -> list[tuple[str, ...]]:
 def replay_ours(folder: Path) -> list[Any]:
     data = FileSource(folder).fetch(WINDOW)
     return correlate(data.activity, data.ueba, WINDOW).rows
+
+
+def scan_alone(folder: Path) -> int:
+    """The replay's scan with nothing parsed (the pool's part of the work): its candidate count."""
+    source = FileSource(folder)
+    jobs = [(path, source.prefilters[table]) for table, paths in source.files.items() for path in paths]
+    stream = ScanStream(jobs)
+    return sum(len(part.candidates) for job in range(len(jobs)) for part in stream.parts(job))
 
 
 HOURS = 24
@@ -538,10 +547,10 @@ def main(argv: list[str] | None = None) -> int:
         size_mb = sum(f.stat().st_size for f in folder.glob("*.jsonl")) / 1e6
         hourly = hourly_folder(folder)
         load = os.getloadavg()
-        (ours_ts, ours), (duck_ts, duck), (hourly_ts, hourly_rows) = rounds(
+        (ours_ts, ours), (duck_ts, duck), (hourly_ts, hourly_rows), (scan_ts, _) = rounds(
             [lambda folder=folder: replay_ours(folder), lambda folder=folder: replay_duck(folder),
-             lambda hourly=hourly: replay_ours(hourly)], args.repeat)
-        ours_t, duck_t, hourly_t = (statistics.median(ts) for ts in (ours_ts, duck_ts, hourly_ts))
+             lambda hourly=hourly: replay_ours(hourly), lambda folder=folder: scan_alone(folder)], args.repeat)
+        ours_t, duck_t, hourly_t, scan_t = (statistics.median(ts) for ts in (ours_ts, duck_ts, hourly_ts, scan_ts))
         ratios = [o / d for o, d in zip(ours_ts, duck_ts, strict=True)]
         hourly_ratios = [h / o for h, o in zip(hourly_ts, ours_ts, strict=True)]
         equal = ours_key(ours) == duck_key(duck) and ours_key(hourly_rows) == ours_key(ours)
@@ -556,7 +565,8 @@ def main(argv: list[str] | None = None) -> int:
             "replay": {"ours_s": ours_t, "duckdb_s": duck_t, "ratio": ours_t / duck_t, "rows_out": len(ours),
                        "ratio_range": [min(ratios), max(ratios)], "equal": equal, "hourly_files_s": hourly_t,
                        "hourly_vs_one_file": hourly_t / ours_t,
-                       "hourly_vs_one_file_range": [min(hourly_ratios), max(hourly_ratios)]},
+                       "hourly_vs_one_file_range": [min(hourly_ratios), max(hourly_ratios)],
+                       "scan_alone_s": scan_t},
             "floor": floor(folder, args.repeat),
             "correlation": correlation_alone(folder, args.repeat),
             "peak_rss_mb": {"ours": rss_of(code), "duckdb": rss_of(duck_code)},
@@ -603,15 +613,17 @@ def render(results: dict[str, Any]) -> str:
         return "\n".join(lines)
     lines += ["",
               "| scale | load avg | JSONL MB | replay ours s | DuckDB s | ratio (rounds) | 24 hourly files s "
-              "| x one file | page-cache read s | grep -ci s | correlation ours ms | DuckDB ms | ratio "
-              "| peak RSS ours MB | DuckDB MB | rows equal |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| x one file (rounds) | scan alone s | page-cache read s | grep -ci s | correlation ours ms | DuckDB ms "
+              "| ratio | peak RSS ours MB | DuckDB MB | rows equal |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, e in results["scales"].items():
         r, c, m, f = e["replay"], e["correlation"], e["peak_rss_mb"], e["floor"]
         low, high = r["ratio_range"]
         lines.append(f"| {name} | {e['load_average'][0]:.1f} | {e['jsonl_mb']} | {r['ours_s']:.2f} "
                      f"| {r['duckdb_s']:.2f} | {r['ratio']:.2f}x ({low:.2f}-{high:.2f}) "
-                     f"| {r['hourly_files_s']:.2f} | {r['hourly_vs_one_file']:.2f}x | {f['page_cache_read_s']:.2f} "
+                     f"| {r['hourly_files_s']:.2f} | {r['hourly_vs_one_file']:.2f}x "
+                     f"({r['hourly_vs_one_file_range'][0]:.2f}-{r['hourly_vs_one_file_range'][1]:.2f}) "
+                     f"| {r['scan_alone_s']:.2f} | {f['page_cache_read_s']:.2f} "
                      f"| {f['grep_ci_s']:.2f} "
                      f"| {c['ours_s'] * 1000:.1f} | {c['duckdb_s'] * 1000:.1f} | {c['ratio']:.2f}x "
                      f"| {m['ours']:.0f} | {m['duckdb']:.0f} | {r['equal'] and c['equal']} |")
