@@ -85,15 +85,18 @@ def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 def rounds(fns: list[Callable[[], Any]], repeat: int) -> list[tuple[list[float], Any]]:
     """Each function's times over ``repeat`` rounds, and its last result; in each round every function runs once,
-    in turn, so that they share whatever load the machine has at the time. An untimed round first puts every
-    input in the page cache (the floor is measured from the page cache too)."""
+    in turn, so that they share whatever load the machine has at the time. The order rotates from round to
+    round: a replay right after DuckDB's (which leaves the caches cold) measured about 5% slower, so no function
+    may always follow the same one. An untimed round first puts every input in the page cache (the floor is
+    measured from the page cache too)."""
     for fn in fns:
         fn()
     out: list[tuple[list[float], Any]] = [([], None) for _ in fns]
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
+    for round_no in range(repeat):
+        for k in range(len(fns)):
+            i = (round_no + k) % len(fns)
             started = time.perf_counter()
-            result = fn()
+            result = fns[i]()
             out[i] = ([*out[i][0], time.perf_counter() - started], result)
     return out
 
