@@ -85,16 +85,24 @@ def median_time(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 
 def rounds(fns: list[Callable[[], Any]], repeat: int) -> list[tuple[list[float], Any]]:
     """Each function's times over ``repeat`` rounds, and its last result; in each round every function runs once,
-    in turn, so that they share whatever load the machine has at the time. The order rotates from round to
-    round: a replay right after DuckDB's (which leaves the caches cold) measured about 5% slower, so no function
-    may always follow the same one. An untimed round first puts every input in the page cache (the floor is
-    measured from the page cache too)."""
+    in turn, so that they share whatever load the machine has at the time. The order changes from round to
+    round as the rows of a balanced Latin square (Williams): a replay right after DuckDB's measured about 5%
+    slower than after another, so over ``len(fns)`` rounds (an even count of functions) each one follows every
+    other once. An untimed round first puts every input in the page cache (the floor is measured from the page
+    cache too)."""
     for fn in fns:
         fn()
+    first_row = [0]
+    low, high = 1, len(fns) - 1
+    while len(first_row) < len(fns):  # 0, 1, n-1, 2, n-2, ...
+        first_row.append(low)
+        low += 1
+        if len(first_row) < len(fns):
+            first_row.append(high)
+            high -= 1
     out: list[tuple[list[float], Any]] = [([], None) for _ in fns]
     for round_no in range(repeat):
-        for k in range(len(fns)):
-            i = (round_no + k) % len(fns)
+        for i in ((j + round_no) % len(fns) for j in first_row):
             started = time.perf_counter()
             result = fns[i]()
             out[i] = ([*out[i][0], time.perf_counter() - started], result)
