@@ -1,0 +1,72 @@
+"""Adversarial review of the allowlist budget and the stable destination ids (each test failed before its fix)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from detector.allowlist import Allowlist, apply
+from detector.breadth import corpus
+from detector.errors import ConfigError
+from detector.model import Alert
+from detector.settings import Settings, destination_id
+from detector.timestamps import parse_datetime
+
+NOW = parse_datetime("2026-11-29T09:00:00Z")
+_HOOK = "https://prod-00.westus.logic.azure.com/workflows/{path}/triggers/manual/paths/invoke?api-version=2016-10-01&sp=%2Ftriggers%2Fmanual%2Frun&sv=1.0&sig={sig}"
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    # requests sends an unreserved character's percent-encoding as the character (RFC 3986 6.2.2.2): one workflow.
+    (_HOOK.format(path="abc123", sig="S3cr3tOne"), _HOOK.format(path="%61bc123", sig="S3cr3tTwo")),
+    # requests sends an IDN host as its A-label: one host.
+    ("https://bücher.example/hook/abc?sig=S3cr3tOne", "https://xn--bcher-kva.example/hook/abc?sig=S3cr3tTwo"),
+])
+def test_spellings_of_one_webhook_are_one_destination(first: str, second: str) -> None:
+    assert destination_id("teams", first) == destination_id("teams", second)
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"DETECTOR_TEAMS_WEBHOOK_URLS": f"{first},{second}"})
+    assert "entries 1 and 2 are the same destination" in str(info.value)
+    assert "S3cr3t" not in str(info.value) and "bcher" not in str(info.value)
+
+
+def test_different_workflows_stay_different_destinations() -> None:
+    """The normalisation must not merge what the server tells apart: path case and reserved escapes are kept."""
+    ids = {destination_id("teams", _HOOK.format(path=p, sig="s")) for p in ("abc123", "ABC123", "abc%2F123")}
+    assert len(ids) == 3
+
+
+def _corpus_ips(version: int) -> list[int]:
+    return [int(ipaddress.ip_address(a.caller_ip)) for a in corpus()
+            if a.caller_ip and ipaddress.ip_address(a.caller_ip).version == version]
+
+
+def test_cidr_entries_in_the_corpus_gaps_cannot_silence_a_share_of_the_address_space() -> None:
+    """The corpus holds ~1,400 IPv4 addresses: a /10 holds none of them a quarter of the time. Entries of such
+    /10s each matched no corpus alert, so none counted against the budget, and together they hid every caller
+    from a quarter of the IPv4 space. The budget must weigh an address range by its share of the space."""
+    taken = {ip >> 22 for ip in _corpus_ips(4)}
+    gaps = [n for n in range(1 << 10) if n not in taken]
+    assert len(gaps) > 150  # the attack has material: a fifth of the /10s are empty in the corpus
+    raws = [{"id": f"gap-{n}", "reason": "vendor range", "created_by": "x", "created_at": "2026-01-01T00:00:00Z",
+             "conditions": [{"field": "caller_ip", "op": "cidr", "value": f"{ipaddress.IPv4Address(n << 22)}/10"}]}
+            for n in gaps]
+    allowlist = Allowlist.load(raws, now=NOW)
+    covered = len(allowlist.active) / (1 << 10)
+    assert covered <= 0.03, f"{len(allowlist.active)} /10s in force: {covered:.0%} of the IPv4 space suppressed"
+    assert allowlist.budget.exceeded
+
+
+def test_narrow_entries_still_never_count_against_the_budget() -> None:
+    """The fix must keep the decision that specific exceptions (one caller on one VM) cost nothing."""
+    raws = [{"id": f"one-{i}", "reason": "patching", "created_by": "x",
+             "conditions": [{"field": "caller", "op": "equals", "value": f"svc{i}@contoso.com"},
+                            {"field": "caller_ip", "op": "cidr", "value": "10.0.0.0/8"},
+                            {"field": "vm_name", "op": "equals", "value": f"vm-{i}"}]} for i in range(300)]
+    allowlist = Allowlist.load(raws, now=NOW)
+    assert len(allowlist.active) == 300 and not allowlist.budget.exceeded
+    alert = corpus()[0]
+    assert isinstance(alert, Alert)
+    kept, suppressed = apply(allowlist, [alert])
+    assert kept == [alert] and not suppressed
