@@ -41,18 +41,29 @@ import bisect
 import functools
 import importlib.resources
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import time as dtime
+from fractions import Fraction
 from typing import Any, Literal, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import re2  # type: ignore[import-untyped]
 
 from . import kql
-from .breadth import BUDGET_MATCHES, BUDGET_SHARE, CORPUS_SIZE, MAX_MATCHES, MAX_SHARE, corpus
+from .breadth import (
+    ADDRESS_BLOCKS,
+    BUDGET_MATCHES,
+    BUDGET_SHARE,
+    CORPUS_SIZE,
+    MAX_MATCHES,
+    MAX_SHARE,
+    address_sample,
+    corpus,
+)
 from .model import Alert
 from .timestamps import Ticks, format_datetime, parse_datetime, to_datetime
 
@@ -373,14 +384,22 @@ def _sorted_corpus_bytes(field_name: str) -> tuple[list[bytes], list[int]]:
     return [value for value, _ in pairs], [p for _, p in pairs]
 
 
+@functools.cache
+def _sorted_sample_bytes() -> tuple[list[bytes], list[int]]:
+    """The address sample as UTF-8, sorted, and the position of each."""
+    pairs = sorted((value, p) for p, value in enumerate(_address_column("utf8")))
+    return [value for value, _ in pairs], [p for _, p in pairs]
+
+
 # RE2's PossibleMatchRange looks at this many leading bytes; its bounds hold for longer matches too.
 _RANGE_BYTES = 64
 
 
 @functools.lru_cache(maxsize=16384)
-def _corpus_matches(conditions: tuple[Condition, ...]) -> frozenset[int]:
+def _corpus_matches(conditions: tuple[Condition, ...], *, every: bool = False) -> frozenset[int]:
     """Positions of the breadth-corpus alerts that all ``conditions`` match; at most :data:`MAX_MATCHES` + 1 of
-    them, enough to tell an entry too broad. Cached: every run, status and ``allowlist add`` load the same entries.
+    them, enough to tell an entry too broad, unless ``every``. Cached: every run, status and ``allowlist add``
+    load the same entries.
 
     Conditions on ``rule_id`` are left out: the corpus stands for the alerts of every rule, and an entry confined
     to one rule is as broad within that rule's alerts (``rule_id equals <the seed's id>`` beside ``vm_name regex
@@ -389,7 +408,7 @@ def _corpus_matches(conditions: tuple[Condition, ...]) -> frozenset[int]:
     """
     measured = [c for c in conditions if c.field_name != "rule_id"]
     if not measured:
-        return frozenset(range(MAX_MATCHES + 1))
+        return frozenset(range(CORPUS_SIZE if every else MAX_MATCHES + 1))
     # The corpus is scanned by one condition and the others are tested on what it leaves: an equals/in found
     # through the index, else any but a regex (a call into RE2 costs several times a string test).
     first = next((c for c in measured if c.operator in ("equals", "in") and c.field_name in _INDEXABLE),
@@ -406,9 +425,92 @@ def _corpus_matches(conditions: tuple[Condition, ...]) -> frozenset[int]:
     for position in candidates:
         if all(c.holds(alerts[position]) for c in rest):
             matched.append(position)
-            if len(matched) > MAX_MATCHES:
+            if len(matched) > MAX_MATCHES and not every:
                 break
     return frozenset(matched)
+
+
+@functools.cache
+def _address_column(normal_form: str) -> tuple[Any, ...]:
+    """The address sample's addresses in one normal form, computed once per process."""
+    return tuple(map(_NORMALIZERS[normal_form], address_sample()))
+
+
+@functools.cache
+def _address_scale() -> dict[int, Fraction]:
+    """IP version -> how many corpus alerts one sample address of that version stands for."""
+    parsed = [_address(a.caller_ip) for a in corpus()]
+    return {version: Fraction(sum(1 for a in parsed if a is not None and a[0] == version), blocks)
+            for version, blocks in ADDRESS_BLOCKS.items()}
+
+
+@functools.lru_cache(maxsize=16384)
+def _address_weights(conditions: tuple[Condition, ...]) -> tuple[tuple[int, Fraction], ...]:
+    """(address-sample position, weight) for each sample address the entry's caller-IP conditions hold for; the
+    weight is the corpus alerts that address stands for times the share of the corpus the entry's other
+    conditions match (the corpus draws an alert's IP apart from its other fields). Empty for an entry without a
+    caller-IP condition, or whose other conditions match no corpus alert (one caller from a range: narrow)."""
+    on_ip = [c for c in conditions if c.field_name == "caller_ip"]
+    others = tuple(c for c in conditions if c.field_name != "caller_ip")
+    share = Fraction(len(_corpus_matches(others, every=True)), CORPUS_SIZE) if others else Fraction(1)
+    if not on_ip or not share:
+        return ()
+    candidates: Iterable[int] = range(len(address_sample()))
+    ranges = next((c for c in on_ip if c.operator == "cidr"), None)
+    pattern = next((c for c in on_ip if c.operator == "regex"), None)
+    if ranges is not None and isinstance(ranges.value, str):
+        # The sample is sorted by (version, address): a range's addresses are found by bisection.
+        keys = _address_column("address")
+        networks = [ipaddress.ip_network(part.strip(), strict=False) for part in ranges.value.split(",")]
+        candidates = sorted({p for n in networks for p in range(
+            bisect.bisect_left(keys, (n.version, int(n.network_address))),
+            bisect.bisect_right(keys, (n.version, int(n.broadcast_address))))})
+    elif pattern is not None and isinstance(pattern.value, str):
+        try:  # as in Condition.corpus_positions: only the values RE2 says the pattern could match
+            low, high = _compile_regex(pattern.value).possiblematchrange(_RANGE_BYTES)
+        except re2.error:
+            pass
+        else:
+            values, positions = _sorted_sample_bytes()
+            candidates = sorted(positions[bisect.bisect_left(values, low):bisect.bisect_right(values, high)])
+    scale, v4_count = _address_scale(), ADDRESS_BLOCKS[4]
+    columns = [_address_column(c._normal_form) for c in on_ip]
+    return tuple((p, share * scale[4 if p < v4_count else 6]) for p in candidates
+                 if all(c._test(column[p]) for c, column in zip(on_ip, columns, strict=True)))
+
+
+@dataclass(slots=True)
+class _BudgetTally:
+    """What a set of entries costs against the budget: the breadth-corpus alerts they match together, or, when
+    more, the corpus alerts matched by the entries without a caller-IP condition plus the share of the address
+    sample (weighted, see :func:`_address_weights`) the others match. The second measure sees an IP range that
+    happens to hold no corpus address: the corpus alone let a few hundred such /10s hide a quarter of the IPv4
+    space at no cost."""
+
+    positions: set[int] = dc_field(default_factory=set)
+    plain_positions: set[int] = dc_field(default_factory=set)
+    weights: dict[int, Fraction] = dc_field(default_factory=dict)
+    address_total: Fraction = Fraction(0)
+
+    def cost(self) -> Fraction:
+        return max(Fraction(len(self.positions)), len(self.plain_positions) + self.address_total)
+
+    def cost_with(self, entry: AllowlistEntry) -> Fraction:
+        positions, weights = _corpus_matches(entry.conditions), _address_weights(entry.conditions)
+        plain = len(self.plain_positions) + (len(positions - self.plain_positions) if not weights else 0)
+        added = sum((w - self.weights.get(p, Fraction(0)) for p, w in weights if w > self.weights.get(p, 0)),
+                    Fraction(0))
+        return max(Fraction(len(self.positions | positions)), plain + self.address_total + added)
+
+    def add(self, entry: AllowlistEntry) -> None:
+        positions, weights = _corpus_matches(entry.conditions), _address_weights(entry.conditions)
+        self.positions |= positions
+        if not weights:
+            self.plain_positions |= positions
+        for p, w in weights:
+            if w > self.weights.get(p, 0):
+                self.address_total += w - self.weights.get(p, Fraction(0))
+                self.weights[p] = w
 
 
 def _check_breadth(conditions: tuple[Condition, ...]) -> None:
@@ -532,9 +634,9 @@ class AllowlistBudget:
                 "requested": self.requested, "set_aside": list(self.set_aside)}
 
 
-def _budget_order(entry: AllowlistEntry) -> tuple[int, bool, int, str]:
+def _budget_order(entry: AllowlistEntry) -> tuple[Fraction, bool, int, str]:
     """Narrowest first; then the older ``created_at`` (an entry without one last); then the id."""
-    return len(_corpus_matches(entry.conditions)), entry.created_at is None, entry.created_at or 0, entry.id
+    return _BudgetTally().cost_with(entry), entry.created_at is None, entry.created_at or 0, entry.id
 
 
 @dataclass(slots=True)
@@ -578,24 +680,25 @@ class Allowlist:
 
     def _keep_within_budget(self) -> None:
         """Set aside the broadest active entries until the rest together match at most the budget."""
-        kept_positions: set[int] = set()
-        requested: set[int] = set()
+        kept, requested = _BudgetTally(), _BudgetTally()
         set_aside: dict[str, None] = {}  # in the order they were set aside
         for entry in sorted(self.active, key=_budget_order):
-            positions = _corpus_matches(entry.conditions)
-            requested |= positions
-            beyond = positions - kept_positions
-            if len(kept_positions) + len(beyond) <= BUDGET_MATCHES:
-                kept_positions |= beyond
+            requested.add(entry)
+            cost = kept.cost_with(entry)
+            if cost <= BUDGET_MATCHES:
+                kept.add(entry)
                 continue
             set_aside[entry.id] = None
+            own, before = _BudgetTally().cost_with(entry), kept.cost()
             self.problems.append(EntryProblem(entry.id, (
-                f"over the allowlist budget, suppresses nothing: it matches {len(positions)} breadth-corpus "
-                f"alert(s), {len(beyond)} of them beyond the {len(kept_positions)} that the narrower entries kept "
-                f"in force match; all entries together may match at most {BUDGET_MATCHES} of the {CORPUS_SIZE} "
-                f"({BUDGET_SHARE:.0%})"), "over_budget"))
+                f"over the allowlist budget, suppresses nothing: it matches {math.ceil(own)} breadth-corpus "
+                f"alert(s) (a caller-IP range by its share of the address space), {math.ceil(cost - before)} of "
+                f"them beyond the {math.ceil(before)} that the narrower entries kept in force match; all entries "
+                f"together may match at most {BUDGET_MATCHES} of the {CORPUS_SIZE} ({BUDGET_SHARE:.0%})"),
+                "over_budget"))
         self.active = [e for e in self.active if e.id not in set_aside]
-        self.budget = AllowlistBudget(matched=len(kept_positions), requested=len(requested), set_aside=tuple(set_aside))
+        self.budget = AllowlistBudget(matched=math.ceil(kept.cost()), requested=math.ceil(requested.cost()),
+                                      set_aside=tuple(set_aside))
 
     def _build_index(self) -> None:
         self._index.clear()

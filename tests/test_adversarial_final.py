@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 
 import pytest
@@ -28,7 +29,8 @@ def test_spellings_of_one_webhook_are_one_destination(first: str, second: str) -
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"DETECTOR_TEAMS_WEBHOOK_URLS": f"{first},{second}"})
     assert "entries 1 and 2 are the same destination" in str(info.value)
-    assert "S3cr3t" not in str(info.value) and "bcher" not in str(info.value)
+    assert "S3cr3t" not in str(info.value)
+    assert "bcher" not in str(info.value)
 
 
 def test_different_workflows_stay_different_destinations() -> None:
@@ -42,7 +44,17 @@ def _corpus_ips(version: int) -> list[int]:
             if a.caller_ip and ipaddress.ip_address(a.caller_ip).version == version]
 
 
-def test_cidr_entries_in_the_corpus_gaps_cannot_silence_a_share_of_the_address_space() -> None:
+def _slash10(n: int, spelling: str) -> dict[str, str]:
+    """The n-th IPv4 /10 as a condition: a CIDR range, or the same addresses as a regex."""
+    if spelling == "cidr":
+        return {"field": "caller_ip", "op": "cidr", "value": f"{ipaddress.IPv4Address(n << 22)}/10"}
+    low = (n & 3) * 64
+    second = "|".join(str(b) for b in range(low, low + 64))
+    return {"field": "caller_ip", "op": "regex", "value": f"{n >> 2}\\.({second})\\.[0-9]+\\.[0-9]+"}
+
+
+@pytest.mark.parametrize("spelling", ["cidr", "regex"])
+def test_ip_ranges_in_the_corpus_gaps_cannot_silence_a_share_of_the_address_space(spelling: str) -> None:
     """The corpus holds ~1,400 IPv4 addresses: a /10 holds none of them a quarter of the time. Entries of such
     /10s each matched no corpus alert, so none counted against the budget, and together they hid every caller
     from a quarter of the IPv4 space. The budget must weigh an address range by its share of the space."""
@@ -50,8 +62,14 @@ def test_cidr_entries_in_the_corpus_gaps_cannot_silence_a_share_of_the_address_s
     gaps = [n for n in range(1 << 10) if n not in taken]
     assert len(gaps) > 150  # the attack has material: a fifth of the /10s are empty in the corpus
     raws = [{"id": f"gap-{n}", "reason": "vendor range", "created_by": "x", "created_at": "2026-01-01T00:00:00Z",
-             "conditions": [{"field": "caller_ip", "op": "cidr", "value": f"{ipaddress.IPv4Address(n << 22)}/10"}]}
-            for n in gaps]
+             "conditions": [_slash10(n, spelling)]} for n in gaps]
+    probe = corpus()[0]
+    for n in gaps[:3]:  # the regex spelling is the same range as the CIDR one
+        inside = str(ipaddress.IPv4Address((n << 22) + 12345))
+        outside = str(ipaddress.IPv4Address(((n + 1) % 1024 << 22) + 12345))
+        entry = Allowlist.load([raws[gaps.index(n)]], now=NOW)
+        assert entry.matching(dataclasses.replace(probe, caller_ip=inside))
+        assert not entry.matching(dataclasses.replace(probe, caller_ip=outside))
     allowlist = Allowlist.load(raws, now=NOW)
     covered = len(allowlist.active) / (1 << 10)
     assert covered <= 0.03, f"{len(allowlist.active)} /10s in force: {covered:.0%} of the IPv4 space suppressed"
@@ -65,8 +83,10 @@ def test_narrow_entries_still_never_count_against_the_budget() -> None:
                             {"field": "caller_ip", "op": "cidr", "value": "10.0.0.0/8"},
                             {"field": "vm_name", "op": "equals", "value": f"vm-{i}"}]} for i in range(300)]
     allowlist = Allowlist.load(raws, now=NOW)
-    assert len(allowlist.active) == 300 and not allowlist.budget.exceeded
+    assert len(allowlist.active) == 300
+    assert not allowlist.budget.exceeded
     alert = corpus()[0]
     assert isinstance(alert, Alert)
     kept, suppressed = apply(allowlist, [alert])
-    assert kept == [alert] and not suppressed
+    assert kept == [alert]
+    assert not suppressed
