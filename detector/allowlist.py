@@ -43,6 +43,7 @@ import importlib.resources
 import ipaddress
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -653,8 +654,15 @@ class Allowlist:
 
     @classmethod
     def load(cls, raws: Iterable[Mapping[str, Any]], *, now: Ticks) -> Allowlist:
+        """Validate the entries; the ones that cannot suppress (see :class:`EntryProblem`) are reported.
+
+        Every copy of an id that occurs more than once suppresses nothing (decision): a table row written under
+        another RowKey can carry a reviewed entry's id, and keeping the copy listed first kept the planted one
+        in force under the reviewed id whenever the table listed it first.
+        """
         out = cls()
-        seen: set[str] = set()
+        raws = list(raws)
+        counts = Counter(raw.get("id") for raw in raws if isinstance(raw, Mapping) and isinstance(raw.get("id"), str))
         for position, raw in enumerate(raws, start=1):
             raw_id = raw.get("id") if isinstance(raw, Mapping) else None
             label = raw_id if isinstance(raw_id, str) and raw_id else f"entry #{position}"
@@ -663,10 +671,10 @@ class Allowlist:
             except InvalidEntry as exc:
                 out.problems.append(EntryProblem(label, f"invalid, suppresses nothing: {exc}", "invalid"))
                 continue
-            if entry.id in seen:
-                out.problems.append(EntryProblem(label, "duplicate id, suppresses nothing", "duplicate"))
+            if counts[entry.id] > 1:
+                out.problems.append(EntryProblem(label, f"duplicate id ({counts[entry.id]} entries carry it), "
+                                                        "suppresses nothing", "duplicate"))
                 continue
-            seen.add(entry.id)
             if not entry.enabled:
                 out.problems.append(EntryProblem(entry.id, "disabled", "disabled"))
             elif entry.is_expired(now):

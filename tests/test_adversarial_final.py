@@ -90,3 +90,19 @@ def test_narrow_entries_still_never_count_against_the_budget() -> None:
     kept, suppressed = apply(allowlist, [alert])
     assert kept == [alert]
     assert not suppressed
+
+
+def test_a_duplicated_id_suppresses_nothing_whichever_copy_the_table_lists_first() -> None:
+    """Whoever writes the table can add a row under another RowKey whose entry carries a reviewed entry's id: the
+    copy the table listed first was kept in force under the reviewed id (and the reviewed one reported as the
+    duplicate). Neither copy can be told to be the reviewed one, so neither suppresses (fail closed)."""
+    target = corpus()[7]
+    reviewed = {"id": "patch-web", "reason": "patching", "created_by": "alice",
+                "conditions": [{"field": "caller", "op": "equals", "value": "patch@contoso.com"}]}
+    planted = {"id": "patch-web", "reason": "patching", "created_by": "alice",
+               "conditions": [{"field": "caller", "op": "equals", "value": target.caller}]}
+    for order in ([planted, reviewed], [reviewed, planted]):
+        allowlist = Allowlist.load(order, now=NOW)
+        assert allowlist.active == []
+        assert [(p.id, p.kind) for p in allowlist.problems] == [("patch-web", "duplicate")] * 2
+        assert apply(allowlist, [target]) == ([target], [])
