@@ -21,6 +21,8 @@ _HOOK = "https://prod-00.westus.logic.azure.com/workflows/{path}/triggers/manual
 @pytest.mark.parametrize(("first", "second"), [
     # requests sends an unreserved character's percent-encoding as the character (RFC 3986 6.2.2.2): one workflow.
     (_HOOK.format(path="abc123", sig="S3cr3tOne"), _HOOK.format(path="%61bc123", sig="S3cr3tTwo")),
+    # An escape's hex digits in either case are one octet (RFC 3986 6.2.2.1); requests upper-cases them.
+    (_HOOK.format(path="abc%2f123", sig="S3cr3tOne"), _HOOK.format(path="abc%2F123", sig="S3cr3tTwo")),
     # requests sends an IDN host as its A-label: one host.
     ("https://bücher.example/hook/abc?sig=S3cr3tOne", "https://xn--bcher-kva.example/hook/abc?sig=S3cr3tTwo"),
 ])
