@@ -41,14 +41,12 @@ import bisect
 import functools
 import importlib.resources
 import ipaddress
-import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import time as dtime
-from fractions import Fraction
 from typing import Any, Literal, TypedDict
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -438,22 +436,27 @@ def _address_column(normal_form: str) -> tuple[Any, ...]:
 
 
 @functools.cache
-def _address_scale() -> dict[int, Fraction]:
-    """IP version -> how many corpus alerts one sample address of that version stands for."""
+def _address_scale() -> dict[int, int]:
+    """IP version -> how many corpus alerts one sample address of that version stands for, in :data:`_UNITS` per
+    corpus alert divided by :data:`CORPUS_SIZE` (the share of the other conditions multiplies it)."""
     parsed = [_address(a.caller_ip) for a in corpus()]
-    return {version: Fraction(sum(1 for a in parsed if a is not None and a[0] == version), blocks)
+    return {version: sum(1 for a in parsed if a is not None and a[0] == version) * (_UNITS // CORPUS_SIZE // blocks)
             for version, blocks in ADDRESS_BLOCKS.items()}
 
 
+# Budget costs are counted in integers: one corpus alert is this many units (exact, and far faster than fractions).
+_UNITS = CORPUS_SIZE * ADDRESS_BLOCKS[4] * ADDRESS_BLOCKS[6]
+
+
 @functools.lru_cache(maxsize=16384)
-def _address_weights(conditions: tuple[Condition, ...]) -> tuple[tuple[int, Fraction], ...]:
+def _address_weights(conditions: tuple[Condition, ...]) -> tuple[tuple[int, int], ...]:
     """(address-sample position, weight) for each sample address the entry's caller-IP conditions hold for; the
     weight is the corpus alerts that address stands for times the share of the corpus the entry's other
     conditions match (the corpus draws an alert's IP apart from its other fields). Empty for an entry without a
     caller-IP condition, or whose other conditions match no corpus alert (one caller from a range: narrow)."""
     on_ip = [c for c in conditions if c.field_name == "caller_ip"]
     others = tuple(c for c in conditions if c.field_name != "caller_ip")
-    share = Fraction(len(_corpus_matches(others, every=True)), CORPUS_SIZE) if others else Fraction(1)
+    share = len(_corpus_matches(others, every=True)) if others else CORPUS_SIZE
     if not on_ip or not share:
         return ()
     candidates: Iterable[int] = range(len(address_sample()))
@@ -480,6 +483,11 @@ def _address_weights(conditions: tuple[Condition, ...]) -> tuple[tuple[int, Frac
                  if all(c._test(column[p]) for c, column in zip(on_ip, columns, strict=True)))
 
 
+def _in_alerts(units: int) -> int:
+    """A cost in :data:`_UNITS`, as whole corpus alerts (rounded up)."""
+    return -(-units // _UNITS)
+
+
 @dataclass(slots=True)
 class _BudgetTally:
     """What a set of entries costs against the budget: the breadth-corpus alerts they match together, or, when
@@ -490,18 +498,18 @@ class _BudgetTally:
 
     positions: set[int] = dc_field(default_factory=set)
     plain_positions: set[int] = dc_field(default_factory=set)
-    weights: dict[int, Fraction] = dc_field(default_factory=dict)
-    address_total: Fraction = Fraction(0)
+    weights: dict[int, int] = dc_field(default_factory=dict)
+    address_total: int = 0
 
-    def cost(self) -> Fraction:
-        return max(Fraction(len(self.positions)), len(self.plain_positions) + self.address_total)
+    def cost(self) -> int:
+        """In :data:`_UNITS` per corpus alert."""
+        return max(len(self.positions) * _UNITS, len(self.plain_positions) * _UNITS + self.address_total)
 
-    def cost_with(self, entry: AllowlistEntry) -> Fraction:
+    def cost_with(self, entry: AllowlistEntry) -> int:
         positions, weights = _corpus_matches(entry.conditions), _address_weights(entry.conditions)
         plain = len(self.plain_positions) + (len(positions - self.plain_positions) if not weights else 0)
-        added = sum((w - self.weights.get(p, Fraction(0)) for p, w in weights if w > self.weights.get(p, 0)),
-                    Fraction(0))
-        return max(Fraction(len(self.positions | positions)), plain + self.address_total + added)
+        added = sum(max(0, w - self.weights.get(p, 0)) for p, w in weights)
+        return max(len(self.positions | positions) * _UNITS, plain * _UNITS + self.address_total + added)
 
     def add(self, entry: AllowlistEntry) -> None:
         positions, weights = _corpus_matches(entry.conditions), _address_weights(entry.conditions)
@@ -510,7 +518,7 @@ class _BudgetTally:
             self.plain_positions |= positions
         for p, w in weights:
             if w > self.weights.get(p, 0):
-                self.address_total += w - self.weights.get(p, Fraction(0))
+                self.address_total += w - self.weights.get(p, 0)
                 self.weights[p] = w
 
 
@@ -635,7 +643,7 @@ class AllowlistBudget:
                 "requested": self.requested, "set_aside": list(self.set_aside)}
 
 
-def _budget_order(entry: AllowlistEntry) -> tuple[Fraction, bool, int, str]:
+def _budget_order(entry: AllowlistEntry) -> tuple[int, bool, int, str]:
     """Narrowest first; then the older ``created_at`` (an entry without one last); then the id."""
     return _BudgetTally().cost_with(entry), entry.created_at is None, entry.created_at or 0, entry.id
 
@@ -693,19 +701,19 @@ class Allowlist:
         for entry in sorted(self.active, key=_budget_order):
             requested.add(entry)
             cost = kept.cost_with(entry)
-            if cost <= BUDGET_MATCHES:
+            if cost <= BUDGET_MATCHES * _UNITS:
                 kept.add(entry)
                 continue
             set_aside[entry.id] = None
             own, before = _BudgetTally().cost_with(entry), kept.cost()
             self.problems.append(EntryProblem(entry.id, (
-                f"over the allowlist budget, suppresses nothing: it matches {math.ceil(own)} breadth-corpus "
-                f"alert(s) (a caller-IP range by its share of the address space), {math.ceil(cost - before)} of "
-                f"them beyond the {math.ceil(before)} that the narrower entries kept in force match; all entries "
+                f"over the allowlist budget, suppresses nothing: it matches {_in_alerts(own)} breadth-corpus "
+                f"alert(s) (a caller-IP range by its share of the address space), {_in_alerts(cost - before)} of "
+                f"them beyond the {_in_alerts(before)} that the narrower entries kept in force match; all entries "
                 f"together may match at most {BUDGET_MATCHES} of the {CORPUS_SIZE} ({BUDGET_SHARE:.0%})"),
                 "over_budget"))
         self.active = [e for e in self.active if e.id not in set_aside]
-        self.budget = AllowlistBudget(matched=math.ceil(kept.cost()), requested=math.ceil(requested.cost()),
+        self.budget = AllowlistBudget(matched=_in_alerts(kept.cost()), requested=_in_alerts(requested.cost()),
                                       set_aside=tuple(set_aside))
 
     def _build_index(self) -> None:
@@ -745,6 +753,8 @@ def budget_refusal(raws: Sequence[Mapping[str, Any]], entry: AllowlistEntry, *, 
     if not pushed:
         return None
     mine = _corpus_matches(entry.conditions)
+    own = f"{_in_alerts(_BudgetTally().cost_with(entry))}" + (
+        " (a caller-IP range by its share of the address space)" if _address_weights(entry.conditions) else "")
     overlaps = [(e.id, n) for e in before.active if (n := len(mine & _corpus_matches(e.conditions)))]
     shared = f", {len(mine - _corpus_union(before.active))} of them matched by no entry in force" + (
         f" (it overlaps {', '.join(f'{i} on {n}' for i, n in overlaps[:10])}"
@@ -754,7 +764,7 @@ def budget_refusal(raws: Sequence[Mapping[str, Any]], entry: AllowlistEntry, *, 
                            *([f"it would push {', '.join(others_out)} out of force"] if others_out else [])])
     return (f"over the allowlist budget: all entries in force together may match at most {BUDGET_MATCHES} of the "
             f"{CORPUS_SIZE} breadth-corpus alerts ({BUDGET_SHARE:.0%}); the {len(before.active)} entries in force "
-            f"match {before.budget.matched}; this entry matches {len(mine)}{shared}; {effect}. Narrow it (e.g. add "
+            f"match {before.budget.matched}; this entry matches {own}{shared}; {effect}. Narrow it (e.g. add "
             "a caller or VM condition) or remove entries it overlaps")
 
 

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from detector.allowlist import Allowlist, apply
+from detector.allowlist import Allowlist, AllowlistEntry, apply, budget_refusal
 from detector.breadth import corpus
 from detector.errors import ConfigError
 from detector.model import Alert
@@ -108,3 +108,16 @@ def test_a_duplicated_id_suppresses_nothing_whichever_copy_the_table_lists_first
         assert allowlist.active == []
         assert [(p.id, p.kind) for p in allowlist.problems] == [("patch-web", "duplicate")] * 2
         assert apply(allowlist, [target]) == ([target], [])
+
+
+def test_allowlist_add_names_what_an_ip_range_costs_not_its_empty_corpus_count() -> None:
+    """Refusing a /10 that holds no corpus address said "this entry matches 0" and left the reader guessing."""
+    taken = {ip >> 22 for ip in _corpus_ips(4)}
+    raws = [{"id": f"gap-{n}", "reason": "vendor range", "conditions": [_slash10(n, "cidr")]}
+            for n in range(1 << 10) if n not in taken]
+    kept = {e.id for e in Allowlist.load(raws, now=NOW).active}
+    in_force = [r for r in raws if r["id"] in kept]
+    extra = next(r for r in raws if r not in in_force)
+    refusal = budget_refusal(in_force, AllowlistEntry.from_dict(extra), now=NOW)
+    assert refusal is not None
+    assert "this entry matches 2 (a caller-IP range by its share of the address space), 0 of them" in refusal
