@@ -116,6 +116,10 @@ class Condition:
         value = list(self.value) if isinstance(self.value, tuple) else self.value
         return {"field": self.field_name, "op": self.operator, "value": value}
 
+    def holds_for_sample_address(self, position: int) -> bool:
+        """Whether the condition (on the caller's IP) holds for the address at ``position`` of the address sample."""
+        return bool(self._test(_address_column(self._normal_form)[position]))
+
     def corpus_positions(self) -> list[int]:
         """Positions of the breadth-corpus alerts the condition holds for, one test per alert (a single-valued
         field's column is read flat: the per-alert ``all`` over one value costs more than the test).
@@ -478,9 +482,8 @@ def _address_weights(conditions: tuple[Condition, ...]) -> tuple[tuple[int, int]
             values, positions = _sorted_sample_bytes()
             candidates = sorted(positions[bisect.bisect_left(values, low):bisect.bisect_right(values, high)])
     scale, v4_count = _address_scale(), ADDRESS_BLOCKS[4]
-    columns = [_address_column(c._normal_form) for c in on_ip]
     return tuple((p, share * scale[4 if p < v4_count else 6]) for p in candidates
-                 if all(c._test(column[p]) for c, column in zip(on_ip, columns, strict=True)))
+                 if all(c.holds_for_sample_address(p) for c in on_ip))
 
 
 def _in_alerts(units: int) -> int:
