@@ -42,6 +42,7 @@ import functools
 import importlib.resources
 import ipaddress
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -52,7 +53,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import re2  # type: ignore[import-untyped]
 
 from . import kql
-from .breadth import BUDGET_MATCHES, BUDGET_SHARE, CORPUS_SIZE, MAX_MATCHES, MAX_SHARE, corpus
+from .breadth import (
+    ADDRESS_BLOCKS,
+    BUDGET_MATCHES,
+    BUDGET_SHARE,
+    CORPUS_SIZE,
+    MAX_MATCHES,
+    MAX_SHARE,
+    address_sample,
+    corpus,
+)
 from .model import Alert
 from .timestamps import Ticks, format_datetime, parse_datetime, to_datetime
 
@@ -105,6 +115,10 @@ class Condition:
     def to_dict(self) -> dict[str, Any]:
         value = list(self.value) if isinstance(self.value, tuple) else self.value
         return {"field": self.field_name, "op": self.operator, "value": value}
+
+    def holds_for_sample_address(self, position: int) -> bool:
+        """Whether the condition (on the caller's IP) holds for the address at ``position`` of the address sample."""
+        return bool(self._test(_address_column(self._normal_form)[position]))
 
     def corpus_positions(self) -> list[int]:
         """Positions of the breadth-corpus alerts the condition holds for, one test per alert (a single-valued
@@ -373,14 +387,22 @@ def _sorted_corpus_bytes(field_name: str) -> tuple[list[bytes], list[int]]:
     return [value for value, _ in pairs], [p for _, p in pairs]
 
 
+@functools.cache
+def _sorted_sample_bytes() -> tuple[list[bytes], list[int]]:
+    """The address sample as UTF-8, sorted, and the position of each."""
+    pairs = sorted((value, p) for p, value in enumerate(_address_column("utf8")))
+    return [value for value, _ in pairs], [p for _, p in pairs]
+
+
 # RE2's PossibleMatchRange looks at this many leading bytes; its bounds hold for longer matches too.
 _RANGE_BYTES = 64
 
 
 @functools.lru_cache(maxsize=16384)
-def _corpus_matches(conditions: tuple[Condition, ...]) -> frozenset[int]:
+def _corpus_matches(conditions: tuple[Condition, ...], *, every: bool = False) -> frozenset[int]:
     """Positions of the breadth-corpus alerts that all ``conditions`` match; at most :data:`MAX_MATCHES` + 1 of
-    them, enough to tell an entry too broad. Cached: every run, status and ``allowlist add`` load the same entries.
+    them, enough to tell an entry too broad, unless ``every``. Cached: every run, status and ``allowlist add``
+    load the same entries.
 
     Conditions on ``rule_id`` are left out: the corpus stands for the alerts of every rule, and an entry confined
     to one rule is as broad within that rule's alerts (``rule_id equals <the seed's id>`` beside ``vm_name regex
@@ -389,7 +411,7 @@ def _corpus_matches(conditions: tuple[Condition, ...]) -> frozenset[int]:
     """
     measured = [c for c in conditions if c.field_name != "rule_id"]
     if not measured:
-        return frozenset(range(MAX_MATCHES + 1))
+        return frozenset(range(CORPUS_SIZE if every else MAX_MATCHES + 1))
     # The corpus is scanned by one condition and the others are tested on what it leaves: an equals/in found
     # through the index, else any but a regex (a call into RE2 costs several times a string test).
     first = next((c for c in measured if c.operator in ("equals", "in") and c.field_name in _INDEXABLE),
@@ -406,9 +428,101 @@ def _corpus_matches(conditions: tuple[Condition, ...]) -> frozenset[int]:
     for position in candidates:
         if all(c.holds(alerts[position]) for c in rest):
             matched.append(position)
-            if len(matched) > MAX_MATCHES:
+            if len(matched) > MAX_MATCHES and not every:
                 break
     return frozenset(matched)
+
+
+@functools.cache
+def _address_column(normal_form: str) -> tuple[Any, ...]:
+    """The address sample's addresses in one normal form, computed once per process."""
+    return tuple(map(_NORMALIZERS[normal_form], address_sample()))
+
+
+@functools.cache
+def _address_scale() -> dict[int, int]:
+    """IP version -> how many corpus alerts one sample address of that version stands for, in :data:`_UNITS` per
+    corpus alert divided by :data:`CORPUS_SIZE` (the share of the other conditions multiplies it)."""
+    parsed = [_address(a.caller_ip) for a in corpus()]
+    return {version: sum(1 for a in parsed if a is not None and a[0] == version) * (_UNITS // CORPUS_SIZE // blocks)
+            for version, blocks in ADDRESS_BLOCKS.items()}
+
+
+# Budget costs are counted in integers: one corpus alert is this many units (exact, and far faster than fractions).
+_UNITS = CORPUS_SIZE * ADDRESS_BLOCKS[4] * ADDRESS_BLOCKS[6]
+
+
+@functools.lru_cache(maxsize=16384)
+def _address_weights(conditions: tuple[Condition, ...]) -> tuple[tuple[int, int], ...]:
+    """(address-sample position, weight) for each sample address the entry's caller-IP conditions hold for; the
+    weight is the corpus alerts that address stands for times the share of the corpus the entry's other
+    conditions match (the corpus draws an alert's IP apart from its other fields). Empty for an entry without a
+    caller-IP condition, or whose other conditions match no corpus alert (one caller from a range: narrow)."""
+    on_ip = [c for c in conditions if c.field_name == "caller_ip"]
+    others = tuple(c for c in conditions if c.field_name != "caller_ip")
+    share = len(_corpus_matches(others, every=True)) if others else CORPUS_SIZE
+    if not on_ip or not share:
+        return ()
+    candidates: Iterable[int] = range(len(address_sample()))
+    ranges = next((c for c in on_ip if c.operator == "cidr"), None)
+    pattern = next((c for c in on_ip if c.operator == "regex"), None)
+    if ranges is not None and isinstance(ranges.value, str):
+        # The sample is sorted by (version, address): a range's addresses are found by bisection.
+        keys = _address_column("address")
+        networks = [ipaddress.ip_network(part.strip(), strict=False) for part in ranges.value.split(",")]
+        candidates = sorted({p for n in networks for p in range(
+            bisect.bisect_left(keys, (n.version, int(n.network_address))),
+            bisect.bisect_right(keys, (n.version, int(n.broadcast_address))))})
+    elif pattern is not None and isinstance(pattern.value, str):
+        try:  # as in Condition.corpus_positions: only the values RE2 says the pattern could match
+            low, high = _compile_regex(pattern.value).possiblematchrange(_RANGE_BYTES)
+        except re2.error:
+            pass
+        else:
+            values, positions = _sorted_sample_bytes()
+            candidates = sorted(positions[bisect.bisect_left(values, low):bisect.bisect_right(values, high)])
+    scale, v4_count = _address_scale(), ADDRESS_BLOCKS[4]
+    return tuple((p, share * scale[4 if p < v4_count else 6]) for p in candidates
+                 if all(c.holds_for_sample_address(p) for c in on_ip))
+
+
+def _in_alerts(units: int) -> int:
+    """A cost in :data:`_UNITS`, as whole corpus alerts (rounded up)."""
+    return -(-units // _UNITS)
+
+
+@dataclass(slots=True)
+class _BudgetTally:
+    """What a set of entries costs against the budget: the breadth-corpus alerts they match together, or, when
+    more, the corpus alerts matched by the entries without a caller-IP condition plus the share of the address
+    sample (weighted, see :func:`_address_weights`) the others match. The second measure sees an IP range that
+    happens to hold no corpus address: the corpus alone let a few hundred such /10s hide a quarter of the IPv4
+    space at no cost."""
+
+    positions: set[int] = dc_field(default_factory=set)
+    plain_positions: set[int] = dc_field(default_factory=set)
+    weights: dict[int, int] = dc_field(default_factory=dict)
+    address_total: int = 0
+
+    def cost(self) -> int:
+        """In :data:`_UNITS` per corpus alert."""
+        return max(len(self.positions) * _UNITS, len(self.plain_positions) * _UNITS + self.address_total)
+
+    def cost_with(self, entry: AllowlistEntry) -> int:
+        positions, weights = _corpus_matches(entry.conditions), _address_weights(entry.conditions)
+        plain = len(self.plain_positions) + (len(positions - self.plain_positions) if not weights else 0)
+        added = sum(max(0, w - self.weights.get(p, 0)) for p, w in weights)
+        return max(len(self.positions | positions) * _UNITS, plain * _UNITS + self.address_total + added)
+
+    def add(self, entry: AllowlistEntry) -> None:
+        positions, weights = _corpus_matches(entry.conditions), _address_weights(entry.conditions)
+        self.positions |= positions
+        if not weights:
+            self.plain_positions |= positions
+        for p, w in weights:
+            if w > self.weights.get(p, 0):
+                self.address_total += w - self.weights.get(p, 0)
+                self.weights[p] = w
 
 
 def _check_breadth(conditions: tuple[Condition, ...]) -> None:
@@ -534,7 +648,7 @@ class AllowlistBudget:
 
 def _budget_order(entry: AllowlistEntry) -> tuple[int, bool, int, str]:
     """Narrowest first; then the older ``created_at`` (an entry without one last); then the id."""
-    return len(_corpus_matches(entry.conditions)), entry.created_at is None, entry.created_at or 0, entry.id
+    return _BudgetTally().cost_with(entry), entry.created_at is None, entry.created_at or 0, entry.id
 
 
 @dataclass(slots=True)
@@ -551,8 +665,15 @@ class Allowlist:
 
     @classmethod
     def load(cls, raws: Iterable[Mapping[str, Any]], *, now: Ticks) -> Allowlist:
+        """Validate the entries; the ones that cannot suppress (see :class:`EntryProblem`) are reported.
+
+        Every copy of an id that occurs more than once suppresses nothing (decision): a table row written under
+        another RowKey can carry a reviewed entry's id, and keeping the copy listed first kept the planted one
+        in force under the reviewed id whenever the table listed it first.
+        """
         out = cls()
-        seen: set[str] = set()
+        raws = list(raws)
+        counts = Counter(raw.get("id") for raw in raws if isinstance(raw, Mapping) and isinstance(raw.get("id"), str))
         for position, raw in enumerate(raws, start=1):
             raw_id = raw.get("id") if isinstance(raw, Mapping) else None
             label = raw_id if isinstance(raw_id, str) and raw_id else f"entry #{position}"
@@ -561,10 +682,10 @@ class Allowlist:
             except InvalidEntry as exc:
                 out.problems.append(EntryProblem(label, f"invalid, suppresses nothing: {exc}", "invalid"))
                 continue
-            if entry.id in seen:
-                out.problems.append(EntryProblem(label, "duplicate id, suppresses nothing", "duplicate"))
+            if counts[entry.id] > 1:
+                out.problems.append(EntryProblem(label, f"duplicate id ({counts[entry.id]} entries carry it), "
+                                                        "suppresses nothing", "duplicate"))
                 continue
-            seen.add(entry.id)
             if not entry.enabled:
                 out.problems.append(EntryProblem(entry.id, "disabled", "disabled"))
             elif entry.is_expired(now):
@@ -578,24 +699,25 @@ class Allowlist:
 
     def _keep_within_budget(self) -> None:
         """Set aside the broadest active entries until the rest together match at most the budget."""
-        kept_positions: set[int] = set()
-        requested: set[int] = set()
+        kept, requested = _BudgetTally(), _BudgetTally()
         set_aside: dict[str, None] = {}  # in the order they were set aside
         for entry in sorted(self.active, key=_budget_order):
-            positions = _corpus_matches(entry.conditions)
-            requested |= positions
-            beyond = positions - kept_positions
-            if len(kept_positions) + len(beyond) <= BUDGET_MATCHES:
-                kept_positions |= beyond
+            requested.add(entry)
+            cost = kept.cost_with(entry)
+            if cost <= BUDGET_MATCHES * _UNITS:
+                kept.add(entry)
                 continue
             set_aside[entry.id] = None
+            own, before = _BudgetTally().cost_with(entry), kept.cost()
             self.problems.append(EntryProblem(entry.id, (
-                f"over the allowlist budget, suppresses nothing: it matches {len(positions)} breadth-corpus "
-                f"alert(s), {len(beyond)} of them beyond the {len(kept_positions)} that the narrower entries kept "
-                f"in force match; all entries together may match at most {BUDGET_MATCHES} of the {CORPUS_SIZE} "
-                f"({BUDGET_SHARE:.0%})"), "over_budget"))
+                f"over the allowlist budget, suppresses nothing: it matches {_in_alerts(own)} breadth-corpus "
+                f"alert(s) (a caller-IP range by its share of the address space), {_in_alerts(cost - before)} of "
+                f"them beyond the {_in_alerts(before)} that the narrower entries kept in force match; all entries "
+                f"together may match at most {BUDGET_MATCHES} of the {CORPUS_SIZE} ({BUDGET_SHARE:.0%})"),
+                "over_budget"))
         self.active = [e for e in self.active if e.id not in set_aside]
-        self.budget = AllowlistBudget(matched=len(kept_positions), requested=len(requested), set_aside=tuple(set_aside))
+        self.budget = AllowlistBudget(matched=_in_alerts(kept.cost()), requested=_in_alerts(requested.cost()),
+                                      set_aside=tuple(set_aside))
 
     def _build_index(self) -> None:
         self._index.clear()
@@ -634,6 +756,8 @@ def budget_refusal(raws: Sequence[Mapping[str, Any]], entry: AllowlistEntry, *, 
     if not pushed:
         return None
     mine = _corpus_matches(entry.conditions)
+    own = f"{_in_alerts(_BudgetTally().cost_with(entry))}" + (
+        " (a caller-IP range by its share of the address space)" if _address_weights(entry.conditions) else "")
     overlaps = [(e.id, n) for e in before.active if (n := len(mine & _corpus_matches(e.conditions)))]
     shared = f", {len(mine - _corpus_union(before.active))} of them matched by no entry in force" + (
         f" (it overlaps {', '.join(f'{i} on {n}' for i, n in overlaps[:10])}"
@@ -643,7 +767,7 @@ def budget_refusal(raws: Sequence[Mapping[str, Any]], entry: AllowlistEntry, *, 
                            *([f"it would push {', '.join(others_out)} out of force"] if others_out else [])])
     return (f"over the allowlist budget: all entries in force together may match at most {BUDGET_MATCHES} of the "
             f"{CORPUS_SIZE} breadth-corpus alerts ({BUDGET_SHARE:.0%}); the {len(before.active)} entries in force "
-            f"match {before.budget.matched}; this entry matches {len(mine)}{shared}; {effect}. Narrow it (e.g. add "
+            f"match {before.budget.matched}; this entry matches {own}{shared}; {effect}. Narrow it (e.g. add "
             "a caller or VM condition) or remove entries it overlaps")
 
 

@@ -187,8 +187,15 @@ def webhook_identity(url: str) -> str:
     one spelled or not) and path, and any query parameter but ``CREDENTIAL_PARAMETERS``. So a URL whose
     signature was rotated (same workflow, new ``sig``) is the same destination, and two workflows are two.
     The result holds no credential parameter, but still the path (a workflow id): hash it before showing it.
+
+    The URL is first spelled the way the sender puts it on the wire (requests' own preparation: an IDN host as
+    its A-label, a percent-escaped unreserved character as the character), so two spellings that reach one
+    workflow are one destination. The path's case and its reserved escapes (``%2F``) stay: a server may tell
+    them apart.
     """
-    parts = urlsplit(url)
+    request = requests.models.PreparedRequest()
+    request.prepare_url(url, None)
+    parts = urlsplit(request.url or url)
     scheme = parts.scheme.lower()
     port = parts.port or (443 if scheme == "https" else 80)
     query = sorted((k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
