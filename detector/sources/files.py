@@ -481,15 +481,15 @@ def read_table(path: Path, table: str, required: tuple[str, ...], convert: Calla
     the order found from the file's times. ``met_before`` (``records.Identities``, one per table) tells an
     event already read, in this file or another: it is skipped and counted (``duplicates_skipped``).
 
-    A file in another encoding than UTF-8, or one that has rows but none of them readable, is an
-    :class:`InputError`: the run must not look clean when the data was never read.
+    A file that has rows but none of them readable is an :class:`InputError`: the run must not look clean when
+    the data was never read. The caller has refused files in another encoding than UTF-8 already
+    (:func:`check_utf8_text`, for every file before any scan starts).
     """
     malformed_before = len(report.malformed), report.malformed_count
     rows_before = report.rows_read.get(table, 0)
     duplicates_before = report.duplicates_skipped
     converted = 0
     try:
-        check_utf8_text(path)
         fmt = "jsonl" if scanned is not None else reading_format(path)
         rows: RowStream = (_iter_scanned(path, required, report, table, scanned(), progress) if scanned is not None
                            else _iter_jsonl(path, required, report, table) if fmt == "jsonl"
